@@ -1,0 +1,45 @@
+# The two commands a newcomer runs: `make demo` (the embedded demo) and `make test` (lint, types, tests).
+# Both bootstrap everything they need: a private uv in .tools/, then the locked environment in .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := .tools/bin/uv
+VENV := .venv
+RUN := $(UV) run --frozen --no-sync
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast test-slow lint typecheck bench sync clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check 'uv>=0.4,<1'
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock libs/dscore/pyproject.toml
+	$(UV) sync --frozen --all-packages
+	touch $@
+
+sync: $(VENV)/.synced
+
+demo: sync
+	$(RUN) dscore demo
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: sync
+	$(RUN) mypy
+
+test: lint typecheck
+	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+
+test-fast: sync
+	$(RUN) pytest -m "not slow" -x -q $(PYTEST_ARGS)
+
+test-slow: sync
+	$(RUN) pytest -m slow $(PYTEST_ARGS)
+
+bench: sync
+	$(RUN) dscore bench all
+
+clean:
+	rm -rf .venv .tools .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""dscore: consensus and consistency protocols as deterministic state machines, with a simulator."""

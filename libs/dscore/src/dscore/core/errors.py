@@ -1,0 +1,69 @@
+"""dscore's typed errors.
+
+Local errors (a caller misused the API, a setting is wrong) are kept apart from remote errors (bytes that
+arrived from another node or a client are bad). Decoding untrusted bytes raises only `RemoteError`
+subclasses, never a bare `ValueError`, `KeyError` or a msgpack exception.
+"""
+
+from __future__ import annotations
+
+
+class DscoreError(Exception):
+    """Base class of every error dscore raises on purpose."""
+
+
+class LocalError(DscoreError):
+    """The local caller did something wrong: a bad argument, a bad setting, an API misuse."""
+
+
+class ConfigError(LocalError):
+    """A setting is out of range or inconsistent."""
+
+
+class NotLeaderError(LocalError):
+    """A proposal or read reached a replica that cannot serve it; `leader_hint` names who might."""
+
+    def __init__(self, message: str, leader_hint: str | None = None) -> None:
+        super().__init__(message)
+        self.leader_hint = leader_hint
+
+
+class RemoteError(DscoreError):
+    """Bytes or a message received from elsewhere are unacceptable. The receiver drops and counts them."""
+
+
+class DecodeError(RemoteError):
+    """Base class of every failure to decode an envelope."""
+
+    #: a short fixed label for the `reason` label of the rejection metric
+    reason = "malformed"
+
+
+class MalformedError(DecodeError):
+    """The bytes are not a well-formed envelope (bad framing, wrong types, wrong arity)."""
+
+    reason = "malformed"
+
+
+class ChecksumMismatchError(DecodeError):
+    """The error-detection code does not match the bytes: corruption in flight or at rest."""
+
+    reason = "checksum"
+
+
+class UnknownKindError(DecodeError):
+    """The envelope names a message kind this build does not know."""
+
+    reason = "unknown_kind"
+
+
+class TooLargeError(DecodeError):
+    """The encoded envelope exceeds the configured maximum size."""
+
+    reason = "too_large"
+
+
+class UnsupportedVersionError(DecodeError):
+    """The wire format version is not one this build reads."""
+
+    reason = "version"

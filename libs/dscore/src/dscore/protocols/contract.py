@@ -1,0 +1,186 @@
+"""The contract every protocol core honours (after etcd's raft), and the data it exchanges with drivers.
+
+A core is a plain, deterministic object. Three inputs drive it:
+
+- `step(envelope)`: a message arrived from a peer;
+- `tick()`: one unit of logical time passed (every timeout is counted in ticks; a driver maps ticks to
+  seconds, the simulator to virtual time);
+- `propose(data)` / `read_index(request_id)`: a client asked for something.
+
+One output drains it: `ready()` returns a `Ready` (frozen data) of everything the core needs done, and
+`advance(ready)` tells the core it was done. A core never does I/O, never reads a clock and draws
+randomness only from the `random.Random` it was given, so one seed replays a whole run.
+
+The order in which a driver must carry out a `Ready` is part of the contract; see `Ready`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dscore.core.envelope import Envelope
+from dscore.core.ids import NodeId
+from dscore.core.registry import message
+
+
+class EntryKind(enum.IntEnum):
+    #: a client command: `data` is an encoded state-machine command, applied by the driver
+    NORMAL = 0
+    #: an empty entry a new leader appends to commit its term; nothing to apply
+    NOOP = 1
+    #: a membership change; the core interprets it, the driver has nothing to apply
+    CONFIG = 2
+
+
+@message("log.entry")
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One slot of a replicated log. `term` is the protocol's epoch (Raft term, Paxos ballot, PBFT view)."""
+
+    index: int
+    term: int
+    kind: EntryKind
+    data: bytes
+
+
+@message("log.snapshot")
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A state-machine image that replaces the log up to and including `index`.
+
+    `config` is the protocol's membership as of `index` (opaque to drivers, encoded by the codec).
+    """
+
+    index: int
+    term: int
+    data: bytes
+    config: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to send. The driver wraps it in an `Envelope` (ids, Lamport time, checksum)."""
+
+    to: NodeId
+    content: object
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A read registered with `read_index(request_id)` may be served from the local state machine once
+    the driver has applied every entry up to `index`."""
+
+    request_id: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """What survives a crash: exactly what earlier `Ready`s asked to persist. Given to a core on restart."""
+
+    hard_state: object | None = None
+    snapshot: Snapshot | None = None
+    entries: tuple[LogEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What a core needs done. Carry it out in this order, and only then call `advance(ready)`:
+
+    1. persist, in one atomic write: `hard_state` (if not None, replaces the stored one); `snapshot` (if
+       not None, replaces the stored one and drops stored entries with index <= snapshot.index);
+       `entries` (drop stored entries with index >= entries[0].index, then append);
+    2. send `messages` (only after step 1 is durable: a vote or an acknowledgement must never promise
+       what a crash could forget);
+    3. if `snapshot` is newer than the state machine, restore the state machine from it; then apply
+       `committed` entries in order (NORMAL ones only carry commands);
+    4. release `read_states` whose index is applied, and fail `failed_reads`;
+    5. commit the transport offsets of the inputs that produced this `Ready`.
+
+    A crash anywhere in between loses nothing: what was not yet persisted was never announced, and
+    inputs whose offsets were not committed are delivered again (cores are idempotent to duplicates).
+    """
+
+    hard_state: object | None = None
+    snapshot: Snapshot | None = None
+    entries: tuple[LogEntry, ...] = ()
+    messages: tuple[Outgoing, ...] = ()
+    committed: tuple[LogEntry, ...] = ()
+    read_states: tuple[ReadState, ...] = ()
+    failed_reads: tuple[int, ...] = ()
+
+    @property
+    def must_persist(self) -> bool:
+        return self.hard_state is not None or self.snapshot is not None or bool(self.entries)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.must_persist or self.messages or self.committed or self.read_states or self.failed_reads
+        )
+
+
+EMPTY_READY = Ready()
+
+
+class ProtocolCore(Protocol):
+    """The shape drivers (`dscore.runtime`, `dscore.sim`) rely on. Roles are a per-protocol Enum."""
+
+    @property
+    def node_id(self) -> NodeId: ...
+
+    @property
+    def leader_id(self) -> NodeId | None:
+        """Who this node believes leads now, if anyone (for redirects and metrics)."""
+        ...
+
+    @property
+    def role(self) -> enum.Enum: ...
+
+    def step(self, envelope: Envelope) -> None:
+        """Handle one message. Invalid or stale messages are ignored (and counted), never raised."""
+        ...
+
+    def tick(self) -> None: ...
+
+    def propose(self, data: bytes) -> int:
+        """Append a command; returns its log index. Raises `NotLeaderError` if this node cannot."""
+        ...
+
+    def read_index(self, request_id: int) -> None:
+        """Register a linearizable read. Raises `NotLeaderError` if this node cannot serve it."""
+        ...
+
+    def has_ready(self) -> bool: ...
+
+    def ready(self) -> Ready: ...
+
+    def advance(self, ready: Ready) -> None: ...
+
+
+@dataclass(slots=True)
+class Counters:
+    """Per-core event counts a driver exports as metrics (labels from a small fixed set)."""
+
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+def apply_persist(durable: DurableState, ready: Ready) -> DurableState:
+    """Step 1 of `Ready` applied to an in-memory image of stable storage (used by the simulator and the
+    in-memory storage, and as the reference the Redis storage is tested against)."""
+    if not ready.must_persist:
+        return durable
+    hard_state = ready.hard_state if ready.hard_state is not None else durable.hard_state
+    snapshot = durable.snapshot
+    entries = durable.entries
+    if ready.snapshot is not None and (snapshot is None or ready.snapshot.index > snapshot.index):
+        snapshot = ready.snapshot
+        entries = tuple(e for e in entries if e.index > snapshot.index)
+    if ready.entries:
+        first = ready.entries[0].index
+        entries = tuple(e for e in entries if e.index < first) + ready.entries
+    return DurableState(hard_state=hard_state, snapshot=snapshot, entries=entries)
