@@ -6,6 +6,9 @@ UV := .tools/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 PYTEST_ARGS ?=
+# Use the machine's Python 3.11; never let uv download an interpreter.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: demo test test-fast test-slow lint typecheck bench sync clean
 
