@@ -1,0 +1,205 @@
+"""Paper 5.3 (log replication): consistency check, conflict truncation, fast backtracking, batching,
+pipelining with a bounded number of appends in flight, probe/replicate states, and tolerance of lost,
+duplicated and reordered messages."""
+
+from __future__ import annotations
+
+import random
+
+from raft_harness import Cluster, cfg
+
+from dscore.core.envelope import Envelope
+from dscore.protocols.raft import AppendEntries, AppendResponse, ProgressState, Role
+
+
+def test_proposals_are_replicated_and_applied_in_the_same_order_everywhere() -> None:
+    c = Cluster(seed=1, wire=True)  # every message goes through the codec
+    c.wait_leader()
+    for i in range(20):
+        c.propose(b"cmd%d" % i)
+    c.tick(2)
+    expected = [b"cmd%d" % i for i in range(20)]
+    assert all(c.sm[n] == expected for n in c.nodes)
+    c.check_log_matching()
+
+
+def test_conflicting_uncommitted_entries_are_truncated_and_never_applied() -> None:
+    c = Cluster(seed=2)
+    old = c.wait_leader()
+    c.propose(b"committed")
+    c.isolate(old)
+    for i in range(3):
+        c.propose(b"orphan%d" % i, old)  # appended on the old leader only
+    others = [n for n in c.ids if n != old]
+    new = c.wait_leader(among=others)
+    c.propose(b"winner", new)
+    c.heal()
+    c.converge()
+    assert c.nodes[old].role is Role.FOLLOWER
+    for n in c.ids:
+        assert c.sm[n] == [b"committed", b"winner"]
+    assert all(b"orphan" not in e.data for e in c.nodes[old].entries())
+
+
+def rejects_from(c: Cluster, node: str) -> int:
+    return sum(
+        1 for e in c.trace if e.source == node and isinstance(e.content, AppendResponse) and e.content.reject
+    )
+
+
+def test_fast_backtracking_skips_a_whole_conflicting_term_per_round_trip() -> None:
+    c = Cluster(seed=3)
+    old = c.wait_leader()
+    c.isolate(old)
+    for i in range(60):
+        c.propose(b"stale%d" % i, old, run=False)
+    others = [n for n in c.ids if n != old]
+    new = c.wait_leader(among=others)
+    for i in range(60):
+        c.propose(b"fresh%d" % i, new, run=False)
+    c.run()
+    before = rejects_from(c, old)
+    c.heal()
+    c.converge()
+    assert c.sm[old] == c.sm[new]
+    assert rejects_from(c, old) - before <= 3  # not one per conflicting entry (60)
+
+
+def appends_to(c: Cluster, node: str) -> list[AppendEntries]:
+    return [e.content for e in c.trace if e.destination == node and isinstance(e.content, AppendEntries)]
+
+
+def batch_sizes(c: Cluster, lead: str, payloads: list[bytes]) -> list[int]:
+    """Propose all payloads before the leader's next Ready; return the entry counts sent to a follower."""
+    c.trace.clear()
+    for data in payloads:
+        c.nodes[lead].propose(data)
+    c.process(lead)
+    c.run()
+    follower = next(n for n in c.ids if n != lead)
+    return [len(m.entries) for m in appends_to(c, follower) if m.entries]
+
+
+def test_batches_respect_max_entries_and_max_bytes() -> None:
+    c = Cluster(config=cfg(max_entries_per_msg=4, max_bytes_per_msg=100), seed=4)
+    lead = c.wait_leader()
+    assert batch_sizes(c, lead, [b"x" * 40] * 10) == [2, 2, 2, 2, 2]  # 2 x 40 bytes fit in 100, 3 do not
+    assert batch_sizes(c, lead, [b"y" * 150] * 3) == [1, 1, 1]  # too large alone: still one per message
+    assert batch_sizes(c, lead, [b""] * 10) == [4, 4, 2]
+
+
+def test_appends_in_flight_to_a_silent_follower_are_bounded() -> None:
+    c = Cluster(config=cfg(max_inflight_msgs=3, max_entries_per_msg=1), seed=5)
+    lead = c.wait_leader()
+    slow = next(n for n in c.ids if n != lead)
+    c.tick(1)
+    assert c.nodes[lead].progress(slow).state is ProgressState.REPLICATE  # type: ignore[union-attr]
+    c.filter = lambda e: e.source != slow  # slow receives everything but its answers are lost
+    c.trace.clear()
+    for i in range(10):
+        c.propose(b"p%d" % i)
+    assert len([m for m in appends_to(c, slow) if m.entries]) == 3
+    assert c.nodes[lead].commit_index == c.nodes[lead].last_index  # the other follower suffices
+    c.heal()
+    c.converge()
+    assert c.sm[slow] == c.sm[lead]
+
+
+def test_a_lagging_follower_is_probed_one_append_at_a_time_then_pipelined() -> None:
+    c = Cluster(config=cfg(max_entries_per_msg=1), seed=6)
+    c.isolate("c")
+    lead = c.elect("a").node_id
+    for i in range(5):
+        c.propose(b"p%d" % i)
+    pr = c.nodes[lead].progress("c")
+    assert pr is not None and pr.state is ProgressState.PROBE
+    c.heal()
+    c.tick(1, deliver=False)
+    states = set()
+    while c.queue:
+        in_flight = [e for e in c.queue if e.destination == "c" and isinstance(e.content, AppendEntries)]
+        if pr.state is ProgressState.PROBE:
+            assert len(in_flight) <= 1
+        states.add(pr.state)
+        c.deliver_one()
+    assert states == {ProgressState.PROBE, ProgressState.REPLICATE}
+    assert pr.match == c.nodes[lead].last_index
+    assert c.sm["c"] == c.sm[lead]
+
+
+def test_a_replicating_follower_whose_appends_were_lost_is_probed_again() -> None:
+    c = Cluster(seed=6)
+    lead = c.wait_leader()
+    follower = next(n for n in c.ids if n != lead)
+    pr = c.nodes[lead].progress(follower)
+    assert pr is not None and pr.state is ProgressState.REPLICATE
+    c.isolate(follower)
+    for i in range(5):
+        c.propose(b"p%d" % i)  # lost, and nothing new follows to reveal the gap
+    c.heal()
+    c.tick(c.config.election_timeout_ticks)  # heartbeats answered, no progress: probe again
+    assert pr.match == c.nodes[lead].last_index
+    assert c.sm[follower] == c.sm[lead]
+
+
+def test_lost_messages_are_recovered() -> None:
+    c = Cluster(["a", "b", "c", "d", "e"], seed=7)
+    c.wait_leader()
+    loss = random.Random(7)
+    c.filter = lambda e: loss.random() > 0.25
+    proposed = []
+    for i in range(40):
+        lead = c.leader()
+        if lead is not None:
+            try:
+                c.propose(b"m%d" % i, lead)
+                proposed.append(b"m%d" % i)
+            except Exception:
+                pass
+        c.tick(1)
+    c.heal()
+    c.converge(40)
+    reference = c.sm[c.wait_leader()]
+    assert all(c.sm[n] == reference for n in c.nodes)
+    assert set(reference) <= set(proposed)
+
+
+def run_workload(duplicate: bool) -> list[bytes]:
+    c = Cluster(seed=8)
+    c.duplicate = duplicate
+    c.wait_leader()
+    for i in range(30):
+        c.propose(b"d%d" % i)
+        if i % 7 == 0:
+            c.tick(1)
+    c.tick(3)
+    assert all(c.sm[n] == c.sm["a"] for n in c.nodes)
+    return c.sm["a"]
+
+
+def test_duplicating_every_message_changes_nothing() -> None:
+    assert run_workload(duplicate=True) == run_workload(duplicate=False) == [b"d%d" % i for i in range(30)]
+
+
+def test_reordered_messages_keep_safety_and_converge() -> None:
+    c = Cluster(["a", "b", "c", "d", "e"], seed=9)
+    c.shuffle_rng = random.Random(9)
+    c.wait_leader()
+    for i in range(30):
+        lead = c.leader()
+        if lead is not None and c.nodes[lead].lead_transferee is None:
+            c.propose(b"r%d" % i, lead)
+        c.tick(1)
+    c.shuffle_rng = None
+    c.converge(30)
+    lead = c.wait_leader()
+    assert all(c.sm[n] == c.sm[lead] for n in c.nodes)
+
+
+def test_envelope_filter_signature() -> None:
+    # the harness filter receives whole envelopes
+    c = Cluster(seed=10)
+    seen: list[Envelope] = []
+    c.filter = lambda e: seen.append(e) is None
+    c.wait_leader()
+    assert seen

@@ -1,0 +1,162 @@
+"""Paper section 7 / dissertation chapter 5: log compaction, snapshots, InstallSnapshot (chunked) for
+lagging and restarted followers, keeping a matching suffix, and restart from snapshot + entries."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from raft_harness import Cluster, cfg, drain, env
+
+from dscore.core import codec
+from dscore.core.errors import LocalError
+from dscore.protocols.contract import DurableState, EntryKind, LogEntry, Snapshot, apply_persist
+from dscore.protocols.raft import (
+    AppendResponse,
+    HardState,
+    InstallSnapshot,
+    Membership,
+    RaftNode,
+    Role,
+    SnapshotResponse,
+)
+
+ABC = Membership(("a", "b", "c"))
+
+
+def test_compact_drops_the_prefix_and_persists_a_snapshot_with_the_membership() -> None:
+    c = Cluster(seed=1)
+    lead = c.wait_leader()
+    for i in range(10):
+        c.propose(b"v%d" % i)
+    node = c.nodes[lead]
+    applied = c.applied[lead]
+    c.compact(lead)
+    assert node.snapshot_index == applied and node.entries() == ()
+    stored = c.durable[lead].snapshot
+    assert stored is not None and stored.index == applied and stored.config == ABC
+    assert codec.decode_value(stored.data) == tuple(b"v%d" % i for i in range(10))
+    assert all(e.index > applied for e in c.durable[lead].entries)
+    c.propose(b"after")  # replication goes on from the snapshot
+    assert all(c.sm[n][-1] == b"after" for n in c.nodes)
+
+
+def test_compact_refuses_unapplied_or_already_compacted_indexes() -> None:
+    c = Cluster(seed=2)
+    lead = c.wait_leader()
+    c.propose(b"x")
+    node = c.nodes[lead]
+    with pytest.raises(LocalError, match="not handed out"):
+        node.compact(node.last_index + 1, b"")
+    c.compact(lead)
+    with pytest.raises(LocalError, match="already compacted"):
+        node.compact(node.snapshot_index, b"")
+
+
+@pytest.mark.parametrize("lossy", [False, True])
+def test_a_lagging_follower_catches_up_through_a_chunked_snapshot(lossy: bool) -> None:
+    c = Cluster(config=cfg(snapshot_chunk_bytes=16), seed=3)
+    lead = c.wait_leader()
+    lag = next(n for n in c.ids if n != lead)
+    c.crash(lag)
+    for i in range(30):
+        c.propose(b"value-%02d" % i)
+    for n in c.nodes:
+        c.compact(n)
+    c.restart(lag)
+    if lossy:
+        drops = random.Random(3)
+        c.filter = lambda e: (
+            not isinstance(e.content, InstallSnapshot | SnapshotResponse) or drops.random() > 0.3
+        )
+    c.tick(40)
+    c.heal()
+    c.tick(5)
+    assert c.sent["InstallSnapshot"] > 10  # the image took many chunks
+    assert c.nodes[lag].counters["snapshot_installed"] >= 1
+    assert c.sm[lag] == c.sm[lead] and len(c.sm[lag]) == 30
+    c.propose(b"next")
+    assert c.sm[lag][-1] == b"next"
+
+
+def follower(entries: int, term: int = 1) -> tuple[RaftNode, DurableState]:
+    log = tuple(LogEntry(i, term, EntryKind.NORMAL, b"e%d" % i) for i in range(1, entries + 1))
+    durable = DurableState(hard_state=HardState(term, None, 0), entries=log)
+    node = RaftNode("b", cfg(), random.Random(1), durable, ["a", "b", "c"])
+    for rd in drain(node):
+        durable = apply_persist(durable, rd)
+    return node, durable
+
+
+def install(node: RaftNode, durable: DurableState, m: InstallSnapshot) -> tuple[DurableState, list[object]]:
+    node.step(env("a", "b", m))
+    out = []
+    for rd in drain(node):
+        durable = apply_persist(durable, rd)
+        out += [o.content for o in rd.messages]
+    return durable, out
+
+
+def test_a_follower_keeps_the_entries_after_a_matching_snapshot() -> None:
+    node, durable = follower(6)
+    durable, out = install(node, durable, InstallSnapshot(2, 3, 1, ABC, 0, b"img", True))
+    assert out == [AppendResponse(term=2, index=3)]
+    assert node.snapshot_index == 3 and node.commit_index == 3
+    assert node.entries_view() == [(4, 1), (5, 1), (6, 1)]
+    assert durable.snapshot is not None and durable.snapshot.data == b"img"
+    assert [e.index for e in durable.entries] == [4, 5, 6]
+
+
+def test_a_follower_discards_a_conflicting_log_including_its_stored_suffix() -> None:
+    node, durable = follower(6)
+    after = (LogEntry(4, 2, EntryKind.NOOP, b""),)
+    durable, out = install(node, durable, InstallSnapshot(2, 3, 2, ABC, 0, b"img", True, after))
+    assert out == [AppendResponse(term=2, index=4)]
+    assert node.entries_view() == [(4, 2)]
+    assert durable.entries == after  # the stale 5 and 6 are gone from storage too
+
+
+def test_snapshot_chunks_are_reassembled_in_order_and_duplicates_are_harmless() -> None:
+    node, durable = follower(1)
+    chunks = [(0, b"abc", False), (3, b"def", False), (3, b"def", False), (9, b"xx", False), (6, b"g", True)]
+    replies = []
+    for offset, data, done in chunks:
+        durable, out = install(node, durable, InstallSnapshot(2, 5, 2, ABC, offset, data, done))
+        replies += out
+    assert replies == [
+        SnapshotResponse(2, 5, 3),
+        SnapshotResponse(2, 5, 6),
+        SnapshotResponse(2, 5, 6),  # duplicate: same answer
+        SnapshotResponse(2, 5, 6),  # a gap: tell the leader where to resume
+        AppendResponse(2, 5),
+    ]
+    assert durable.snapshot == Snapshot(5, 2, b"abcdefg", ABC)
+
+
+def test_restart_from_snapshot_and_entries_resumes_with_the_right_commit_index() -> None:
+    entries = tuple(LogEntry(i, 2, EntryKind.NORMAL, b"") for i in range(6, 9))
+    snap = Snapshot(5, 2, b"image", ABC)
+    node = RaftNode("b", cfg(), random.Random(1), DurableState(HardState(3, "a", 2), snap, entries), ["x"])
+    assert (node.term, node.vote, node.role) == (3, "a", Role.FOLLOWER)
+    assert node.commit_index == 5  # max(hard state commit, snapshot index)
+    assert (node.snapshot_index, node.last_index, node.voters) == (5, 8, ("a", "b", "c"))
+    first = drain(node)[0]
+    assert first.snapshot == snap  # announced again for an empty state machine
+    node = RaftNode("b", cfg(), random.Random(1), DurableState(HardState(3, "a", 7), snap, entries), ["x"])
+    assert node.commit_index == 7
+    assert [e.index for rd in drain(node) for e in rd.committed] == [6, 7]
+
+
+def test_a_crashed_node_restarts_from_its_snapshot_and_catches_up() -> None:
+    c = Cluster(seed=4)
+    lead = c.wait_leader()
+    for i in range(8):
+        c.propose(b"k%d" % i)
+    c.tick(1)
+    f = next(n for n in c.ids if n != lead)
+    c.compact(f)
+    c.propose(b"tail")
+    c.tick(1)
+    c.crash(f)
+    c.restart(f)
+    assert c.sm[f] == [b"k%d" % i for i in range(8)] + [b"tail"]
