@@ -276,3 +276,43 @@ def test_fuzz_100k_inputs() -> None:
     decoded, rejected = fuzz(100_000, seed=2026)
     assert decoded + rejected == 100_000
     assert rejected > 90_000
+
+
+@message("test.choice")
+@dataclass(frozen=True, slots=True)
+class Choice:
+    pick: Item | Batch | None
+
+
+def test_union_of_messages_round_trips_tagged() -> None:
+    for pick in (Item(3, b"z"), sample_envelope(items=1).content, None):
+        value = Choice(pick)  # type: ignore[arg-type]
+        assert decode_value(encode_value(value)) == value
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [["test.choice", [None]]],  # a kind outside the union
+        [["test.item"]],  # tag without fields
+        [["test.item", ["x", b""]]],  # bad field inside the tagged member
+        [5],
+    ],
+)
+def test_union_of_messages_rejects_bad_tags(fields: list[object]) -> None:
+    data = b"\x01" + msgpack.packb(["test.choice", fields], use_bin_type=True)
+    with pytest.raises(MalformedError):
+        decode_value(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x07\x90", b"\x01\x90", b"\x01\x92\x05\x90", b"\x00\xc1"])
+def test_decode_value_rejects_bad_input(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_value(data)
+
+
+def test_nested_packing_reuses_packers_safely() -> None:
+    # A message inside an `object` field packs an extension while the outer packer is busy.
+    outer = Batch(1, "n", (), None, Mood.CALM, False, (1, ""), Item(2, b"in"), {"w": 1})
+    assert decode_value(encode_value(outer)) == outer
+    assert decode_value(encode_value((outer, outer))) == (outer, outer)

@@ -57,8 +57,24 @@ def _default(obj: Any) -> Any:
     raise LocalError(f"cannot encode {type(obj).__name__}")
 
 
+# Packers are reused: `msgpack.packb` builds a fresh Packer (and its buffer) on every call, which costs
+# more than packing a small command. A pool (list pop/append are atomic) keeps reuse safe when packing
+# nests (the `default` hook packs extensions) and when threads share the codec.
+_packer_pool: list[msgpack.Packer] = []
+
+
 def _pack(value: Any) -> bytes:
-    data: bytes = msgpack.packb(value, default=_default, use_bin_type=True)
+    try:
+        packer = _packer_pool.pop()
+    except IndexError:
+        packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
+    try:
+        data: bytes = packer.pack(value)
+    except BaseException:
+        packer.reset()
+        raise
+    finally:
+        _packer_pool.append(packer)
     return data
 
 
@@ -93,14 +109,34 @@ def _unpack(data: bytes) -> Any:
         raise MalformedError(f"bad msgpack: {type(exc).__name__}: {exc}") from None
 
 
+_VALUE_PLAIN = b"\x00"
+_VALUE_MESSAGE = b"\x01"
+
+
 def encode_value(value: Any) -> bytes:
-    """Encode any msgpack value or registered message (no frame); for storage records and commands."""
-    return _pack(value)
+    """Encode any msgpack value or registered message (no frame); for storage records and commands.
+
+    One leading byte says which: a message is packed as `[kind, fields]` directly (one msgpack pass, no
+    extension wrapper), since commands and log records are encoded and decoded on every replica."""
+    entry = lookup_class(type(value))
+    if entry is not None:
+        return _VALUE_MESSAGE + _pack([entry.kind, entry.encode(value)])
+    return _VALUE_PLAIN + _pack(value)
 
 
 def decode_value(data: bytes) -> Any:
     """Inverse of `encode_value`; raises only `DecodeError` subclasses."""
-    return _unpack(data)
+    if not isinstance(data, bytes) or not data:
+        raise MalformedError("an encoded value needs at least its leading byte")
+    mode, body = data[:1], data[1:]
+    if mode == _VALUE_PLAIN:
+        return _unpack(body)
+    if mode == _VALUE_MESSAGE:
+        tagged = _unpack(body)
+        if type(tagged) is not tuple or len(tagged) != 2 or type(tagged[0]) is not str:
+            raise MalformedError("an encoded message must be [kind, fields]")
+        return lookup_kind(tagged[0]).decode(tagged[1])
+    raise MalformedError(f"unknown value encoding {mode!r}")
 
 
 def frame(body: bytes) -> bytes:

@@ -145,6 +145,20 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _is_message(hint: Any) -> bool:
+    return isinstance(hint, type) and hint in _by_class
+
+
+def _tagged_encoder(value: Any) -> Any:
+    """A union of messages travels as `[kind, fields]` (the declared type alone cannot say which)."""
+    if value is None:
+        return None
+    entry = _by_class[type(value)]
+    if not entry.compiled:
+        _compile(entry)
+    return [entry.kind, entry.encode(value)]
+
+
 def _encoder_for(hint: Any) -> Converter:
     """How a field's value becomes plain msgpack data. Dynamic places (object, unions of messages) are
     left to the codec's `default` hook, which tags them with their kind."""
@@ -166,6 +180,8 @@ def _encoder_for(hint: Any) -> Converter:
             if inner is _identity:
                 return _identity
             return lambda v: None if v is None else inner(v)
+        if all(_is_message(a) for a in non_none):
+            return _tagged_encoder
         return _identity
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
@@ -226,6 +242,9 @@ def _converter_for(hint: Any, where: str) -> Converter:
 
         return to_message
     if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) > 1 and all(_is_message(a) for a in non_none):
+            return _tagged_converter(tuple(non_none), type(None) in args, where)
         options = tuple(_converter_for(a, where) for a in args)
         names = " | ".join(getattr(a, "__name__", str(a)) for a in args)
 
@@ -278,3 +297,24 @@ def _converter_for(hint: Any, where: str) -> Converter:
 
         return to_dict
     raise LocalError(f"{where}: unsupported message field type {hint!r}")
+
+
+def _tagged_converter(classes: tuple[type, ...], optional: bool, where: str) -> Converter:
+    allowed = {_by_class[c].kind: _by_class[c] for c in classes}
+    names = " | ".join(c.__name__ for c in classes)
+
+    def to_tagged(v: Any) -> Any:
+        if v is None and optional:
+            return None
+        if type(v) in classes:  # arrived as an extension, through a dynamic place
+            return v
+        if type(v) is not tuple or len(v) != 2:
+            _fail(where, f"[kind, fields] of {names}", v)
+        target = allowed.get(v[0])
+        if target is None:
+            _fail(where, names, v[0])
+        if not target.compiled:
+            _compile(target)
+        return target.decode(v[1])
+
+    return to_tagged
