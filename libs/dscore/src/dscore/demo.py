@@ -1,0 +1,537 @@
+"""`dscore demo`: a 5-node Raft cluster in one process, a live workload, faults, and a checked history.
+
+What it does, in order (times are fractions of `--duration-s`, jittered by `--seed`):
+
+1. starts an `EmbeddedCluster` of `--nodes` Raft replicas on the in-memory transport (real codec, real
+   checksums, real storage semantics) and waits for a leader;
+2. runs `--clients` concurrent `KvClient`s doing get / put / append / cas over `--keys` keys, each
+   recording into one `dscore.check.HistoryRecorder`;
+3. injects a deterministic fault schedule: kill the leader (~20%), restart it (~40%), partition the
+   current leader into a minority (~55%), heal (~75%);
+4. ends with a final read of every key by every client, waits for the replicas to converge, and checks
+   the history for linearizability (model `kv`).
+
+The report defines its figures precisely:
+
+- availability: the seed's definition 1.7, uptime / total time, measured from the clients' side. The
+  workload time is cut into consecutive 100 ms windows; a window is up when at least one client operation
+  completed successfully (`ok`) in it; availability = up windows / all windows. It is what a user of the
+  service sees, faults included.
+- failover time: for each fault that removes the leader (kill, or partition into a minority), the time
+  from the fault to the first successful write answered by a different node (i.e. the first commit
+  under the new leader, as a client sees it).
+- throughput: successful operations per second of workload time; latency percentiles (nearest rank)
+  over successful operations, retries included.
+
+Exit status: 0 when the history is linearizable (or the checker ran out of its time budget, which is
+reported as UNKNOWN), 1 when it is not linearizable or a replica failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from dscore.check import HistoryRecorder, Verdict, check_history
+from dscore.check.history import NEMESIS_PROCESS, Op, OpType
+from dscore.check.result import CheckResult
+from dscore.core.errors import ConfigError
+from dscore.core.ids import NodeId
+from dscore.runtime.client import ClientConfig, ClientStats, Completion, KvClient, Outcome
+from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, RuntimeConfig
+
+#: width of an availability window
+WINDOW_S = 0.1
+_WRITES = frozenset({"put", "append", "cas"})
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    seed: int = 1
+    nodes: int = 5
+    duration_s: float = 20.0
+    clients: int = 6
+    keys: int = 3
+    live: bool = True
+    history_path: Path | None = None
+    #: time budget of the linearizability check
+    check_timeout_s: float = 120.0
+    tick_interval_s: float = DEFAULT_TICK_INTERVAL_S
+    #: pause between one client's operations (uniform in [0, think_s]); keeps the history checkable
+    think_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.nodes < 3:
+            raise ConfigError("--nodes must be at least 3 (a minority must be able to fail)")
+        if self.duration_s < 3:
+            raise ConfigError("--duration-s must be at least 3 seconds to fit the fault schedule")
+        if self.clients < 1 or self.keys < 1:
+            raise ConfigError("--clients and --keys must be at least 1")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DemoOptions:
+        return cls(
+            seed=args.seed,
+            nodes=args.nodes,
+            duration_s=args.duration_s,
+            clients=args.clients,
+            keys=args.keys,
+            live=not args.no_live,
+            history_path=args.history,
+            check_timeout_s=args.check_timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A scheduled fault: `kind` is kill_leader, restart, partition_leader or heal."""
+
+    at_s: float
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """A fault as it happened."""
+
+    at_s: float
+    kind: str
+    description: str
+    #: the leader the fault removed (kill_leader, partition_leader), if any
+    removed_leader: NodeId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverTime:
+    fault: FaultEvent
+    #: seconds from the fault to the first successful write answered by another node; None if never
+    seconds: float | None
+    new_leader: NodeId | None
+
+
+@dataclass(frozen=True, slots=True)
+class DemoReport:
+    options: DemoOptions
+    workload_s: float
+    ok: int
+    failed: int
+    cas_mismatches: int
+    unknown: int
+    throughput_ops_s: float
+    latency_ms: dict[int, float]
+    available_windows: int
+    total_windows: int
+    failovers: tuple[FailoverTime, ...]
+    faults: tuple[FaultEvent, ...]
+    converged: bool
+    check: CheckResult
+    node_failures: tuple[str, ...] = field(default=())
+
+    @property
+    def availability(self) -> float:
+        return self.available_windows / self.total_windows if self.total_windows else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.check.verdict is Verdict.NOT_LINEARIZABLE or self.node_failures else 0
+
+
+# -- pure figures (tested directly) ---------------------------------------------------------------------
+
+
+def fault_schedule(seed: int, duration_s: float) -> tuple[Fault, ...]:
+    """The fault plan: fixed shape, times jittered by the seed (±3% of the run)."""
+    rng = random.Random(f"demo-faults/{seed}")
+    plan = (("kill_leader", 0.20), ("restart", 0.40), ("partition_leader", 0.55), ("heal", 0.75))
+    return tuple(Fault(round(duration_s * (at + rng.uniform(-0.03, 0.03)), 3), kind) for kind, at in plan)
+
+
+def availability_windows(ok_times_s: Sequence[float], start_s: float, end_s: float) -> tuple[int, int]:
+    """(windows with at least one ok completion, all windows) for `WINDOW_S` windows of [start, end)."""
+    total = max(1, math.ceil((end_s - start_s) / WINDOW_S - 1e-9))
+    hit = {int((t - start_s) / WINDOW_S) for t in ok_times_s if start_s <= t < end_s}
+    return len(hit), total
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (nan if empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def failover_time(completions: Sequence[Completion], event: FaultEvent) -> FailoverTime:
+    for completion in completions:
+        if (
+            completion.time_s >= event.at_s
+            and completion.outcome is Outcome.OK
+            and completion.f in _WRITES
+            and completion.node_id != event.removed_leader
+        ):
+            return FailoverTime(event, completion.time_s - event.at_s, completion.node_id)
+    return FailoverTime(event, None, None)
+
+
+# -- the run --------------------------------------------------------------------------------------------
+
+
+class _Demo:
+    def __init__(self, options: DemoOptions, console: Console) -> None:
+        self.options = options
+        self.console = console
+        self.cluster = EmbeddedCluster(
+            raft_factory(),
+            options.nodes,
+            config=RuntimeConfig(tick_interval_s=options.tick_interval_s),
+            seed=options.seed,
+        )
+        self.history = HistoryRecorder()
+        self.stats = ClientStats()
+        self.rng = random.Random(f"demo/{options.seed}")
+        self.phase = "starting"
+        self.faults: list[FaultEvent] = []
+        self.started_at = 0.0
+        self.killed: NodeId | None = None
+        self.client_config = ClientConfig(op_timeout_s=2.0, attempt_timeout_s=0.25, retry_backoff_s=0.005)
+
+    def now_s(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def log(self, message: str) -> None:
+        if not self.options.live:
+            print(f"[{self.now_s() - self.started_at:7.2f}s] {message}", flush=True)
+
+    async def run(self) -> DemoReport:
+        opts = self.options
+        await self.cluster.start()
+        leader = await self.cluster.wait_for_leader(10.0)
+        self.started_at = self.now_s()
+        self.log(f"{opts.nodes} Raft nodes up, leader {leader}; {opts.clients} clients on {opts.keys} keys")
+        keys = [f"k{i}" for i in range(opts.keys)]
+        clients = [
+            KvClient(
+                self.cluster,
+                f"client{i}",
+                config=self.client_config,
+                history=self.history,
+                process=i,
+                process_stride=opts.clients,
+                stats=self.stats,
+                rng=random.Random(f"demo-client/{opts.seed}/{i}"),
+            )
+            for i in range(opts.clients)
+        ]
+        stop_at = self.started_at + opts.duration_s
+        self.phase = "steady"
+        display = asyncio.ensure_future(self._display(stop_at))
+        try:
+            workers = [
+                asyncio.ensure_future(
+                    self._client_loop(c, keys, stop_at, random.Random(f"w/{opts.seed}/{i}"))
+                )
+                for i, c in enumerate(clients)
+            ]
+            await self._run_faults(stop_at)
+            await asyncio.gather(*workers)
+            workload_end = self.now_s()
+            self.phase = "final reads"
+            await self._recover()
+            for client in clients:
+                for key in keys:
+                    await client.get(key)
+            self.phase = "converging"
+            converged = await self._converged(5.0)
+        finally:
+            self.phase = "done"
+            display.cancel()
+            await asyncio.gather(display, return_exceptions=True)
+            failures = tuple(f"{n}: {error!r}" for n, error in self.cluster.node_failures().items())
+            await self.cluster.stop()
+        return self._report(workload_end, converged, failures)
+
+    async def _client_loop(
+        self, client: KvClient, keys: Sequence[str], stop_at: float, rng: random.Random
+    ) -> None:
+        last_seen: dict[str, str | None] = {}
+        n = 0
+        think_s = self.options.think_s
+        while self.now_s() < stop_at:
+            n += 1
+            key = rng.choice(keys)
+            token = f"{client.client_id.split('#')[0]}.{n}"
+            draw = rng.random()
+            if draw < 0.35:
+                result = await client.get(key)
+                if result.ok:
+                    last_seen[key] = result.value
+            elif draw < 0.6:
+                await client.put(key, token)
+            elif draw < 0.8:
+                await client.append(key, token + ";")
+            else:
+                result = await client.cas(key, last_seen.get(key), token)
+                last_seen[key] = token if result.ok else result.value
+            if think_s:
+                await asyncio.sleep(rng.uniform(0, think_s))
+
+    async def _run_faults(self, stop_at: float) -> None:
+        cluster = self.cluster
+        for fault in fault_schedule(self.options.seed, self.options.duration_s):
+            delay = self.started_at + fault.at_s - self.now_s()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            at_s = self.now_s() - self.started_at
+            if fault.kind == "kill_leader":
+                leader = await self._current_leader()
+                if leader is None:
+                    continue
+                cluster.kill(leader)
+                self.killed = leader
+                event = FaultEvent(at_s, fault.kind, f"kill -9 leader {leader}", leader)
+                self.phase = f"leader {leader} killed"
+            elif fault.kind == "restart":
+                if self.killed is None:
+                    continue
+                await cluster.restart(self.killed)
+                event = FaultEvent(at_s, fault.kind, f"restart {self.killed} from its storage")
+                self.phase = f"{self.killed} restarted"
+                self.killed = None
+            elif fault.kind == "partition_leader":
+                leader = await self._current_leader()
+                if leader is None:
+                    continue
+                others = [n for n in cluster.node_ids if n != leader]
+                minority = [leader, *self.rng.sample(others, (len(cluster.node_ids) - 1) // 2 - 1)]
+                majority = [n for n in cluster.node_ids if n not in minority]
+                cluster.partition([minority, majority])
+                groups = f"{{{','.join(sorted(minority))}}} | {{{','.join(majority)}}}"
+                event = FaultEvent(
+                    at_s, fault.kind, f"partition {groups} (leader {leader} in minority)", leader
+                )
+                self.phase = f"partition {groups}"
+            else:
+                cluster.heal()
+                event = FaultEvent(at_s, fault.kind, "heal the partition")
+                self.phase = "healed"
+            self.faults.append(event)
+            self.history.record(Op(NEMESIS_PROCESS, OpType.INFO, fault.kind, None, event.description))
+            self.log(event.description)
+        remaining = stop_at - self.now_s()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    async def _current_leader(self) -> NodeId | None:
+        try:
+            return await self.cluster.wait_for_leader(5.0)
+        except TimeoutError:
+            self.log("no leader to fault; skipping")
+            return None
+
+    async def _recover(self) -> None:
+        self.cluster.heal()
+        if self.killed is not None:
+            await self.cluster.restart(self.killed)
+            self.killed = None
+        await self.cluster.wait_for_leader(10.0)
+
+    async def _converged(self, timeout_s: float) -> bool:
+        def same() -> bool:
+            runtimes = [self.cluster.runtime(n) for n in self.cluster.node_ids]
+            if any(rt is None for rt in runtimes):
+                return False
+            images = {rt.state_machine.snapshot() for rt in runtimes if rt is not None}
+            return len(images) == 1
+
+        try:
+            await self.cluster.wait_for(same, timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- display ------------------------------------------------------------------------------------
+
+    async def _display(self, stop_at: float) -> None:
+        if not self.options.live:
+            while True:
+                await asyncio.sleep(1.0)
+                self.log(self._status_line())
+        with Live(self._render(stop_at), console=self.console, refresh_per_second=8, transient=False) as live:
+            while True:
+                await asyncio.sleep(0.25)
+                live.update(self._render(stop_at))
+
+    def _recent_ops_s(self, span_s: float = 1.0) -> float:
+        now = self.now_s()
+        count = 0
+        for completion in reversed(self.stats.completions):
+            if completion.time_s < now - span_s:
+                break
+            if completion.outcome is Outcome.OK:
+                count += 1
+        return count / span_s
+
+    def _leaders(self) -> str:
+        """Who leads, as the nodes themselves say (two during a partition, until the old one notices)."""
+        leading = [n for n in self.cluster.node_ids if (rt := self.cluster.runtime(n)) and rt.is_leader]
+        return ",".join(leading) or "-"
+
+    def _status_line(self) -> str:
+        leader = self._leaders()
+        done = len(self.stats.completions)
+        return f"phase={self.phase} leader={leader} ops/s={self._recent_ops_s():.0f} ops={done}"
+
+    def _render(self, stop_at: float) -> Group:
+        elapsed = self.now_s() - self.started_at if self.started_at else 0.0
+        table = Table(title="nodes", expand=False)
+        for column in ("node", "role", "term", "commit", "applied", "incarnation", "leader seen"):
+            table.add_column(column, justify="right" if column not in ("node", "role") else "left")
+        for status in self.cluster.statuses():
+            style = {"leader": "bold green", "down": "red", "candidate": "yellow"}.get(status.role, "")
+            table.add_row(
+                status.node_id,
+                Text(status.role, style=style),
+                "-" if status.term is None else str(status.term),
+                "-" if status.commit_index is None else str(status.commit_index),
+                str(status.applied_index),
+                str(status.incarnation),
+                status.leader_id or "-",
+            )
+        ok = sum(1 for c in self.stats.completions if c.outcome is Outcome.OK)
+        header = Text.assemble(
+            ("dscore demo ", "bold"),
+            f"{self.options.nodes}-node Raft, seed {self.options.seed}   ",
+            (f"{elapsed:5.1f}/{self.options.duration_s:.0f} s", "cyan"),
+            "   phase: ",
+            (self.phase, "bold magenta"),
+            f"\nleader {self._leaders()}   ops/s {self._recent_ops_s():6.0f}   ok ops {ok}   "
+            f"faults {len(self.faults)}",
+        )
+        return Group(header, table)
+
+    # -- report -------------------------------------------------------------------------------------
+
+    def _report(self, workload_end: float, converged: bool, failures: tuple[str, ...]) -> DemoReport:
+        opts = self.options
+        start, end = self.started_at, workload_end
+        completions = [c for c in self.stats.completions if start <= c.time_s < end]
+        ok_latencies = sorted(c.latency_s * 1000 for c in completions if c.outcome is Outcome.OK)
+        available, total = availability_windows(
+            [c.time_s for c in completions if c.outcome is Outcome.OK], start, end
+        )
+        failovers = []
+        for fault in self.faults:
+            if fault.removed_leader is None:
+                continue
+            # Completions carry loop time; faults are kept relative to the workload start.
+            absolute = FaultEvent(fault.at_s + start, fault.kind, fault.description, fault.removed_leader)
+            measured = failover_time(completions, absolute)
+            failovers.append(FailoverTime(fault, measured.seconds, measured.new_leader))
+        self.phase = "checking linearizability"
+        self.log(f"checking {len(self.history)} history events for linearizability (model kv)")
+        history = self.history.history()
+        if opts.history_path is not None:
+            opts.history_path.write_text(history.to_edn(), encoding="utf-8")
+        check = check_history(history, model="kv", timeout_s=opts.check_timeout_s)
+        return DemoReport(
+            options=opts,
+            workload_s=end - start,
+            ok=sum(1 for c in completions if c.outcome is Outcome.OK),
+            failed=sum(1 for c in completions if c.outcome is Outcome.FAIL),
+            cas_mismatches=sum(1 for c in completions if c.error == "cas_mismatch"),
+            unknown=sum(1 for c in completions if c.outcome is Outcome.UNKNOWN),
+            throughput_ops_s=len(ok_latencies) / (end - start) if end > start else 0.0,
+            latency_ms={p: percentile(ok_latencies, p) for p in (50, 90, 99)},
+            available_windows=available,
+            total_windows=total,
+            failovers=tuple(failovers),
+            faults=tuple(self.faults),
+            converged=converged,
+            check=check,
+            node_failures=failures,
+        )
+
+
+def format_report(report: DemoReport) -> str:
+    opts = report.options
+    lines = [
+        "",
+        f"dscore demo report: {opts.nodes}-node Raft, seed {opts.seed}, "
+        f"{report.workload_s:.1f} s of workload, {opts.clients} clients on {opts.keys} keys",
+        "",
+        "faults:",
+        *(f"  t={f.at_s:6.2f}s  {f.description}" for f in report.faults),
+        "",
+        f"operations: {report.ok} ok, {report.failed} failed with no effect ({report.cas_mismatches} of them "
+        f"a cas whose compare failed), {report.unknown} with unknown outcome",
+        f"throughput: {report.throughput_ops_s:.0f} successful ops/s",
+        "latency of successful ops (nearest rank, retries included): "
+        + ", ".join(f"p{p} {v:.1f} ms" for p, v in report.latency_ms.items()),
+        f"availability (uptime / total time): {report.availability:.1%} ({report.available_windows} of "
+        f"{report.total_windows} {WINDOW_S * 1000:.0f}-ms windows had at least one successful op)",
+        "failover (fault removing the leader -> first successful write answered by another node):",
+    ]
+    for failover in report.failovers:
+        took = "no recovery seen" if failover.seconds is None else f"{failover.seconds * 1000:.0f} ms"
+        lines.append(f"  {failover.fault.description}: {took} (new leader {failover.new_leader or '-'})")
+    check = report.check
+    lines += [
+        f"replicas converged: {'yes' if report.converged else 'NO'}",
+        f"linearizability (model kv, {check.ops_checked} ops, {len(check.per_key)} keys, "
+        f"{check.elapsed_s:.1f} s): {check.verdict.value}",
+    ]
+    if check.verdict is not Verdict.LINEARIZABLE:
+        lines.append(f"  {check.explanation}")
+    lines += [f"  node failure: {failure}" for failure in report.node_failures]
+    return "\n".join(lines)
+
+
+# -- CLI ------------------------------------------------------------------------------------------------
+
+
+def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `demo` to a `dscore` subcommand parser (an `argparse` `_SubParsersAction`)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="run a 5-node Raft cluster in-process, break it, and check the history",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    defaults = DemoOptions()
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the workload and faults")
+    parser.add_argument("--nodes", type=int, default=defaults.nodes, help="replicas (at least 3)")
+    parser.add_argument("--duration-s", type=float, default=defaults.duration_s, help="workload seconds")
+    parser.add_argument("--clients", type=int, default=defaults.clients, help="concurrent clients")
+    parser.add_argument("--keys", type=int, default=defaults.keys, help="keys the clients share")
+    parser.add_argument("--no-live", action="store_true", help="plain log lines instead of a live view")
+    parser.add_argument("--history", type=Path, default=None, help="write the EDN history to this file")
+    parser.add_argument(
+        "--check-timeout-s", type=float, default=defaults.check_timeout_s, help="linearizability budget"
+    )
+    return parser
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    try:
+        options = DemoOptions.from_args(args)
+    except ConfigError as error:
+        print(f"dscore demo: {error}")
+        return 2
+    console = Console()
+    started = time.perf_counter()
+    report = asyncio.run(_Demo(options, console).run())
+    print(format_report(report))
+    print(f"total run time {time.perf_counter() - started:.1f} s")
+    return report.exit_code

@@ -1,0 +1,41 @@
+"""Errors the runtime raises to its callers (clients), split by what they tell about the outcome.
+
+- `OverloadedError`, and `NotLeaderError` from `dscore.core.errors`: the command was NOT proposed; it
+  certainly has no effect, so a client may record a failure or retry freely.
+- `OutcomeUnknownError` and its subclasses (and `TimeoutError` from a per-operation timeout): the command
+  may or may not take effect. A client retries with the same `(client_id, seq)` (the state machine's
+  sessions make the retry take effect once) or gives up and records the outcome as unknown.
+"""
+
+from __future__ import annotations
+
+from dscore.core.errors import LocalError
+
+
+class OverloadedError(LocalError):
+    """A bound was reached (pending proposals or reads); the request was refused, not queued."""
+
+
+class OutcomeUnknownError(LocalError):
+    """The request was accepted but no answer will come from this node."""
+
+    def __init__(self, message: str, leader_hint: str | None = None) -> None:
+        super().__init__(message)
+        self.leader_hint = leader_hint
+
+
+class LeadershipLostError(OutcomeUnknownError):
+    """This node stopped leading while the request was pending; a new leader may still commit it."""
+
+
+class RuntimeStoppedError(OutcomeUnknownError):
+    """The node stopped or crashed while the request was pending, or before it was made."""
+
+
+class ReadFailedError(LocalError):
+    """A linearizable read could not be confirmed (e.g. leadership was lost); reads have no effect, so it
+    is safe to retry anywhere."""
+
+    def __init__(self, message: str, leader_hint: str | None = None) -> None:
+        super().__init__(message)
+        self.leader_hint = leader_hint

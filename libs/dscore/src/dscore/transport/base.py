@@ -1,0 +1,75 @@
+"""The `Transport` protocol: moves encoded envelopes between nodes' inboxes.
+
+A transport moves bytes; it never sees an `Envelope`. The runtime encodes (and frames, with the CRC) every
+outgoing envelope with `dscore.core.codec` and decodes every incoming one, so corrupt or hostile bytes are
+rejected by the same code whatever the transport, and the in-memory transport exercises the codec and its
+checksum exactly as Kafka will.
+
+The shape follows Kafka, so the aiokafka transport is a drop-in:
+
+- every node has one inbox (a Kafka topic-partition; a bounded queue in memory), named by a `channel`;
+- `send(frames)` appends each frame to its destination's inbox (Kafka: one produce batch);
+- `receive(max_batch)` waits for at least one delivery and returns up to `max_batch`, each carrying its
+  `Delivery.channel` and `Delivery.offset` (Kafka: `getmany` on the inbox partition);
+- `commit(positions)` records that the effects of every input up to those offsets are durable (Kafka: the
+  consumer commits offsets; a crash before that redelivers, which is at-least-once);
+- `start(resume_after)` resumes consumption after the positions kept in the node's storage, so a
+  transport whose own offsets lag the storage (they are committed after it) skips what is known applied.
+
+Delivery guarantees differ and the runtime is built for the weaker of both: Kafka is at-least-once (a crash
+before `commit` redelivers, and the dedup high-water marks drop the repeats), the memory transport is
+at-most-once per delivery (a message to a crashed or partitioned node is lost, as a crashed process that
+has no Kafka log loses it). Protocol cores tolerate loss, duplication is removed before them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from dscore.core.ids import NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundFrame:
+    """An encoded, framed envelope for `destination`'s inbox."""
+
+    destination: NodeId
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Raw bytes read from an inbox, and where they were read from (untrusted until decoded)."""
+
+    data: bytes
+    channel: str
+    offset: int
+
+
+class Transport(Protocol):
+    """One node's endpoint. Not shared between nodes; not used after `close()`."""
+
+    @property
+    def node_id(self) -> NodeId: ...
+
+    async def start(self, resume_after: Mapping[str, int]) -> None:
+        """Begin consuming this node's inbox after the given per-channel positions (empty: from the
+        transport's own committed positions)."""
+        ...
+
+    async def send(self, frames: Sequence[OutboundFrame]) -> None:
+        """Hand frames to the network, in order per destination. Delivery is not confirmed: a lost frame
+        is a message loss, which protocols tolerate."""
+        ...
+
+    async def receive(self, max_batch: int) -> list[Delivery]:
+        """Wait until at least one delivery is available; return between 1 and `max_batch` of them."""
+        ...
+
+    async def commit(self, positions: Mapping[str, int]) -> None:
+        """The effects of every delivery up to and including these offsets are durable."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,197 @@
+"""The in-memory transport: one process, one bounded inbox per node, faults on demand.
+
+`MemoryNetwork` is a hub. Each node gets a `MemoryTransport` endpoint whose inbox is an `asyncio.Queue`
+with a `maxsize`; frames travel as the encoded, checksummed bytes the runtime produced, so the codec runs
+exactly as it will over Kafka (and `inject` can put arbitrary bytes in an inbox to test rejection).
+
+Delivery is at-most-once per send: a frame is dropped, and counted by reason, when
+
+- the destination inbox is full (`overflow`: the newest frame is dropped, so a slow node sheds load
+  instead of growing without bound),
+- source and destination are on different sides of a partition, or either is isolated (`partitioned`),
+- the destination (or the source) is down, i.e. crashed and not yet restarted (`node_down`: a crashed
+  process that has no Kafka log loses what was sent to it; its inbox is emptied on the crash),
+- the destination is not a member of the network (`unknown_node`).
+
+Kafka will be at-least-once instead; the runtime handles both (see `dscore.transport.base`). Offsets are
+per inbox and keep growing across a node's crashes, like a Kafka partition's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+
+from dscore.core.errors import ConfigError, LocalError
+from dscore.core.ids import NodeId
+from dscore.transport.base import Delivery, OutboundFrame
+
+DEFAULT_INBOX_MAX_MESSAGES = 10_000
+
+
+def inbox_channel(node_id: NodeId) -> str:
+    return f"inbox/{node_id}"
+
+
+class MemoryNetwork:
+    """The hub every `MemoryTransport` of one embedded cluster is attached to."""
+
+    def __init__(self, nodes: Iterable[NodeId], inbox_max_messages: int = DEFAULT_INBOX_MAX_MESSAGES) -> None:
+        if inbox_max_messages < 1:
+            raise ConfigError("inbox_max_messages must be at least 1")
+        self.nodes: tuple[NodeId, ...] = tuple(nodes)
+        if len(set(self.nodes)) != len(self.nodes):
+            raise ConfigError(f"duplicate node ids in {self.nodes}")
+        self.inbox_max_messages = inbox_max_messages
+        self._inboxes: dict[NodeId, asyncio.Queue[Delivery]] = {
+            n: asyncio.Queue(inbox_max_messages) for n in self.nodes
+        }
+        self._next_offset: dict[NodeId, int] = dict.fromkeys(self.nodes, 0)
+        self._down: set[NodeId] = set()
+        self._isolated: set[NodeId] = set()
+        #: partition group number per node; empty when the network is whole
+        self._group_of: dict[NodeId, int] = {}
+        #: frames dropped, by reason (overflow, partitioned, node_down, unknown_node)
+        self.dropped: dict[str, int] = {}
+        #: frames delivered into an inbox
+        self.delivered = 0
+
+    # -- endpoints ----------------------------------------------------------------------------------
+
+    def endpoint(self, node_id: NodeId) -> MemoryTransport:
+        if node_id not in self._inboxes:
+            raise LocalError(f"{node_id!r} is not a member of this network ({', '.join(self.nodes)})")
+        return MemoryTransport(self, node_id)
+
+    # -- faults -------------------------------------------------------------------------------------
+
+    def partition(self, groups: Iterable[Iterable[NodeId]]) -> None:
+        """Split the network: nodes talk only within their group. A node in no group is cut off alone."""
+        group_of: dict[NodeId, int] = {}
+        for number, group in enumerate(groups):
+            for node in group:
+                if node not in self._inboxes:
+                    raise LocalError(f"cannot partition unknown node {node!r}")
+                if node in group_of:
+                    raise LocalError(f"node {node!r} is in two partition groups")
+                group_of[node] = number
+        next_group = len(group_of) + 1_000_000
+        for node in self.nodes:
+            if node not in group_of:
+                group_of[node] = next_group
+                next_group += 1
+        self._group_of = group_of
+
+    def isolate(self, node_id: NodeId) -> None:
+        """Cut one node off from every other (on top of any partition)."""
+        if node_id not in self._inboxes:
+            raise LocalError(f"cannot isolate unknown node {node_id!r}")
+        self._isolated.add(node_id)
+
+    def heal(self) -> None:
+        """Undo every partition and isolation (crashed nodes stay down)."""
+        self._group_of = {}
+        self._isolated.clear()
+
+    def disconnect(self, node_id: NodeId) -> None:
+        """The node crashed: what is in its inbox is lost, and so is whatever is sent to it until
+        `connect`."""
+        self._down.add(node_id)
+        inbox = self._inboxes[node_id]
+        lost = inbox.qsize()
+        if lost:
+            self.dropped["node_down"] = self.dropped.get("node_down", 0) + lost
+        # A fresh queue: the crashed runtime's reader may still hold a reference to the old one.
+        self._inboxes[node_id] = asyncio.Queue(self.inbox_max_messages)
+
+    def connect(self, node_id: NodeId) -> None:
+        """The node restarted and receives again."""
+        self._down.discard(node_id)
+
+    def is_up(self, node_id: NodeId) -> bool:
+        return node_id not in self._down
+
+    def can_reach(self, source: NodeId, destination: NodeId) -> bool:
+        if source in self._down or destination in self._down:
+            return False
+        if source == destination:
+            return True
+        if source in self._isolated or destination in self._isolated:
+            return False
+        group_of = self._group_of
+        return not group_of or group_of.get(source) == group_of.get(destination)
+
+    # -- delivery -----------------------------------------------------------------------------------
+
+    def deliver(self, source: NodeId, destination: NodeId, data: bytes) -> bool:
+        """Put one frame in `destination`'s inbox if the network allows; count it as dropped otherwise."""
+        inbox = self._inboxes.get(destination)
+        if inbox is None:
+            reason = "unknown_node"
+        elif source in self._down or destination in self._down:
+            reason = "node_down"
+        elif not self.can_reach(source, destination):
+            reason = "partitioned"
+        elif inbox.full():
+            reason = "overflow"
+        else:
+            offset = self._next_offset[destination]
+            self._next_offset[destination] = offset + 1
+            inbox.put_nowait(Delivery(data, inbox_channel(destination), offset))
+            self.delivered += 1
+            return True
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        return False
+
+    def inject(self, destination: NodeId, data: bytes) -> bool:
+        """Put raw bytes straight into an inbox, bypassing partitions: a corrupt or forged frame."""
+        inbox = self._inboxes.get(destination)
+        if inbox is None or destination in self._down or inbox.full():
+            return False
+        offset = self._next_offset[destination]
+        self._next_offset[destination] = offset + 1
+        inbox.put_nowait(Delivery(data, inbox_channel(destination), offset))
+        return True
+
+    def inbox(self, node_id: NodeId) -> asyncio.Queue[Delivery]:
+        return self._inboxes[node_id]
+
+
+class MemoryTransport:
+    """One node's endpoint on a `MemoryNetwork` (the `Transport` protocol)."""
+
+    __slots__ = ("_closed", "_network", "committed", "node_id")
+
+    def __init__(self, network: MemoryNetwork, node_id: NodeId) -> None:
+        self._network = network
+        self.node_id = node_id
+        self._closed = False
+        #: the last committed position per channel (memory inboxes cannot replay, so this is informative)
+        self.committed: dict[str, int] = {}
+
+    async def start(self, resume_after: Mapping[str, int]) -> None:
+        # An in-memory inbox has no log to rewind or skip: what it holds was never consumed.
+        self.committed.update(resume_after)
+
+    async def send(self, frames: Sequence[OutboundFrame]) -> None:
+        if self._closed:
+            raise LocalError(f"transport of {self.node_id} is closed")
+        deliver = self._network.deliver
+        source = self.node_id
+        for frame in frames:
+            deliver(source, frame.destination, frame.data)
+
+    async def receive(self, max_batch: int) -> list[Delivery]:
+        if self._closed:
+            raise LocalError(f"transport of {self.node_id} is closed")
+        inbox = self._network.inbox(self.node_id)
+        batch = [await inbox.get()]
+        while len(batch) < max_batch and not inbox.empty():
+            batch.append(inbox.get_nowait())
+        return batch
+
+    async def commit(self, positions: Mapping[str, int]) -> None:
+        self.committed.update(positions)
+
+    async def close(self) -> None:
+        self._closed = True
