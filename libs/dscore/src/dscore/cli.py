@@ -1,33 +1,65 @@
-"""The `dscore` command line: `dscore demo | check | sim | bench ...`.
-
-Each subcommand lives beside the code it drives and is imported only when chosen, so `dscore check` does
-not pay for importing the runtime.
-"""
+"""The `dscore` command line: `dscore demo | check | sim | bench ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 Runner = Callable[[argparse.Namespace], int]
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    from dscore.codec_bench import add_bench_codec_parser, run_bench_codec
+def _add_bench_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "sim", help="simulated seconds per wall-clock second, against a no-op protocol baseline"
+    )
+    parser.add_argument("--protocol", default="sequencer")
+    parser.add_argument("--nodes", type=int, default=5)
+    parser.add_argument("--duration-ticks", type=int, default=2_000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    return parser
 
-    parser = argparse.ArgumentParser(prog="dscore", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+
+def _run_bench_sim(args: argparse.Namespace) -> int:
+    from dscore.sim.bench import run_sim_bench
+
+    report = run_sim_bench(
+        args.protocol,
+        nodes=args.nodes,
+        duration_ticks=args.duration_ticks,
+        seeds=args.seeds,
+        first_seed=args.first_seed,
+    )
+    print(report.format())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dscore.check.cli import add_bench_check_parser, add_check_parser, run_bench_check, run_check
+    from dscore.codec_bench import add_bench_codec_parser, run_bench_codec
+    from dscore.demo import add_demo_parser, run_demo
+    from dscore.runtime.bench import add_bench_raft_parser, run_bench_raft
+    from dscore.sim.cli import add_sim_parser, run_sim
+
+    parser = argparse.ArgumentParser(prog="dscore", description="Run, break and measure consensus.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_demo_parser(commands).set_defaults(func=run_demo)
+    add_check_parser(commands).set_defaults(func=run_check)
+    add_sim_parser(commands).set_defaults(func=run_sim)
 
     bench = commands.add_parser("bench", help="benchmarks; each prints ratios against a same-run baseline")
-    benches = bench.add_subparsers(dest="bench", required=True)
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     add_bench_codec_parser(benches).set_defaults(func=run_bench_codec)
+    add_bench_check_parser(benches).set_defaults(func=run_bench_check)
+    add_bench_raft_parser(benches).set_defaults(func=run_bench_raft)
+    _add_bench_sim_parser(benches).set_defaults(func=_run_bench_sim)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     func: Runner = args.func
     return func(args)
 

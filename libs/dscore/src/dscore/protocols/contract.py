@@ -16,6 +16,7 @@ The order in which a driver must carry out a `Ready` is part of the contract; se
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -177,10 +178,15 @@ def apply_persist(durable: DurableState, ready: Ready) -> DurableState:
     hard_state = ready.hard_state if ready.hard_state is not None else durable.hard_state
     snapshot = durable.snapshot
     entries = durable.entries
+    # Stored entries ascend by index, so cut points are found by bisection, not by scanning the log.
     if ready.snapshot is not None and (snapshot is None or ready.snapshot.index > snapshot.index):
         snapshot = ready.snapshot
-        entries = tuple(e for e in entries if e.index > snapshot.index)
+        entries = entries[bisect.bisect_right(entries, snapshot.index, key=_entry_index) :]
     if ready.entries:
         first = ready.entries[0].index
-        entries = tuple(e for e in entries if e.index < first) + ready.entries
+        entries = entries[: bisect.bisect_left(entries, first, key=_entry_index)] + ready.entries
     return DurableState(hard_state=hard_state, snapshot=snapshot, entries=entries)
+
+
+def _entry_index(entry: LogEntry) -> int:
+    return entry.index

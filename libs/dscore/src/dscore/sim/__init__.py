@@ -1,1 +1,56 @@
+"""dscore.sim: a deterministic simulator for protocol cores (FoundationDB / TigerBeetle VOPR style).
 
+One integer seed drives a whole run: virtual time, the network model (synchronous, asynchronous,
+partially synchronous), a swarm of faults (crash-restart, omission, timing, pauses, duplication,
+partitions, corruption), a key-value client workload, invariants after every event, and a
+linearizability check of the client history at the end. A failing run names its seed, and the same
+seed replays the same run, event for event (`SimResult.trace_digest`).
+
+    from dscore.sim import run_simulation
+    result = run_simulation("sequencer", seed=7)
+    assert result.ok, result.failure
+"""
+
+from dscore.sim.config import (
+    FAULT_KINDS,
+    FaultPlan,
+    NetworkConfig,
+    NetworkModel,
+    ReadMode,
+    SimConfig,
+    WorkloadConfig,
+)
+from dscore.sim.invariants import (
+    AppliedEntry,
+    Invariant,
+    InvariantViolation,
+    StateMachineSafety,
+    generic_invariants,
+)
+from dscore.sim.protocols import CoreFactory, ProtocolAdapter, get_protocol, protocol_names, register_protocol
+from dscore.sim.simulator import SimResult, SimStats, Simulation, SimulationFailure, run_simulation
+
+__all__ = [
+    "FAULT_KINDS",
+    "AppliedEntry",
+    "CoreFactory",
+    "FaultPlan",
+    "Invariant",
+    "InvariantViolation",
+    "NetworkConfig",
+    "NetworkModel",
+    "ProtocolAdapter",
+    "ReadMode",
+    "SimConfig",
+    "SimResult",
+    "SimStats",
+    "Simulation",
+    "SimulationFailure",
+    "StateMachineSafety",
+    "WorkloadConfig",
+    "generic_invariants",
+    "get_protocol",
+    "protocol_names",
+    "register_protocol",
+    "run_simulation",
+]

@@ -1,0 +1,310 @@
+"""What one simulated run looks like: network model, fault plan, workload; all drawn from one seed.
+
+Network models (the seed, section 1.2):
+
+- `sync`: every delay is at most `delta_us` (definition 1.3);
+- `async`: delays are finite but unbounded, drawn from a heavy-tailed (Pareto) distribution
+  (definition 1.4); a cap, far above every protocol timeout, keeps each run finite;
+- `partial`: asynchronous until a global stabilization time GST, bounded by `delta_us` after it, and a
+  message sent before GST arrives by GST + delta (Dwork, Lynch and Stockmeyer's form of definition 1.5).
+
+Fault models (section 3.1) are deviations from the model, listed in `FAULT_KINDS`. A `FaultPlan` says
+which are on and how hard; `FaultPlan.draw` turns a seed into one (swarm testing: each run enables a
+random subset with random intensities, so rare combinations are met often). Every fault stops at
+`end_fraction` of the run: partitions heal, paused nodes resume, crashed nodes restart, links stop losing
+messages, so liveness can be checked on the fault-free tail.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dscore.core.errors import ConfigError
+
+
+class NetworkModel(enum.Enum):
+    SYNC = "sync"
+    ASYNC = "async"
+    PARTIAL = "partial"
+
+
+class ReadMode(enum.Enum):
+    #: linearizable reads through `read_index` (falls back to LOG if the protocol has no read path)
+    READ_INDEX = "read_index"
+    #: reads are `Get` commands ordered through the log like writes
+    LOG = "log"
+
+
+#: every fault kind a plan can enable
+FAULT_KINDS = ("crash", "omission", "timing", "pause", "duplication", "partition", "corruption")
+
+#: the client operations a workload can mix
+OP_KINDS = ("get", "put", "append", "cas", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    model: NetworkModel = NetworkModel.SYNC
+    min_delay_us: int = 200
+    #: Delta: the bound on every delay (sync), and on delays after GST (partial)
+    delta_us: int = 5_000
+    #: scale and shape of the Pareto tail used while the network is asynchronous
+    tail_scale_us: int = 1_000
+    tail_alpha: float = 1.5
+    #: cap on one delay so a run ends; it is far above every timeout, so protocols cannot tell
+    max_delay_us: int = 1_000_000
+    #: partial synchrony: GST; None draws it from the seed within the faulty part of the run
+    gst_us: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_delay_us <= self.delta_us <= self.max_delay_us:
+            raise ConfigError("need 0 <= min_delay_us <= delta_us <= max_delay_us")
+        if self.tail_alpha <= 0 or self.tail_scale_us < 0:
+            raise ConfigError("tail_alpha must be positive and tail_scale_us non-negative")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Which faults a run injects and how hard. Zero disables a kind. Ranges are inclusive (min, max)."""
+
+    #: crash: mean ticks between crashes (exponential); a crashed node loses all volatile state
+    crash_interval_ticks: int = 0
+    crash_down_ticks: tuple[int, int] = (10, 100)
+    #: most nodes down at once
+    max_down: int = 1
+    #: chance a crash (or a partition) targets the node that believes it leads, as Jepsen's
+    #: leader-killing nemesis does: leader changes are where consensus bugs live
+    target_leader_probability: float = 0.0
+    #: omission: each directed link drops messages with a probability drawn in [0, this]
+    drop_probability: float = 0.0
+    #: timing: a message is held back an extra [0, delay_extra_us] with this probability (reorders)
+    delay_probability: float = 0.0
+    delay_extra_us: int = 0
+    #: pause: a node stops (no ticks, no deliveries) for a while, like a long GC pause
+    pause_interval_ticks: int = 0
+    pause_ticks: tuple[int, int] = (5, 50)
+    #: duplication: a message is delivered twice (independent delays) with this probability
+    duplicate_probability: float = 0.0
+    #: partition: mean ticks between partitions; each splits nodes and clients in two, then heals
+    partition_interval_ticks: int = 0
+    partition_ticks: tuple[int, int] = (20, 200)
+    #: chance that a partition blocks one direction only
+    one_way_probability: float = 0.0
+    #: corruption: a message has one byte flipped (the CRC must catch it) with this probability
+    corrupt_probability: float = 0.0
+    #: faults stop at this fraction of the run; the rest is fault-free so liveness can be checked
+    end_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("drop_probability", "delay_probability", "duplicate_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"FaultPlan.{name} must be within [0, 1]")
+        if not 0.0 <= self.target_leader_probability <= 1.0:
+            raise ConfigError("FaultPlan.target_leader_probability must be within [0, 1]")
+        if not 0.0 <= self.one_way_probability <= 1.0 or not 0.0 <= self.corrupt_probability <= 1.0:
+            raise ConfigError("probabilities must be within [0, 1]")
+        if not 0.0 <= self.end_fraction <= 1.0:
+            raise ConfigError("FaultPlan.end_fraction must be within [0, 1]")
+        for name in ("crash_down_ticks", "pause_ticks", "partition_ticks"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ConfigError(f"FaultPlan.{name} must be a range 1 <= min <= max")
+        if self.max_down < 1:
+            raise ConfigError("FaultPlan.max_down must be at least 1")
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        on = {
+            "crash": self.crash_interval_ticks > 0,
+            "omission": self.drop_probability > 0,
+            "timing": self.delay_probability > 0 and self.delay_extra_us > 0,
+            "pause": self.pause_interval_ticks > 0,
+            "duplication": self.duplicate_probability > 0,
+            "partition": self.partition_interval_ticks > 0,
+            "corruption": self.corrupt_probability > 0,
+        }
+        return tuple(kind for kind in FAULT_KINDS if on[kind])
+
+    @staticmethod
+    def none() -> FaultPlan:
+        return FaultPlan()
+
+    @staticmethod
+    def draw(rng: random.Random, kinds: Iterable[str] | None = None, *, nodes: int = 5) -> FaultPlan:
+        """Intensities drawn from `rng` for `kinds`; `kinds=None` is swarm mode: each kind is on with
+        probability one half."""
+        if kinds is None:
+            chosen = {kind for kind in FAULT_KINDS if rng.random() < 0.5}
+        else:
+            chosen = set(kinds)
+            unknown = chosen - set(FAULT_KINDS)
+            if unknown:
+                raise ConfigError(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+        plan = FaultPlan()
+        # Draw every intensity whether or not the kind is on, so one kind's switch does not shift the
+        # others' draws (a seed's plan changes only where the user changed it).
+        crash = replace(
+            plan,
+            crash_interval_ticks=rng.randint(20, 200),
+            crash_down_ticks=(rng.randint(2, 20), rng.randint(20, 150)),
+            max_down=rng.randint(1, max(1, nodes - 1)),
+        )
+        drop = round(rng.uniform(0.01, 0.3), 3)
+        delay = (round(rng.uniform(0.01, 0.3), 3), rng.randint(5_000, 300_000))
+        pause = (rng.randint(30, 300), (rng.randint(2, 10), rng.randint(10, 80)))
+        duplicate = round(rng.uniform(0.01, 0.3), 3)
+        partition = (rng.randint(30, 300), (rng.randint(5, 30), rng.randint(30, 200)))
+        one_way = round(rng.uniform(0.0, 0.5), 3)
+        corrupt = round(rng.uniform(0.001, 0.05), 4)
+        target_leader = rng.choice((0.0, 0.5, 0.9))
+        if "crash" in chosen or "partition" in chosen:
+            plan = replace(plan, target_leader_probability=target_leader)
+        if "crash" in chosen:
+            plan = replace(
+                plan,
+                crash_interval_ticks=crash.crash_interval_ticks,
+                crash_down_ticks=crash.crash_down_ticks,
+                max_down=crash.max_down,
+            )
+        if "omission" in chosen:
+            plan = replace(plan, drop_probability=drop)
+        if "timing" in chosen:
+            plan = replace(plan, delay_probability=delay[0], delay_extra_us=delay[1])
+        if "pause" in chosen:
+            plan = replace(plan, pause_interval_ticks=pause[0], pause_ticks=pause[1])
+        if "duplication" in chosen:
+            plan = replace(plan, duplicate_probability=duplicate)
+        if "partition" in chosen:
+            plan = replace(
+                plan,
+                partition_interval_ticks=partition[0],
+                partition_ticks=partition[1],
+                one_way_probability=one_way,
+            )
+        if "corruption" in chosen:
+            plan = replace(plan, corrupt_probability=corrupt)
+        return plan
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadConfig:
+    clients: int = 3
+    #: keys are "k0".."k{keys-1}"; few keys means more contention, which is what finds bugs
+    keys: int = 3
+    #: relative weights of the operations in `OP_KINDS`
+    mix: tuple[tuple[str, int], ...] = (("get", 4), ("put", 3), ("append", 2), ("cas", 2), ("delete", 1))
+    #: pause between one operation's end and the next one's start, drawn in this range
+    think_ticks: tuple[int, int] = (0, 5)
+    #: a request unanswered this long is sent again (same client id and seq) to another node
+    request_timeout_ticks: int = 20
+    #: while faults are active, a client gives up on an operation after this long (recorded `info`)
+    give_up_ticks: int = 300
+    reads: ReadMode = ReadMode.READ_INDEX
+    #: chance a new operation goes to the node last named leader rather than a random node (random
+    #: targets exercise redirects, and would expose a replica that answers what it should not)
+    leader_affinity: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.leader_affinity <= 1.0:
+            raise ConfigError("leader_affinity must be within [0, 1]")
+        if self.clients < 0 or self.keys < 1:
+            raise ConfigError("need clients >= 0 and keys >= 1")
+        if not self.mix or any(kind not in OP_KINDS or weight < 0 for kind, weight in self.mix):
+            raise ConfigError(f"mix must weight operations from {OP_KINDS}")
+        if sum(weight for _, weight in self.mix) <= 0:
+            raise ConfigError("mix weights must not all be zero")
+        if not 0 <= self.think_ticks[0] <= self.think_ticks[1]:
+            raise ConfigError("think_ticks must be a range 0 <= min <= max")
+        if self.request_timeout_ticks < 1 or self.give_up_ticks < 1:
+            raise ConfigError("timeouts must be at least one tick")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    protocol: str = "sequencer"
+    seed: int = 0
+    nodes: int = 5
+    #: virtual length of the workload; faults stop at `faults.end_fraction` of it
+    duration_ticks: int = 1_000
+    #: virtual microseconds per protocol tick (timeouts are counted in ticks)
+    tick_us: int = 10_000
+    #: after the workload ends, how long outstanding operations may take to finish and nodes to converge
+    drain_max_ticks: int = 3_000
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    #: drop duplicate envelopes per sender at each receiver (`dscore.core.dedup`)
+    dedup: bool = False
+    #: check the client history for linearizability at the end of the run
+    check: bool = True
+    check_timeout_s: float | None = 60.0
+    #: compact the log every this many applied entries, for cores that can (`compact(index, data)`);
+    #: 0 never. Small values make lagging and restarted nodes catch up by InstallSnapshot.
+    snapshot_every_entries: int = 0
+    #: keep the trace lines on the result (the digest is always computed)
+    keep_trace: bool = False
+    #: bounds: events in the queue at once, and events processed in one run
+    max_queue_events: int = 1_000_000
+    max_events: int = 20_000_000
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError("a simulation needs at least one node")
+        if self.duration_ticks < 1 or self.tick_us < 1 or self.drain_max_ticks < 0:
+            raise ConfigError("duration_ticks and tick_us must be positive, drain_max_ticks >= 0")
+        if self.max_queue_events < 1 or self.max_events < 1:
+            raise ConfigError("event bounds must be positive")
+        if self.snapshot_every_entries < 0:
+            raise ConfigError("snapshot_every_entries must be >= 0 (0: never)")
+
+    @property
+    def duration_us(self) -> int:
+        return self.duration_ticks * self.tick_us
+
+    @property
+    def faults_end_us(self) -> int:
+        return int(self.duration_us * self.faults.end_fraction)
+
+    @staticmethod
+    def swarm(
+        seed: int,
+        protocol: str = "sequencer",
+        *,
+        nodes: int = 5,
+        duration_ticks: int = 1_000,
+        network: NetworkModel | None = None,
+        fault_kinds: Iterable[str] | None = None,
+        **overrides: Any,
+    ) -> SimConfig:
+        """A run drawn from `seed`: the network model (unless given), a fault plan (swarm when
+        `fault_kinds` is None, else those kinds with drawn intensities), the workload's knobs (keys, read
+        path, timeouts) and dedup. `overrides` replace any `SimConfig` field afterwards."""
+        rng = random.Random(f"{seed}:swarm")
+        drawn_model = rng.choice(list(NetworkModel))
+        faults = FaultPlan.draw(rng, fault_kinds, nodes=nodes)
+        workload = WorkloadConfig(
+            keys=rng.randint(1, 4),
+            reads=rng.choice(list(ReadMode)),
+            request_timeout_ticks=rng.randint(5, 40),
+            # Short enough, sometimes, that clients give up during faults (indeterminate `info` ops).
+            give_up_ticks=rng.randint(40, 400),
+            leader_affinity=round(rng.uniform(0.3, 1.0), 2),
+        )
+        dedup = rng.random() < 0.3
+        snapshot_every_entries = rng.choice((0, 0, 10, 30, 100))
+        config = SimConfig(
+            protocol=protocol,
+            seed=seed,
+            nodes=nodes,
+            duration_ticks=duration_ticks,
+            network=NetworkConfig(model=network or drawn_model),
+            faults=faults,
+            workload=workload,
+            dedup=dedup,
+            snapshot_every_entries=snapshot_every_entries,
+        )
+        return replace(config, **overrides)

@@ -1,0 +1,538 @@
+"""The deterministic simulator: one seed, virtual time, one event queue, no threads, no wall clock.
+
+Everything random is drawn from `random.Random` streams derived from the seed by name
+(`Random(f"{seed}:network")`, `Random(f"{seed}:node:n2:3")`, ...; a str seed is hashed with SHA-512, so
+the streams are the same on every run and every machine, whatever PYTHONHASHSEED is). Events sit in a
+heap ordered by (virtual time in microseconds, insertion number), so ties break the same way every time.
+Nothing is ever iterated in set order.
+
+A run:
+
+1. nodes start (each ticks every `tick_us`, with a per-node phase), clients start their workload;
+2. until `faults.end_fraction` of `duration_ticks`, faults are injected (crashes and restarts, pauses,
+   partitions and heals by timers; omission, timing, duplication and corruption by the network);
+3. then the network heals, every node restarts; clients keep working until `duration_ticks`;
+4. drain: no new operations; every outstanding one must finish and every node's state machine must
+   converge to the same state within `drain_max_ticks` (the liveness check), else the run fails;
+5. the client history is checked for linearizability (`dscore.check`, kv model).
+
+After every event the host-level checks and the adapter's invariants run. A failure of any kind (an
+invariant, a liveness timeout, a non-linearizable history, an exception in a core) ends the run with a
+message that starts with `seed=N`, which reproduces it exactly: every event is folded into a SHA-256
+trace digest, and two runs of one seed have the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from dscore.check import History, HistoryRecorder, check_history
+from dscore.core.envelope import Envelope
+from dscore.core.errors import ConfigError
+from dscore.core.ids import NodeId
+from dscore.sim.client import SimClient
+from dscore.sim.config import NetworkModel, ReadMode, SimConfig
+from dscore.sim.host import SimNode
+from dscore.sim.invariants import AppliedEntry, InvariantViolation
+from dscore.sim.network import Partition, SimNetwork
+from dscore.sim.protocols import ProtocolAdapter, get_protocol
+
+# Event kinds (small ints: the heap holds plain tuples, the fastest thing heapq can compare).
+_DELIVER = 0
+_TICK = 1
+_CLIENT_TIMER = 2
+_CRASH_TIMER = 3
+_RESTART = 4
+_PARTITION_TIMER = 5
+_HEAL = 6
+_PAUSE_TIMER = 7
+_FAULTS_END = 8
+_WORKLOAD_END = 9
+_DRAIN_CHECK = 10
+
+
+class SimulationFailure(Exception):
+    """Raised by `SimResult.raise_for_failure`; the message starts with `seed=N`."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimStats:
+    sim_time_us: int
+    wall_s: float
+    check_s: float
+    events: int
+    messages_sent: int
+    messages_delivered: int
+    dropped_omission: int
+    dropped_partition: int
+    dropped_down: int
+    duplicated: int
+    delayed: int
+    corrupted: int
+    decode_errors: int
+    dedup_dropped: int
+    crashes: int
+    restarts: int
+    partitions: int
+    pauses: int
+    ops_invoked: int
+    ops_ok: int
+    ops_failed: int
+    ops_info: int
+    ops_checked: int
+    entries_applied: int
+    max_delay_us: int
+
+    @property
+    def sim_seconds(self) -> float:
+        return self.sim_time_us / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    config: SimConfig
+    ok: bool
+    #: why the run failed, starting with `seed=N`; None if it passed
+    failure: str | None
+    #: SHA-256 over every event of the run, hex
+    trace_digest: str
+    stats: SimStats
+    #: the checker's verdict ("LINEARIZABLE", ...), None if the history was not checked
+    verdict: str | None
+    history: History | None
+    #: the trace lines, if `config.keep_trace`
+    trace: tuple[str, ...] = ()
+    #: extra detail for a failure (a traceback for an exception in a core)
+    detail: str = ""
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def raise_for_failure(self) -> None:
+        if not self.ok:
+            raise SimulationFailure(self.failure or f"seed={self.seed}: failed")
+
+
+class _Stop(Exception):
+    """Internal: ends the event loop (the run finished, or failed with a message)."""
+
+    def __init__(self, failure: str | None = None) -> None:
+        super().__init__(failure)
+        self.failure = failure
+
+
+class Simulation:
+    """One run. Invariants receive it: `nodes`, `now_us`, `seed`, `config`, `new_applies` are stable."""
+
+    def __init__(self, config: SimConfig, adapter: ProtocolAdapter | None = None) -> None:
+        self.config = config
+        self.seed = config.seed
+        self.adapter = adapter if adapter is not None else get_protocol(config.protocol)
+        self.now_us = 0
+        self._queue: list[tuple[int, int, int, Any, Any]] = []
+        self._sequence = 0
+        self._events = 0
+        self._hash = hashlib.sha256()
+        self._trace_lines: list[str] | None = [] if config.keep_trace else None
+        self.counters: dict[str, int] = {}
+        self.new_applies: list[AppliedEntry] = []
+        self.invariants = self.adapter.make_invariants()
+        seed = config.seed
+        self._fault_rng = random.Random(f"{seed}:faults")
+        node_ids = tuple(f"n{i}" for i in range(config.nodes))
+        self.node_ids: tuple[NodeId, ...] = node_ids
+        self.nodes: dict[NodeId, SimNode] = {}
+        for index, node_id in enumerate(node_ids):
+            peers = tuple(n for n in node_ids if n != node_id)
+            self.nodes[node_id] = SimNode(self, index, node_id, peers)
+        self._node_list = list(self.nodes.values())
+        workload = config.workload
+        self.recorder = HistoryRecorder()
+        client_count = workload.clients if self.adapter.serves_clients else 0
+        read_through_log = workload.reads is ReadMode.LOG or not self.adapter.supports_read_index
+        self.clients: list[SimClient] = []
+        for index in range(client_count):
+            self.clients.append(
+                SimClient(
+                    self,
+                    index,
+                    random.Random(f"{seed}:client:{index}"),
+                    workload,
+                    node_ids,
+                    recorder=self.recorder,
+                    read_through_log=read_through_log,
+                )
+            )
+        self._clients_by_id = {client.client_id: client for client in self.clients}
+        endpoints = (*node_ids, *self._clients_by_id)
+        network_config = config.network
+        gst_us = network_config.gst_us
+        if gst_us is None:
+            gst_us = random.Random(f"{seed}:gst").randint(0, max(0, config.faults_end_us))
+        self.gst_us = gst_us if network_config.model is NetworkModel.PARTIAL else 0
+        self.network = SimNetwork(
+            network_config, config.faults, random.Random(f"{seed}:network"), endpoints, gst_us
+        )
+        self.faults_active = bool(config.faults.enabled)
+        self.accepting_ops = True
+        self._partition_serial = 0
+        self._done = False
+
+    # -- services for hosts and clients -------------------------------------------------------------
+
+    def trace(self, line: str) -> None:
+        text = f"{self.now_us} {line}"
+        self._hash.update(text.encode())
+        self._hash.update(b"\n")
+        if self._trace_lines is not None:
+            self._trace_lines.append(text)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+    def transmit(self, source: str, destination: str, data: bytes, envelope: Envelope) -> None:
+        deliveries = self.network.route(self.now_us, source, destination, data)
+        mid = envelope.msg_id
+        if not deliveries:
+            self.trace(f"lost {source}>{destination} {envelope.kind} {mid.incarnation}/{mid.seq}")
+            return
+        for at_us, payload in deliveries:
+            self._push(at_us, _DELIVER, destination, payload)
+        self.trace(
+            f"send {source}>{destination} {envelope.kind} {mid.incarnation}/{mid.seq} "
+            f"at={','.join(str(at) for at, _ in deliveries)}"
+        )
+
+    def schedule_client_timer(self, client_index: int, delay_us: int, token: int) -> None:
+        self._push(self.now_us + delay_us, _CLIENT_TIMER, client_index, token)
+
+    def _push(self, at_us: int, kind: int, a: Any, b: Any) -> None:
+        queue = self._queue
+        if len(queue) >= self.config.max_queue_events:
+            raise _Stop(f"event queue exceeded {self.config.max_queue_events} events (message storm?)")
+        self._sequence += 1
+        heapq.heappush(queue, (at_us, self._sequence, kind, a, b))
+
+    # -- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        config = self.config
+        started = time.perf_counter()
+        failure: str | None = None
+        detail = ""
+        try:
+            self._start()
+            self._loop()
+        except _Stop as stop:
+            failure = stop.failure
+        except InvariantViolation as violation:
+            failure = f"invariant violated at t={self.now_us}us: {violation}"
+        except Exception as error:  # a core or the state machine blew up: report it with the seed
+            failure = f"{type(error).__name__} at t={self.now_us}us: {error}"
+            detail = traceback.format_exc()
+        if failure is None and not self._done:
+            failure = "the event queue ran dry before the run finished"
+        wall_s = time.perf_counter() - started
+        history = self.recorder.history() if self.clients else None
+        verdict: str | None = None
+        ops_checked = 0
+        check_started = time.perf_counter()
+        if failure is None and history is not None and config.check:
+            result = check_history(history, model="kv", timeout_s=config.check_timeout_s)
+            verdict = result.verdict.value
+            ops_checked = result.ops_checked
+            if not result.is_linearizable:
+                failure = f"history is {verdict}: {result.explanation}"
+        check_s = time.perf_counter() - check_started
+        if failure is not None:
+            failure = (
+                f"seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
+                f"network={config.network.model.value} faults={','.join(config.faults.enabled) or 'none'}: "
+                f"{failure}"
+            )
+        return SimResult(
+            config=config,
+            ok=failure is None,
+            failure=failure,
+            trace_digest=self._hash.hexdigest(),
+            stats=self._stats(wall_s, check_s, ops_checked),
+            verdict=verdict,
+            history=history,
+            trace=tuple(self._trace_lines or ()),
+            detail=detail,
+        )
+
+    def _start(self) -> None:
+        config = self.config
+        phase_rng = random.Random(f"{config.seed}:phase")
+        for node in self._node_list:
+            node.start()
+            self._push(phase_rng.randrange(config.tick_us) + 1, _TICK, node.index, node.incarnation)
+        self._run_invariants()
+        for client in self.clients:
+            client.start()
+        plan = config.faults
+        if self.faults_active:
+            if plan.crash_interval_ticks:
+                self._push(self._next_fault_us(plan.crash_interval_ticks), _CRASH_TIMER, None, None)
+            if plan.partition_interval_ticks:
+                self._push(self._next_fault_us(plan.partition_interval_ticks), _PARTITION_TIMER, None, None)
+            if plan.pause_interval_ticks:
+                self._push(self._next_fault_us(plan.pause_interval_ticks), _PAUSE_TIMER, None, None)
+            self._push(config.faults_end_us, _FAULTS_END, None, None)
+        self._push(config.duration_us, _WORKLOAD_END, None, None)
+        self.trace(
+            f"start seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
+            f"clients={len(self.clients)} network={config.network.model.value} gst={self.gst_us} "
+            f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup}"
+        )
+
+    def _next_fault_us(self, mean_interval_ticks: int) -> int:
+        gap_ticks = self._fault_rng.expovariate(1.0 / mean_interval_ticks)
+        return self.now_us + max(1, int(gap_ticks * self.config.tick_us))
+
+    def _loop(self) -> None:
+        queue = self._queue
+        heappop = heapq.heappop
+        nodes = self._node_list
+        by_id = self.nodes
+        clients = self._clients_by_id
+        max_events = self.config.max_events
+        tick_us = self.config.tick_us
+        while queue and not self._done:
+            at_us, _, kind, a, b = heappop(queue)
+            self.now_us = at_us
+            self._events += 1
+            if self._events > max_events:
+                raise _Stop(f"more than {max_events} events")
+            if kind == _DELIVER:
+                node = by_id.get(a)
+                if node is None:
+                    clients[a].receive(b)
+                    continue  # clients hold no protocol state: nothing for invariants to see
+                if node.core is None:
+                    self.network.stats.dropped_down += 1
+                    self.trace(f"drop-down {a}")
+                    continue
+                if node.paused_until_us > at_us:
+                    self._push(node.paused_until_us, _DELIVER, a, b)
+                    continue
+                self.network.stats.delivered += 1
+                node.receive(b)
+            elif kind == _TICK:
+                node = nodes[a]
+                if node.core is None or node.incarnation != b:
+                    continue  # a tick of a crashed incarnation
+                if node.paused_until_us > at_us:
+                    self._push(node.paused_until_us, _TICK, a, b)
+                    continue
+                node.tick()
+                self._push(at_us + tick_us, _TICK, a, b)
+            elif kind == _CLIENT_TIMER:
+                self.clients[a].on_timer(b)
+                continue
+            else:
+                self._control(kind, a, b)
+            if self.invariants or self.new_applies:
+                self._run_invariants()
+
+    def _run_invariants(self) -> None:
+        for invariant in self.invariants:
+            invariant(self)
+        self.new_applies.clear()
+
+    # -- faults and phases --------------------------------------------------------------------------
+
+    def _control(self, kind: int, a: Any, b: Any) -> None:
+        config = self.config
+        plan = config.faults
+        rng = self._fault_rng
+        tick_us = config.tick_us
+        if kind == _CRASH_TIMER:
+            if not self.faults_active:
+                return
+            down = sum(1 for node in self._node_list if node.core is None)
+            candidates = [node for node in self._node_list if node.core is not None]
+            if candidates and down < plan.max_down:
+                victim = self._pick_victim(candidates)
+                victim.crash()
+                self.count("crashes")
+                low, high = plan.crash_down_ticks
+                self._push(
+                    self.now_us + rng.randint(low, high) * tick_us, _RESTART, victim.index, victim.incarnation
+                )
+                self.trace(f"crash {victim.node_id} incarnation={victim.incarnation}")
+            self._push(self._next_fault_us(plan.crash_interval_ticks), _CRASH_TIMER, None, None)
+        elif kind == _RESTART:
+            node = self._node_list[a]
+            if node.core is None and node.incarnation == b:
+                self._restart(node)
+        elif kind == _PARTITION_TIMER:
+            if not self.faults_active:
+                return
+            if self.network.partition is None:
+                self._partition()
+            self._push(self._next_fault_us(plan.partition_interval_ticks), _PARTITION_TIMER, None, None)
+        elif kind == _HEAL:
+            if self._partition_serial == a and self.network.partition is not None:
+                self.network.partition = None
+                self.trace("heal")
+        elif kind == _PAUSE_TIMER:
+            if not self.faults_active:
+                return
+            candidates = [
+                n for n in self._node_list if n.core is not None and n.paused_until_us <= self.now_us
+            ]
+            if candidates:
+                node = rng.choice(candidates)
+                low, high = plan.pause_ticks
+                node.paused_until_us = self.now_us + rng.randint(low, high) * tick_us
+                self.count("pauses")
+                self.trace(f"pause {node.node_id} until={node.paused_until_us}")
+            self._push(self._next_fault_us(plan.pause_interval_ticks), _PAUSE_TIMER, None, None)
+        elif kind == _FAULTS_END:
+            self.faults_active = False
+            self.network.faults_active = False
+            self.network.partition = None
+            for node in self._node_list:
+                if node.core is None:
+                    self._restart(node)
+            self.trace("faults end")
+        elif kind == _WORKLOAD_END:
+            self.accepting_ops = False
+            self.trace("workload end")
+            self._push(self.now_us, _DRAIN_CHECK, None, None)
+        elif kind == _DRAIN_CHECK:
+            if all(client.idle for client in self.clients) and self._converged():
+                self.trace("converged")
+                self._done = True
+                return
+            deadline_us = config.duration_us + config.drain_max_ticks * tick_us
+            if self.now_us >= deadline_us:
+                raise _Stop(
+                    f"liveness: not done {config.drain_max_ticks} ticks after the workload: {self._stuck()}"
+                )
+            self._push(self.now_us + tick_us, _DRAIN_CHECK, None, None)
+        else:
+            raise ConfigError(f"unknown event kind {kind}")
+
+    def _pick_victim(self, candidates: list[SimNode]) -> SimNode:
+        rng = self._fault_rng
+        if rng.random() < self.config.faults.target_leader_probability:
+            leaders = [n for n in candidates if n.core is not None and n.core.leader_id == n.node_id]
+            if leaders:
+                return rng.choice(leaders)
+        return rng.choice(candidates)
+
+    def _restart(self, node: SimNode) -> None:
+        node.start()
+        self.count("restarts")
+        self._push(
+            self.now_us + self._fault_rng.randrange(1, self.config.tick_us + 1),
+            _TICK,
+            node.index,
+            node.incarnation,
+        )
+        self.trace(f"restart {node.node_id} incarnation={node.incarnation}")
+
+    def _partition(self) -> None:
+        rng = self._fault_rng
+        plan = self.config.faults
+        node_ids = list(self.node_ids)
+        size = rng.randint(1, max(1, len(node_ids) - 1))
+        side_b = set(rng.sample(node_ids, size))
+        if len(node_ids) > 1 and rng.random() < plan.target_leader_probability:
+            up = [n for n in self._node_list if n.core is not None]
+            leaders = [n.node_id for n in up if n.core is not None and n.core.leader_id == n.node_id]
+            if leaders:
+                side_b = {rng.choice(leaders)}  # isolate the leader alone
+        for client_id in self._clients_by_id:
+            if rng.random() < 0.5:
+                side_b.add(client_id)
+        one_way = rng.random() < plan.one_way_probability
+        self.network.partition = Partition(frozenset(side_b), one_way)
+        self._partition_serial += 1
+        low, high = plan.partition_ticks
+        self._push(
+            self.now_us + rng.randint(low, high) * self.config.tick_us, _HEAL, self._partition_serial, None
+        )
+        self.count("partitions")
+        self.trace(f"partition {'one-way ' if one_way else ''}{','.join(sorted(side_b))}")
+
+    def _converged(self) -> bool:
+        nodes = self._node_list
+        if any(node.core is None or node.paused_until_us > self.now_us for node in nodes):
+            return False
+        first = nodes[0].state_machine
+        if any(node.state_machine.applied_index != first.applied_index for node in nodes):
+            return False
+        image = first.snapshot()
+        return all(node.state_machine.snapshot() == image for node in nodes[1:])
+
+    def _stuck(self) -> str:
+        busy = [c.client_id for c in self.clients if not c.idle]
+        applied = ", ".join(
+            f"{n.node_id}={'down' if n.core is None else n.state_machine.applied_index}"
+            for n in self._node_list
+        )
+        return f"clients still waiting: {busy or 'none'}; applied index per node: {applied}"
+
+    def _stats(self, wall_s: float, check_s: float, ops_checked: int) -> SimStats:
+        net = self.network.stats
+        counters = self.counters
+        return SimStats(
+            sim_time_us=self.now_us,
+            wall_s=wall_s,
+            check_s=check_s,
+            events=self._events,
+            messages_sent=net.sent,
+            messages_delivered=net.delivered,
+            dropped_omission=net.dropped_omission,
+            dropped_partition=net.dropped_partition,
+            dropped_down=net.dropped_down,
+            duplicated=net.duplicated,
+            delayed=net.delayed,
+            corrupted=net.corrupted,
+            decode_errors=sum(v for k, v in counters.items() if k.startswith("decode_"))
+            + counters.get("client_decode_errors", 0),
+            dedup_dropped=counters.get("dedup_dropped", 0),
+            crashes=counters.get("crashes", 0),
+            restarts=counters.get("restarts", 0),
+            partitions=counters.get("partitions", 0),
+            pauses=counters.get("pauses", 0),
+            ops_invoked=sum(c.invoked for c in self.clients),
+            ops_ok=sum(c.completed_ok for c in self.clients),
+            ops_failed=sum(c.completed_fail for c in self.clients),
+            ops_info=sum(c.completed_info for c in self.clients),
+            ops_checked=ops_checked,
+            entries_applied=max((n.state_machine.applied_index for n in self._node_list), default=0),
+            max_delay_us=net.max_delay_us,
+        )
+
+
+def run_simulation(
+    protocol: str = "sequencer",
+    seed: int = 0,
+    *,
+    config: SimConfig | None = None,
+    adapter: ProtocolAdapter | None = None,
+    **swarm_options: Any,
+) -> SimResult:
+    """Run one simulation and return its result (it never raises for a failed run; see `ok`).
+
+    With `config=None` the run is drawn from `seed` (`SimConfig.swarm(seed, protocol, **swarm_options)`:
+    network model, swarm fault plan, dedup). With a `config`, that exact run (its seed and protocol win).
+    `adapter` overrides the registry (a test's deliberately broken protocol, a recording gossip).
+    """
+    if config is None:
+        config = SimConfig.swarm(seed, protocol, **swarm_options)
+    elif swarm_options:
+        raise ConfigError("pass either a config or swarm options, not both")
+    return Simulation(config, adapter).run()

@@ -1,0 +1,58 @@
+"""The benchmark helper, the protocol registry and the host's persist fast path."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dscore.core.errors import ConfigError
+from dscore.protocols.contract import DurableState, EntryKind, LogEntry, Ready, Snapshot, apply_persist
+from dscore.sim import ProtocolAdapter, get_protocol, protocol_names, register_protocol
+from dscore.sim.bench import run_sim_bench
+from dscore.sim.host import persist
+
+
+def test_bench_reports_a_ratio_against_the_bare_loop() -> None:
+    report = run_sim_bench(nodes=3, duration_ticks=100, seeds=1)
+    assert report.subject.protocol == "sequencer" and report.baseline.protocol == "noop"
+    assert report.subject.sim_per_wall > 0 and report.baseline.sim_per_wall > 0
+    assert 0 < report.ratio < 10
+    assert "simulated s per wall s" in report.format()
+
+
+def test_registry_knows_the_builtins_and_refuses_duplicates() -> None:
+    assert {"sequencer", "gossip", "noop"} <= set(protocol_names())
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        get_protocol("nope")
+    with pytest.raises(ConfigError, match="already registered"):
+        register_protocol(ProtocolAdapter(name="sequencer", make_core=get_protocol("sequencer").make_core))
+
+
+def entry(index: int, tag: int) -> LogEntry:
+    return LogEntry(index, 1, EntryKind.NORMAL, bytes([tag]))
+
+
+@st.composite
+def readies(draw: st.DrawFn) -> Ready:
+    first = draw(st.integers(min_value=1, max_value=12))
+    count = draw(st.integers(min_value=0, max_value=4))
+    tag = draw(st.integers(min_value=0, max_value=255))
+    snapshot = None
+    if draw(st.booleans()) and draw(st.booleans()):
+        snapshot = Snapshot(draw(st.integers(min_value=1, max_value=10)), 1, b"s")
+    hard_state = draw(st.none() | st.integers())
+    return Ready(
+        hard_state=hard_state,
+        snapshot=snapshot,
+        entries=tuple(entry(i, tag) for i in range(first, first + count)),
+    )
+
+
+@given(st.lists(readies(), max_size=12))
+def test_persist_fast_path_equals_apply_persist(sequence: list[Ready]) -> None:
+    fast = reference = DurableState()
+    for ready in sequence:
+        fast = persist(fast, ready)
+        reference = apply_persist(reference, ready)
+        assert fast == reference
