@@ -78,6 +78,9 @@ def test_spent_budget_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_model_option(capsys: pytest.CaptureFixture[str]) -> None:
+    kv_only = str(HISTORIES / "kv_append.edn")
+    assert _check(kv_only) == EXIT_LINEARIZABLE
+    assert "(0 ops, 7 skipped: :f unknown to the model, " in capsys.readouterr().out
     assert _check(KV_GOOD, "--model", "kv") == EXIT_LINEARIZABLE
     # As a register history the [key value] tuples are plain values, and the reads disagree.
     assert _check(KV_GOOD, "--model", "register") == EXIT_NOT_LINEARIZABLE

@@ -1,8 +1,9 @@
 """Benchmark of the linearizability checker on generated histories (`dscore bench check`).
 
 Each case generates a linearizable history with `dscore.check.generate` (seeded; register
-writes draw from 5 values as in Jepsen's register workload; about 1% of operations crash
-with `:info`, 1% fail, and a few nemesis ops are mixed in), writes it as EDN, and times:
+writes draw from 5 values as in Jepsen's register workload; about 2% of operations crash
+with `:info`, about 10% fail, mostly cas mismatches, and a few nemesis ops are mixed in),
+writes it as EDN, and times:
 
 * the baseline: parsing that EDN and pairing the operations, the O(n) floor any checker
   pays (`parse_edn_history` + `History.operations`);

@@ -115,7 +115,8 @@ def run_check(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"file": path, **result.to_dict()}))
             continue
-        print(f"{path}: {result.verdict.value} ({result.ops_checked} ops, {result.elapsed_s:.3f} s)")
+        skipped = f", {result.ops_skipped} skipped: :f unknown to the model" if result.ops_skipped else ""
+        print(f"{path}: {result.verdict.value} ({result.ops_checked} ops{skipped}, {result.elapsed_s:.3f} s)")
         if result.verdict is not Verdict.LINEARIZABLE:
             for line in result.explanation.splitlines():
                 print(f"  {line}")

@@ -67,8 +67,26 @@ EXTENSION_LIMIT = 2000
 # explanation deterministic; past that, the explanation names the op and why it is stuck.
 EXPLANATION_SEARCH_BUDGET = 10_000
 EXPLANATION_SEARCH_BUDGET_PER_OP = 10
+# Where a key appends, how many reads past the ops that could go next each configuration
+# also checks for reachability, looking at most this many list entries ahead.
+LOOKAHEAD_READS = 4
+LOOKAHEAD_STEPS = 64
+# How many list entries a configuration scans to find out that its state is unobservable.
+UNOBSERVABLE_SCAN_LIMIT = 256
 
 _NEVER = 1 << 62  # the return of an indeterminate op: after everything
+
+
+class _Unobservable:
+    """The state of a key that appends, when a put will overwrite it before anyone looks."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unobservable>"
+
+
+_UNOBSERVABLE = _Unobservable()
 _READ, _WRITE, _CAS, _APPEND = int(OpKind.READ), int(OpKind.WRITE), int(OpKind.CAS), int(OpKind.APPEND)
 
 
@@ -278,7 +296,6 @@ class _SearchOutcome:
     verdict: Verdict
     configurations: int
     best_entries: tuple[int, ...] = ()  # longest linearized path, in order
-    best_states_after: tuple[object, ...] = ()
 
 
 def _search(
@@ -305,13 +322,20 @@ def _search(
     * Unreachable reads, for keys that append: appends only extend the state, so when an
       op that could go next reads (or, :ok, cas-expects) a value that does not start with
       the state, some put or cas installing a prefix of that value must have been invoked
-      before that op returned and not be linearized yet; if none is, nothing is tried.
+      before that op returned and not be linearized yet; if none is, nothing is tried. The
+      same holds for reads invoked later, so the next `LOOKAHEAD_READS` are checked too.
     * Spent indeterminate ops: an indeterminate op is not tried once every op that could
       observe what it installs has returned before the earliest return left (so is
       linearized): if a linearization used it, dropping it would leave one without it.
+    * Unobservable states, for keys that append: when an :ok put must be linearized before
+      any op that could look at the state (every read or cas invoked before that put
+      returned expects a value not starting with the state), the state is replaced by a
+      marker. Appends keep the marker, reads and cas never match it and puts replace it, so
+      the orders of appends that a put will wipe out anyway collapse into one configuration.
     * Indeterminate-op dominance: a configuration that failed also fails with more
       indeterminate ops spent (same :ok ops, same state), since those ops are optional;
-      failed ones are remembered per (:ok ops, state) with their indeterminate-op sets.
+      failed ones are remembered per (:ok ops, state) with their indeterminate-op sets,
+      keeping only the minimal sets so that the lists stay short.
 
     Without them, histories with tens of concurrent clients writing a handful of values
     make the search try every order of the writes around each read. Trying the earliest
@@ -329,10 +353,21 @@ def _search(
     next_entry = compiled.next_entry[:]
     prev_entry = compiled.prev_entry[:]
     head = 2 * size
+    tail = head + 1
     effect = compiled.effect
     preference = compiled.preference
     by_preference = preference.__getitem__
     calls = [op.call for op in compiled.ops]
+    by_preference_order = sorted(range(size), key=by_preference)
+    linearized = bytearray(size)
+    useful_until = compiled.useful_until
+
+    # :ok ops by return, and the first one not linearized: its return is the earliest left.
+    by_return = [entry for entry in by_preference_order if rank[entry] >= 0]
+    return_slot = [-1] * size
+    for slot, entry in enumerate(by_return):
+        return_slot[entry] = slot
+    first_return_slot = 0
 
     consumes = compiled.consumes
     produces = compiled.produces
@@ -343,7 +378,7 @@ def _search(
     reader_slot = [-1] * size
     installer_slot = [-1] * size
     if tracks_values:
-        for entry in sorted(range(size), key=by_preference):
+        for entry in by_preference_order:
             if consumes[entry] >= 0:
                 reader_slot[entry] = len(readers_of[consumes[entry]])
                 readers_of[consumes[entry]].append(entry)
@@ -356,16 +391,30 @@ def _search(
     # of the needed value), in call order.
     checks_prefixes = not tracks_values and _APPEND in kinds
     resetters_for = _resetters_for(kinds, first_args, second_args, rank) if checks_prefixes else []
+
+    # :ok puts by return, and the first one not linearized: a put that must happen soon.
+    puts_by_return = [
+        entry
+        for entry in by_preference_order
+        if checks_prefixes and kinds[entry] == _WRITE and rank[entry] >= 0
+    ]
+    put_slot = [-1] * size
+    for slot, entry in enumerate(puts_by_return):
+        put_slot[entry] = slot
+    first_put_slot = 0
+
+    def cannot_reach(reader: int) -> bool:
+        """No put or cas left that could lead to what `reader` needs before it returns."""
+        read_return = preference[reader]
+        for resetter in resetters_for[reader]:
+            if calls[resetter] > read_return:
+                return True
+            if not linearized[resetter]:
+                return False
+        return True
+
     first_reader = [0] * value_count  # every reader of the value before this slot is linearized
     first_installer = [0] * value_count
-    linearized = bytearray(size)
-    # :ok ops by return, and the first one not linearized: its return is the earliest left.
-    by_return = sorted((entry for entry in range(size) if rank[entry] >= 0), key=by_preference)
-    return_slot = [-1] * size
-    for slot, entry in enumerate(by_return):
-        return_slot[entry] = slot
-    first_return_slot = 0
-    useful_until = compiled.useful_until
 
     monotonic = time.monotonic
     clock_countdown = CLOCK_CHECK_INTERVAL
@@ -381,7 +430,6 @@ def _search(
     stack: list[_Frame] = []
     # The longest path so far; `shared` is how much of it the stack still has in common.
     best: list[_Frame] = []
-    best_state = state
     shared = 0
 
     choices: list[int] = []
@@ -409,6 +457,28 @@ def _search(
                     entry = next_entry[entry]
                 unreachable = False
             else:
+                if type(state) is str:
+                    # Will a put overwrite the state before anything can look at it?
+                    while first_put_slot < len(puts_by_return) and linearized[puts_by_return[first_put_slot]]:
+                        first_put_slot += 1
+                    if first_put_slot < len(puts_by_return):
+                        reset_by = preference[puts_by_return[first_put_slot]]
+                        probe = entry
+                        steps_ahead = 0
+                        while probe != tail:
+                            if probe < size:
+                                if calls[probe] > reset_by:
+                                    state = _UNOBSERVABLE
+                                    break
+                                kind = kinds[probe]
+                                if kind in (_READ, _CAS):
+                                    needed = first_args[probe]
+                                    if type(needed) is str and needed.startswith(state):
+                                        break
+                            steps_ahead += 1
+                            if steps_ahead > UNOBSERVABLE_SCAN_LIMIT:
+                                break
+                            probe = next_entry[probe]
                 # Appends only extend the state: a read (or :ok cas) of a value that does not
                 # start with it needs a put or cas of a prefix of that value, invoked before
                 # the read returned.
@@ -421,15 +491,7 @@ def _search(
                             if kind == _READ:
                                 break
                         elif not (type(state) is str and type(needed) is str and needed.startswith(state)):
-                            read_return = preference[entry]
-                            for resetter in resetters_for[entry]:
-                                if calls[resetter] > read_return:
-                                    unreachable = True
-                                    break
-                                if not linearized[resetter]:
-                                    break
-                            else:
-                                unreachable = True
+                            unreachable = cannot_reach(entry)
                             if unreachable:
                                 break
                     if kind != _READ and useful_until[entry] >= first_return:
@@ -438,6 +500,23 @@ def _search(
                         if current is None or preference[entry] < preference[current]:
                             representatives[group] = entry
                     entry = next_entry[entry]
+                if entry >= size and not unreachable:
+                    # The rule binds every read still to come, not only those that could go
+                    # next: check the next few reads invoked later too.
+                    ahead = entry
+                    reads_ahead = steps_ahead = 0
+                    while ahead != tail and reads_ahead < LOOKAHEAD_READS and steps_ahead < LOOKAHEAD_STEPS:
+                        steps_ahead += 1
+                        if ahead < size and kinds[ahead] == _READ:
+                            reads_ahead += 1
+                            needed = first_args[ahead]
+                            if not (
+                                needed == state
+                                or (type(state) is str and type(needed) is str and needed.startswith(state))
+                            ) and cannot_reach(ahead):
+                                unreachable = True
+                                break
+                        ahead = next_entry[ahead]
             if unreachable:
                 choices = []
             elif entry < size:
@@ -457,10 +536,12 @@ def _search(
                 if state != first_args[entry]:
                     continue
                 new_state = second_args[entry]
-            else:  # append: only to a string
-                if type(state) is not str:
-                    continue
+            elif type(state) is str:  # append
                 new_state = state + first_args[entry]
+            elif state is _UNOBSERVABLE:
+                new_state = state  # still overwritten before anyone looks
+            else:
+                continue  # appending to a value that is not a string
             if tracks_values and new_state != state:
                 # Leaving value `state`: is it still needed, with no way to restore it in time?
                 readers = readers_of[state]
@@ -527,7 +608,6 @@ def _search(
                 del best[shared:]
                 best.extend(stack[shared:])
                 shared = depth
-                best_state = state
             clock_countdown -= 1
             if not clock_countdown:
                 clock_countdown = CLOCK_CHECK_INTERVAL
@@ -541,13 +621,22 @@ def _search(
         if not stack:
             break
         if has_indeterminate:
-            failed_with.setdefault((window_base, window, state), []).append(indeterminate_set)
+            failed = failed_with.get((window_base, window, state))
+            if failed is None:
+                failed_with[window_base, window, state] = [indeterminate_set]
+            else:
+                # Keep only the minimal sets: a superset of this one would be pruned anyway.
+                failed[:] = [other for other in failed if other & indeterminate_set != indeterminate_set]
+                failed.append(indeterminate_set)
         entry, state, window_base, window, indeterminate_set, choices, next_choice = stack.pop()
         shared = min(shared, len(stack))
         linearized[entry] = 0
         slot = return_slot[entry]
         if 0 <= slot < first_return_slot:
             first_return_slot = slot
+        slot = put_slot[entry]
+        if 0 <= slot < first_put_slot:
+            first_put_slot = slot
         if tracks_values:
             slot = reader_slot[entry]
             if 0 <= slot < first_reader[consumes[entry]]:
@@ -563,14 +652,7 @@ def _search(
         next_entry[prev_entry[entry]] = entry
         prev_entry[next_entry[entry]] = entry
 
-    states_after = [step[1] for step in best[1:]]
-    states_after.append(best_state)
-    return _SearchOutcome(
-        Verdict.NOT_LINEARIZABLE,
-        len(cache),
-        best_entries=tuple(step[0] for step in best),
-        best_states_after=tuple(states_after) if best else (),
-    )
+    return _SearchOutcome(Verdict.NOT_LINEARIZABLE, len(cache), best_entries=tuple(step[0] for step in best))
 
 
 def _describe(op: ModelOp) -> str:
@@ -655,7 +737,14 @@ def _violation(
 ) -> KeyResult:
     ops = compiled.ops
     entries = list(outcome.best_entries)
-    states = [compiled.decode(state) for state in outcome.best_states_after]
+    # Replay the path with the reference model: the search's own states are interned, and
+    # may be the unobservable marker (see `_search`).
+    states: list[EdnValue] = []
+    state = model.initial
+    for entry in entries:
+        applies, state = apply(ops[entry], state)
+        assert applies, "the search's path is linearizable"
+        states.append(state)
     added, added_states, stuck_entries = _extend(ops, entries, states[-1] if states else model.initial)
     entries += added
     states += added_states

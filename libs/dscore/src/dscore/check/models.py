@@ -15,8 +15,9 @@ Semantics (Jepsen's): an `:ok` op took effect between its invocation and complet
 `:fail` op never took effect and is dropped; an `:info` op (or one never completed) may
 have taken effect at any point after its invocation, or never. A read whose outcome is
 unknown says nothing and is dropped. A `:cas` that is `:ok` succeeded (its `from` equalled
-the state); a `:cas` `:fail` did not take effect. Ops whose `:f` the model does not know,
-and `:nemesis` ops, are skipped (counted in `ops_skipped`).
+the state); a `:cas` `:fail` did not take effect. Operations whose `:f` the model does not
+know (a `:txn`, say) are skipped and counted in `ops_skipped`; `:nemesis` ops never reach the
+model (pairing leaves them out).
 
 Values compare as in Clojure: `1`, `1.0` and `true` are all different (see `canonical`).
 """
@@ -120,7 +121,7 @@ class Interpretation:
     ops_by_key: Mapping[Hashable, tuple[ModelOp, ...]]
     keys: Mapping[Hashable, EdnValue]  # canonical key -> key as written
     considered_by_key: Mapping[Hashable, int]  # ops of the model per key, dropped ones included
-    skipped: int  # nemesis ops and ops whose :f the model does not know
+    skipped: int  # client operations whose :f the model does not know
 
 
 class _Tag:

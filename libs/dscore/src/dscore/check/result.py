@@ -85,7 +85,8 @@ class CheckResult:
     """The outcome of `check_history`.
 
     `ops_checked` counts the client operations (invocation + completion pairs) the model
-    knows, `ops_skipped` the nemesis ops and operations with an unknown `:f`.
+    knows, `ops_skipped` the client operations with an unknown `:f` (nemesis ops are left
+    out before pairing and counted in neither).
     """
 
     verdict: Verdict
