@@ -150,7 +150,9 @@ class ProtocolCore(Protocol):
         ...
 
     def read_index(self, request_id: int) -> None:
-        """Register a linearizable read. Raises `NotLeaderError` if this node cannot serve it."""
+        """Register a linearizable read. Raises `NotLeaderError` if this node cannot serve it, and
+        `NotImplementedError` if the protocol has no read index at all (drivers then read through the
+        log, proposing a get like any other command)."""
         ...
 
     def has_ready(self) -> bool: ...

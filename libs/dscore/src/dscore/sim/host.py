@@ -182,7 +182,7 @@ class SimNode:
         if any(b.index != a.index + 1 for a, b in pairwise(entries)):
             raise InvariantViolation(f"{self.node_id}'s Ready holds entries that are not consecutive")
         if ready.must_persist:
-            self.durable = persist(self.durable, ready)
+            self.durable = apply_persist(self.durable, ready)
         # 2. send, only now that the state that produced the messages is durable
         for outgoing in ready.messages:
             envelope = self.factory.wrap(outgoing.to, outgoing.content)
@@ -266,19 +266,6 @@ class SimNode:
     def _reply(self, client: str, reply: ClientReply) -> None:
         envelope: Envelope = self.factory.wrap(client, reply)
         self.sim.transmit(self.node_id, client, encode_envelope(envelope), envelope)
-
-
-def persist(durable: DurableState, ready: Ready) -> DurableState:
-    """`apply_persist`, with a fast path for the common case: entries appended after the last stored
-    one and no snapshot. The reference filters the whole stored log in Python on every write, which
-    made a long simulation quadratic; the fast path gives the same result (tested against it) as long
-    as stored entries ascend, which the host ensures by refusing a Ready whose entries do not."""
-    entries = ready.entries
-    stored = durable.entries
-    if ready.snapshot is None and entries and (not stored or stored[-1].index < entries[0].index):
-        hard_state = ready.hard_state if ready.hard_state is not None else durable.hard_state
-        return DurableState(hard_state=hard_state, snapshot=durable.snapshot, entries=stored + entries)
-    return apply_persist(durable, ready)
 
 
 def _make_room(table: dict[K, V]) -> None:
