@@ -316,3 +316,49 @@ def test_nested_packing_reuses_packers_safely() -> None:
     outer = Batch(1, "n", (), None, Mood.CALM, False, (1, ""), Item(2, b"in"), {"w": 1})
     assert decode_value(encode_value(outer)) == outer
     assert decode_value(encode_value((outer, outer))) == (outer, outer)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\xdd\xff\xff\xff\xff",  # array32 of 4 billion items
+        b"\xdf\xff\xff\xff\xff",  # map32 of 4 billion pairs
+        b"\xdb\xff\xff\xff\xff",  # str32 of 4 GiB
+        b"\xc6\xff\xff\xff\xff",  # bin32 of 4 GiB
+        b"\xc9\xff\xff\xff\xff\x01",  # ext32 of 4 GiB
+        b"\x92\xdd\x7f\xff\xff\xff\x00",  # a forged length nested one level down
+    ],
+)
+def test_forged_lengths_fail_at_once_without_allocating(header: bytes) -> None:
+    # Every length is bounded by the input's size before anything is allocated, for both entry points.
+    with pytest.raises(MalformedError):
+        decode_value(b"\x00" + header + b"\x00" * 16)
+    with pytest.raises(MalformedError):
+        decode_envelope(frame(header + b"\x00" * 16))
+
+
+def test_decoded_messages_equal_constructed_ones_and_stay_frozen() -> None:
+    # Decoding fills slots directly (no __init__): the result must be indistinguishable from a built one.
+    item = Item(7, b"payload")
+    decoded = decode_value(encode_value(item))
+    assert decoded == item and hash(decoded) == hash(item) and type(decoded) is Item
+    assert repr(decoded) == repr(item)
+    with pytest.raises(AttributeError):
+        decoded.index = 8  # type: ignore[misc]
+
+
+@message("test.validated")
+@dataclass(frozen=True, slots=True)
+class Validated:
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+
+
+def test_a_message_that_validates_itself_is_still_built_through_its_init() -> None:
+    assert decode_value(encode_value(Validated(1, 2))) == Validated(1, 2)
+    with pytest.raises(MalformedError, match="low must not exceed high"):
+        decode_value(b"\x01" + msgpack.packb(["test.validated", [3, 2]]))

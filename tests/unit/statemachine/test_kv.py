@@ -5,18 +5,23 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dscore.core.errors import LocalError
+from dscore.core.codec import encode_value
+from dscore.core.errors import DecodeError, LocalError
 from dscore.protocols.contract import EntryKind, LogEntry
 from dscore.statemachine.kv import (
     Append,
     Cas,
+    Command,
     Delete,
     Get,
     KvOp,
     KvResult,
     KvStateMachine,
     Put,
+    decode_command,
     encode_command,
 )
 
@@ -74,6 +79,52 @@ def test_malformed_command_is_a_deterministic_error() -> None:
     sm = KvStateMachine()
     assert sm.apply(1, b"\xc1garbage").error == "malformed"
     assert sm.applied_index == 1
+
+
+_text = st.text(max_size=8)
+_ops = st.one_of(
+    st.builds(Put, _text, _text),
+    st.builds(Get, _text),
+    st.builds(Delete, _text),
+    st.builds(Cas, _text, st.none() | _text, _text),
+    st.builds(Append, _text, _text),
+)
+
+
+@given(client=_text, seq=st.integers(1, 2**63 - 1), op=_ops)
+def test_commands_round_trip(client: str, seq: int, op: KvOp) -> None:
+    assert decode_command(encode_command(client, seq, op)) == Command(client, seq, op)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("c", 1, 1, "k", "v"),  # five fields
+        ("c", 1, 1, "k", "v", None, None),  # seven
+        ("c", 0, 1, "k", "v", None),  # seq 0
+        ("c", True, 1, "k", "v", None),  # a bool is not a seq
+        (b"c", 1, 1, "k", "v", None),  # client id as bytes
+        ("c", 1, 9, "k", "v", None),  # unknown op code
+        ("c", 1, True, "k", "v", None),  # a bool is not an op code
+        ("c", 1, 1, "k", None, None),  # put without a value
+        ("c", 1, 1, "k", "v", "extra"),  # put with a third field
+        ("c", 1, 2, "k", "v", None),  # get with a value
+        ("c", 1, 4, "k", "old", None),  # cas without a new value
+        ("c", 1, 4, "k", 5, "new"),  # cas expecting a number
+        ("c", 1, 5, 7, "x", None),  # append to a non-string key
+        ["c", 1, 1, "k", "v", None],  # a map or list where the array belongs is fine only as an array
+    ],
+)
+def test_malformed_commands_have_no_effect_and_fail_the_same_everywhere(fields: object) -> None:
+    data = encode_value(fields if not isinstance(fields, list) else {"not": "an array"})
+    sm = KvStateMachine()
+    result = sm.apply(1, data)
+    assert (result.ok, result.error) == (False, "malformed")
+    assert len(sm) == 0 and sm.applied_index == 1
+    with pytest.raises(DecodeError):
+        decode_command(data)
+    # and nothing was opened: the same client's first command still opens its session
+    assert sm.apply(2, encode_command("c", 1, Put("k", "v"))).ok
 
 
 def test_applying_an_index_twice_is_a_local_error() -> None:

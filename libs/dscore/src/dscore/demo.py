@@ -51,6 +51,7 @@ from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.runtime.client import ClientConfig, ClientStats, Completion, KvClient, Outcome
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+from dscore.runtime.gc_tuning import tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, RuntimeConfig
 
 #: width of an availability window
@@ -530,6 +531,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"dscore demo: {error}")
         return 2
     console = Console()
+    tune_gc()
     started = time.perf_counter()
     report = asyncio.run(_Demo(options, console).run())
     print(format_report(report))

@@ -17,6 +17,8 @@ Why the defaults (measured with `dscore bench raft`; see the README):
 - `max_pending_proposals = 10_000` / `max_pending_reads = 10_000`: well above the 1000-5000 operations
   in flight the benchmark drives, far below what would exhaust memory; beyond it clients get a clear
   `OverloadedError` at once instead of queueing latency.
+- `gc_gen0_threshold = 50_000`: CPython's 700 makes a loaded node spend about a fifth of its CPU in the
+  young-generation collector; see `dscore.runtime.gc_tuning` (the node's main applies it, not the library).
 - `queues.inbox_max_messages = 10_000`: a node that falls behind sheds the newest messages (counted) and
   Raft retransmits; without a bound a slow node would grow its inbox without limit.
 """
@@ -31,6 +33,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES
 from dscore.core.errors import ConfigError
+from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
 from dscore.runtime.node import RuntimeConfig
 from dscore.statemachine.kv import KvStateMachine
 
@@ -79,6 +82,8 @@ class NodeSettings(BaseSettings):
     max_sessions: int = Field(default=KvStateMachine.DEFAULT_MAX_SESSIONS, ge=1)
     #: largest envelope accepted or sent, in bytes
     max_envelope_bytes: int = Field(default=DEFAULT_MAX_ENVELOPE_BYTES, ge=1024, le=512 * 1024 * 1024)
+    #: young-generation GC threshold of the node's process (0 keeps CPython's 700); see runtime/gc_tuning
+    gc_gen0_threshold: int = Field(default=DEFAULT_GC_GEN0_THRESHOLD, ge=0, le=10_000_000)
     #: seeds every random choice (election timeouts, demo workloads), so one seed replays a run
     seed: int = 0
     queues: QueueSettings = Field(default_factory=QueueSettings)

@@ -89,18 +89,9 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def _unpack(data: bytes) -> Any:
     try:
-        return msgpack.unpackb(
-            data,
-            use_list=False,
-            raw=False,
-            ext_hook=_ext_hook,
-            strict_map_key=False,
-            max_bin_len=len(data),
-            max_str_len=len(data),
-            max_array_len=len(data),
-            max_map_len=len(data),
-            max_ext_len=len(data),
-        )
+        # No max_*_len arguments: msgpack >= 1.0's unpackb already bounds every length by len(data), so
+        # a forged length fails at once instead of allocating (tested with forged headers).
+        return msgpack.unpackb(data, use_list=False, raw=False, ext_hook=_ext_hook, strict_map_key=False)
     except DecodeError:
         raise
     except RecursionError:

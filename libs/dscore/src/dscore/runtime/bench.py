@@ -35,6 +35,7 @@ from dscore.core.errors import ConfigError
 from dscore.protocols.contract import EntryKind, LogEntry
 from dscore.runtime.client import ClientConfig, ClientStats, KvClient, Outcome
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, CoreFactory, RuntimeConfig
 from dscore.transport.base import OutboundFrame
 from dscore.transport.memory import MemoryNetwork
@@ -307,6 +308,12 @@ def add_bench_raft_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--stable-in-flight", type=int, default=100, help="load during the stable run")
     parser.add_argument("--tick-interval-s", type=float, default=DEFAULT_TICK_INTERVAL_S)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--gc-gen0-threshold",
+        type=int,
+        default=DEFAULT_GC_GEN0_THRESHOLD,
+        help=f"young-generation GC threshold (default {DEFAULT_GC_GEN0_THRESHOLD}; 0 keeps CPython's 700)",
+    )
     return parser
 
 
@@ -359,7 +366,10 @@ async def run_all(args: argparse.Namespace, console: Console) -> BenchResults:
 
 
 def render(results: BenchResults, args: argparse.Namespace) -> Table:
-    table = Table(title=f"dscore bench raft (embedded, one process, tick {args.tick_interval_s * 1000:g} ms)")
+    gc_text = f"gc gen0 {args.gc_gen0_threshold}" if args.gc_gen0_threshold else "CPython's default gc"
+    table = Table(
+        title=f"dscore bench raft (embedded, one process, tick {args.tick_interval_s * 1000:g} ms, {gc_text})"
+    )
     columns = ("measurement", "in flight", "result", "p50 ms", "p99 ms", "CPU µs/op", "vs baseline")
     for column in columns:
         table.add_column(column, justify="left" if column == "measurement" else "right")
@@ -399,6 +409,9 @@ def render(results: BenchResults, args: argparse.Namespace) -> Table:
 
 
 def run_bench_raft(args: argparse.Namespace) -> int:
+    if args.gc_gen0_threshold < 0:
+        print("dscore bench raft: --gc-gen0-threshold must be >= 0")
+        return 2
     if args.nodes < 1 or args.failovers < 0 or args.duration_s <= 0 or args.tick_interval_s <= 0:
         print("dscore bench raft: --nodes >= 1, --failovers >= 0, positive durations and tick required")
         return 2
@@ -409,6 +422,7 @@ def run_bench_raft(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # pipes and CI logs: do not wrap the table at 80 columns
         console = Console(width=160)
     try:
+        tune_gc(args.gc_gen0_threshold)
         results = asyncio.run(run_all(args, console))
     except ConfigError as error:
         print(f"dscore bench raft: {error}")

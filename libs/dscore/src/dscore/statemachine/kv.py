@@ -101,17 +101,79 @@ class KvSnapshot:
     sessions: dict[str, Session]
 
 
+# -- the command encoding ---------------------------------------------------------------------------
+#
+# A command is the hottest thing the system decodes: every replica decodes every entry. So it is not a
+# registered message (kind tag + nested op message + two objects built per decode) but one flat msgpack
+# array, `[client_id, seq, op_code, key, a, b]`, behind `encode_value`'s plain-value byte, checked field
+# by field and applied without building any object (about half the cost; `dscore bench raft`).
+# `a` and `b` are the op's other fields in declaration order, nil where the op has fewer.
+
+_PUT, _GET, _DELETE, _CAS, _APPEND = 1, 2, 3, 4, 5
+_MALFORMED = "malformed"
+
+
 def encode_command(client_id: str, seq: int, op: KvOp) -> bytes:
     if seq < 1:
         raise LocalError("command seq numbers start at 1")
-    return encode_value(Command(client_id, seq, op))
+    fields: tuple[object, ...]
+    if isinstance(op, Put):
+        fields = (client_id, seq, _PUT, op.key, op.value, None)
+    elif isinstance(op, Get):
+        fields = (client_id, seq, _GET, op.key, None, None)
+    elif isinstance(op, Delete):
+        fields = (client_id, seq, _DELETE, op.key, None, None)
+    elif isinstance(op, Cas):
+        fields = (client_id, seq, _CAS, op.key, op.expected, op.new)
+    elif isinstance(op, Append):
+        fields = (client_id, seq, _APPEND, op.key, op.suffix, None)
+    else:
+        raise LocalError(f"not a kv operation: {type(op).__name__}")
+    return encode_value(fields)
+
+
+def _parse_command(data: bytes) -> tuple[str, int, int, str, str | None, str | None] | None:
+    """The checked fields of an encoded command, or None if `data` is not one (never raises)."""
+    try:
+        fields = decode_value(data)
+    except DecodeError:
+        return None
+    if type(fields) is not tuple or len(fields) != 6:
+        return None
+    client_id, seq, code, key, a, b = fields
+    if type(client_id) is not str or type(seq) is not int or seq < 1 or type(key) is not str:
+        return None
+    if type(code) is not int:
+        return None
+    if code in (_PUT, _APPEND):
+        ok = type(a) is str and b is None
+    elif code in (_GET, _DELETE):
+        ok = a is None and b is None
+    elif code == _CAS:
+        ok = (a is None or type(a) is str) and type(b) is str
+    else:
+        ok = False
+    return fields if ok else None
 
 
 def decode_command(data: bytes) -> Command:
-    value = decode_value(data)
-    if not isinstance(value, Command):
-        raise DecodeError(f"expected a kv command, got {type(value).__name__}")
-    return value
+    """An encoded command as a `Command` (for tools and invariants; replicas apply without building it)."""
+    fields = _parse_command(data)
+    if fields is None:
+        raise DecodeError("not a well-formed kv command")
+    client_id, seq, code, key, a, b = fields
+    op: KvOp
+    if code == _PUT:
+        op = Put(key, a)  # type: ignore[arg-type]
+    elif code == _GET:
+        op = Get(key)
+    elif code == _DELETE:
+        op = Delete(key)
+    elif code == _CAS:
+        op = Cas(key, a, b)  # type: ignore[arg-type]
+    else:
+        op = Append(key, a)  # type: ignore[arg-type]
+    return Command(client_id, seq, op)
 
 
 class KvStateMachine:
@@ -145,24 +207,26 @@ class KvStateMachine:
 
     def apply(self, index: int, data: bytes) -> KvResult:
         self._advance(index)
-        try:
-            command = decode_command(data)
-        except DecodeError:
+        fields = _parse_command(data)
+        if fields is None:
             # Deterministic on every replica: the same bytes fail the same way.
-            return KvResult("", 0, ok=False, error="malformed")
-        session = self._sessions.get(command.client_id)
+            return KvResult("", 0, False, None, _MALFORMED)
+        client_id, seq = fields[0], fields[1]
+        sessions = self._sessions
+        session = sessions.get(client_id)
         if session is None:
-            if command.seq != 1:
-                return KvResult(command.client_id, command.seq, ok=False, error="session_expired")
-        elif command.seq == session.last_seq:
+            if seq != 1:
+                return KvResult(client_id, seq, False, None, "session_expired")
+        elif seq == session.last_seq:
             return session.last_result
-        elif command.seq < session.last_seq:
-            return KvResult(command.client_id, command.seq, ok=False, error="stale_seq")
-        result = self._execute(command)
-        self._sessions.pop(command.client_id, None)
-        self._sessions[command.client_id] = Session(command.seq, result, index)
-        if len(self._sessions) > self.max_sessions:
-            del self._sessions[next(iter(self._sessions))]
+        elif seq < session.last_seq:
+            return KvResult(client_id, seq, False, None, "stale_seq")
+        result = self._execute(fields)
+        if session is not None:
+            del sessions[client_id]  # re-inserted last: insertion order is recency order
+        sessions[client_id] = Session(seq, result, index)
+        if len(sessions) > self.max_sessions:
+            del sessions[next(iter(sessions))]
         return result
 
     def _advance(self, index: int) -> None:
@@ -170,26 +234,25 @@ class KvStateMachine:
             raise LocalError(f"entry {index} applied twice (applied index is {self.applied_index})")
         self.applied_index = index
 
-    def _execute(self, command: Command) -> KvResult:
-        op = command.op
-        client, seq = command.client_id, command.seq
+    def _execute(self, fields: tuple[str, int, int, str, str | None, str | None]) -> KvResult:
+        client, seq, code, key, a, b = fields
         data = self._data
-        if isinstance(op, Get):
-            return KvResult(client, seq, ok=True, value=data.get(op.key))
-        if isinstance(op, Put):
-            data[op.key] = op.value
-            return KvResult(client, seq, ok=True)
-        if isinstance(op, Append):
-            data[op.key] = data.get(op.key, "") + op.suffix
-            return KvResult(client, seq, ok=True)
-        if isinstance(op, Delete):
-            data.pop(op.key, None)
-            return KvResult(client, seq, ok=True)
-        current = data.get(op.key)
-        if current != op.expected:
-            return KvResult(client, seq, ok=False, value=current, error="cas_mismatch")
-        data[op.key] = op.new
-        return KvResult(client, seq, ok=True)
+        if code == _PUT:
+            data[key] = a  # type: ignore[assignment]
+            return KvResult(client, seq, True)
+        if code == _GET:
+            return KvResult(client, seq, True, data.get(key))
+        if code == _APPEND:
+            data[key] = data.get(key, "") + a  # type: ignore[operator]
+            return KvResult(client, seq, True)
+        if code == _DELETE:
+            data.pop(key, None)
+            return KvResult(client, seq, True)
+        current = data.get(key)
+        if current != a:
+            return KvResult(client, seq, False, current, "cas_mismatch")
+        data[key] = b  # type: ignore[assignment]
+        return KvResult(client, seq, True)
 
     # -- snapshots ----------------------------------------------------------------------------------
 
