@@ -5,18 +5,34 @@ kill -9 (the runtime is crashed and discarded, its inbox emptied, messages to it
 while its storage object, the stand-in for a disk, is kept; `restart(node)` builds a new runtime from that
 storage, with a bumped incarnation. This is the default way to run dscore: no servers, real protocol code,
 real codec, real faults.
+
+Membership. The nodes given at construction are the bootstrap configuration; a running Raft cluster then
+grows or shrinks one server at a time. `add_node(node, as_learner=...)` attaches the node to the network,
+introduces it to every running node, starts it as a *joining* node (its core does not count itself a
+member and learns the configuration from the leader's log; see `NodeRuntime`) and has the leader add it;
+`promote_node` makes a learner a voter; `remove_node` has the leader remove a node (the leader itself
+included: it steps down once the removal commits), then stops it and cuts it off for good. Each call
+resolves once the change is committed, retrying on whichever node leads (a retry after an unknown outcome
+first looks whether the change is already in the leader's log). `node_ids` is always the current member
+list, so `statuses()`, `leader()`, `live_nodes()` and `KvClient` follow the changes. Removed ids are not
+reused. The runtime API underneath (`NodeRuntime.add_member`, ...) changes the configuration without
+starting, introducing or stopping anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from dscore.core.errors import ConfigError, LocalError
+from dscore.core.errors import ConfigError, LocalError, NotLeaderError
 from dscore.core.ids import NodeId
+from dscore.protocols.contract import DurableState
 from dscore.protocols.raft import RaftConfig, RaftNode
+from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError, ReadFailedError
 from dscore.runtime.node import CoreFactory, NodeRuntime, NodeStatus, RuntimeConfig
 from dscore.storage.base import Storage
 from dscore.storage.memory import MemoryStorage
@@ -25,10 +41,34 @@ from dscore.transport.memory import DEFAULT_INBOX_MAX_MESSAGES, MemoryNetwork
 #: elections remembered by `EmbeddedCluster.elections` (older ones are dropped)
 MAX_ELECTIONS_KEPT = 10_000
 
+#: how long `add_node`, `promote_node` and `remove_node` try by default
+DEFAULT_CHANGE_TIMEOUT_S = 10.0
 
-def raft_factory(config: RaftConfig | None = None) -> CoreFactory:
+
+@dataclass(frozen=True, slots=True)
+class RaftCoreFactory:
+    """Builds `RaftNode`s for the runtime (a `CoreFactory`); `peers` is the bootstrap configuration.
+
+    `joining()` is the factory for a node that joins a running cluster: `RaftNode(join=True)` does not add
+    itself to the bootstrap configuration, so a fresh joiner never campaigns and learns the configuration
+    (itself included) from the leader's log or snapshot.
+    """
+
+    config: RaftConfig = dataclasses.field(default_factory=RaftConfig)
+    join: bool = False
+
+    def __call__(
+        self, node_id: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState | None
+    ) -> RaftNode:
+        return RaftNode(node_id, self.config, rng, durable, peers, join=self.join)
+
+    def joining(self) -> RaftCoreFactory:
+        return dataclasses.replace(self, join=True)
+
+
+def raft_factory(config: RaftConfig | None = None) -> RaftCoreFactory:
     """Builds `RaftNode`s (default `RaftConfig`: election timeout 10-20 ticks, heartbeat every tick)."""
-    return RaftNode.factory(config)
+    return RaftCoreFactory(config if config is not None else RaftConfig())
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +81,13 @@ class Election:
 
 
 class EmbeddedCluster:
+    """n replicas in one process; see the module docstring.
+
+    `make_joining_core` builds the core of a node added to the running cluster; by default it is
+    `make_core.joining()` when the factory has one (`raft_factory()` does), and without it the cluster
+    cannot grow.
+    """
+
     def __init__(
         self,
         make_core: CoreFactory,
@@ -51,18 +98,29 @@ class EmbeddedCluster:
         seed: int = 0,
         inbox_max_messages: int = DEFAULT_INBOX_MAX_MESSAGES,
         storage_factory: Callable[[NodeId], Storage] | None = None,
+        make_joining_core: CoreFactory | None = None,
     ) -> None:
         ids = tuple(node_ids) if node_ids is not None else tuple(f"n{i}" for i in range(1, size + 1))
         if not ids:
             raise ConfigError("a cluster needs at least one node")
+        #: the bootstrap configuration (every core is built from it; it never changes)
+        self.initial_ids: tuple[NodeId, ...] = ids
+        #: the current members: the bootstrap ones, plus those added, minus those removed
         self.node_ids: tuple[NodeId, ...] = ids
         self.config = config or RuntimeConfig()
         self.seed = seed
         self._make_core = make_core
+        if make_joining_core is None:
+            joining = getattr(make_core, "joining", None)
+            make_joining_core = joining() if callable(joining) else None
+        self._make_joining_core: CoreFactory | None = make_joining_core
         self.network = MemoryNetwork(ids, inbox_max_messages)
-        make_storage = storage_factory or (lambda _node: MemoryStorage())
+        self._make_storage: Callable[[NodeId], Storage] = storage_factory or (lambda _node: MemoryStorage())
         #: one stable storage per node, kept across the node's crashes (the embedded stand-in for a disk)
-        self.storages: dict[NodeId, Storage] = {n: make_storage(n) for n in ids}
+        self.storages: dict[NodeId, Storage] = {n: self._make_storage(n) for n in ids}
+        self._joined: set[NodeId] = set()
+        #: nodes removed from the cluster (their storage is kept, their id is never reused)
+        self.removed: set[NodeId] = set()
         self._runtimes: dict[NodeId, NodeRuntime] = {}
         self._changed = asyncio.Event()
         #: every time a node became leader, oldest first
@@ -91,15 +149,21 @@ class EmbeddedCluster:
 
     async def _launch(self, node_id: NodeId) -> NodeRuntime:
         self.network.connect(node_id)
+        if node_id in self._joined:
+            assert self._make_joining_core is not None
+            members, make_core = (*self.initial_ids, node_id), self._make_joining_core
+        else:
+            members, make_core = self.initial_ids, self._make_core
         runtime = NodeRuntime(
             node_id,
-            self.node_ids,
-            self._make_core,
+            members,
+            make_core,
             self.network.endpoint(node_id),
             self.storages[node_id],
             config=self.config,
             seed=self.seed,
             on_change=self._on_change,
+            known_peers=self.node_ids,
         )
         self._runtimes[node_id] = runtime
         await runtime.start()
@@ -120,9 +184,146 @@ class EmbeddedCluster:
         """A new runtime for a killed node, from what its storage kept (incarnation bumped)."""
         if node_id not in self.storages:
             raise LocalError(f"{node_id} is not a member of this cluster")
+        if node_id in self.removed:
+            raise LocalError(f"{node_id} was removed from this cluster")
         if node_id in self._runtimes:
             raise LocalError(f"{node_id} is already running")
         return await self._launch(node_id)
+
+    # -- membership ---------------------------------------------------------------------------------
+
+    async def add_node(
+        self, node_id: NodeId, *, as_learner: bool = False, timeout_s: float = DEFAULT_CHANGE_TIMEOUT_S
+    ) -> None:
+        """Grow the running cluster by `node_id`: attach it to the network, introduce it to every running
+        node, start it as a joining node, and have the leader add it as a voter (or a learner). Returns
+        once the change is committed.
+
+        Raises `LocalError` for an id that is or was a member, `ConfigError` if this cluster cannot build
+        joining cores, and `TimeoutError` (chained to the last refusal) if no leader committed the change
+        in time: the node then stays started and listed, and calling `add_node` again resumes.
+        """
+        if node_id in self.removed:
+            raise LocalError(f"{node_id} was removed from this cluster; node ids are not reused")
+        if node_id not in self.node_ids:
+            if self._make_joining_core is None:
+                raise ConfigError("this cluster cannot grow: its core factory has no joining() variant")
+            self.network.add_node(node_id)
+            self.storages[node_id] = self._make_storage(node_id)
+            self._joined.add(node_id)
+            self.node_ids = (*self.node_ids, node_id)
+            for runtime in self._runtimes.values():
+                runtime.introduce(node_id)
+            await self._launch(node_id)
+        elif node_id not in self._joined:
+            raise LocalError(f"{node_id} is already a member of this cluster")
+        await self._drive_change(
+            f"add {node_id}",
+            lambda rt, t: rt.add_member(node_id, as_learner=as_learner, timeout_s=t),
+            lambda rt: node_id in rt.voters or node_id in rt.learners,
+            timeout_s,
+        )
+
+    async def promote_node(self, node_id: NodeId, *, timeout_s: float = DEFAULT_CHANGE_TIMEOUT_S) -> None:
+        """Make learner `node_id` a voter; returns once the change is committed. Promote a learner that
+        has caught up (compare `applied_index` in `statuses()`), or commits wait until it has."""
+        if node_id not in self.node_ids:
+            raise LocalError(f"{node_id} is not a member of this cluster")
+
+        def refuse(leader: NodeRuntime) -> str | None:
+            known = node_id in leader.learners or node_id in leader.voters
+            return None if known else f"{node_id} is not a learner"
+
+        await self._drive_change(
+            f"promote {node_id}",
+            lambda rt, t: rt.promote(node_id, timeout_s=t),
+            lambda rt: node_id in rt.voters,
+            timeout_s,
+            refuse,
+        )
+
+    async def remove_node(self, node_id: NodeId, *, timeout_s: float = DEFAULT_CHANGE_TIMEOUT_S) -> None:
+        """Shrink the running cluster: have the leader remove `node_id` (the leader itself included: it
+        steps down once the removal commits), then stop its runtime and cut it off the network for good.
+        Its storage is kept in `storages`; its id is not reused. Raises `TimeoutError` like `add_node`
+        (the node is then left running and listed)."""
+        if node_id not in self.node_ids:
+            raise LocalError(f"{node_id} is not a member of this cluster")
+
+        def refuse(leader: NodeRuntime) -> str | None:
+            return "it is the last voter" if leader.voters == (node_id,) else None
+
+        await self._drive_change(
+            f"remove {node_id}",
+            lambda rt, t: rt.remove_member(node_id, timeout_s=t),
+            lambda rt: node_id not in rt.voters and node_id not in rt.learners,
+            timeout_s,
+            refuse,
+        )
+        runtime = self._runtimes.pop(node_id, None)
+        if runtime is not None:
+            await runtime.stop()
+        self.network.disconnect(node_id)
+        self.node_ids = tuple(n for n in self.node_ids if n != node_id)
+        self.removed.add(node_id)
+        self._leading.discard(node_id)
+        self._changed.set()
+
+    async def _drive_change(
+        self,
+        what: str,
+        propose: Callable[[NodeRuntime, float], Awaitable[int]],
+        done: Callable[[NodeRuntime], bool],
+        timeout_s: float,
+        refuse: Callable[[NodeRuntime], str | None] | None = None,
+    ) -> None:
+        """Propose a change on whichever node leads until one commits it. Before each attempt, a leader
+        whose configuration already shows the change (an earlier attempt's outcome was unknown) is only
+        asked to commit what its log holds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last_error: BaseException | None = None
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.wait_for(lambda: self._acting_leader() is not None, timeout_s)
+            except TimeoutError:
+                raise TimeoutError(f"could not {what} within {timeout_s} s") from last_error
+            leader = self._acting_leader()
+            assert leader is not None
+            if refuse is not None and (reason := refuse(leader)) is not None:
+                raise MembershipChangeRejectedError(f"cannot {what}: {reason}")
+            remaining = deadline - loop.time()
+            try:
+                if done(leader):
+                    await leader.barrier(remaining)
+                else:
+                    await propose(leader, remaining)
+                return
+            except (
+                NotLeaderError,
+                MembershipChangeRejectedError,
+                OutcomeUnknownError,
+                ReadFailedError,
+                TimeoutError,
+            ) as error:
+                last_error = error  # nothing proposed, or the outcome is unknown: look again
+            if loop.time() >= deadline:
+                raise TimeoutError(f"could not {what} within {timeout_s} s") from last_error
+            await asyncio.sleep(self.config.tick_interval_s)
+
+    def _acting_leader(self) -> NodeRuntime | None:
+        """The running node that leads in the highest term (a node being added does not know the leader
+        yet, so `leader()`, which wants every node to agree, cannot be used to add it)."""
+        best: NodeRuntime | None = None
+        best_term = -1
+        for runtime in self._runtimes.values():
+            if runtime.is_leader:
+                term = getattr(runtime.core, "term", 0)
+                term = term if isinstance(term, int) else 0
+                if term > best_term:
+                    best, best_term = runtime, term
+        return best
 
     # -- faults -------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Errors the runtime raises to its callers (clients), split by what they tell about the outcome.
 
-- `OverloadedError`, and `NotLeaderError` from `dscore.core.errors`: the command was NOT proposed; it
-  certainly has no effect, so a client may record a failure or retry freely.
+- `OverloadedError`, `MembershipChangeRejectedError`, and `NotLeaderError` from `dscore.core.errors`: the
+  command (or membership change) was NOT proposed; it certainly has no effect, so a client may record a
+  failure or retry freely.
 - `OutcomeUnknownError` and its subclasses (and `TimeoutError` from a per-operation timeout): the command
   may or may not take effect. A client retries with the same `(client_id, seq)` (the state machine's
   sessions make the retry take effect once) or gives up and records the outcome as unknown.
@@ -14,6 +15,12 @@ from dscore.core.errors import LocalError
 
 class OverloadedError(LocalError):
     """A bound was reached (pending proposals or reads); the request was refused, not queued."""
+
+
+class MembershipChangeRejectedError(LocalError):
+    """A membership change was refused before it was proposed: another change is in progress (on this node,
+    or not yet committed in the log), the leader has not committed an entry of its term yet, the node is
+    already (or not) a member, or the protocol has no membership changes. The message says which."""
 
 
 class OutcomeUnknownError(LocalError):

@@ -21,6 +21,16 @@ and replaying all of its ticks at once would make followers time out on a leader
 
 `crash()` simulates kill -9: the tasks are cancelled where they stand and nothing is flushed; whatever
 `Storage` holds is all that survives. `stop()` is the graceful variant.
+
+Membership. The runtime accepts a message only from a node it knows: for a core that has a configuration
+(`HasMembership`: Raft's voters and learners), the members of the core's *current* configuration plus the
+nodes it was introduced to (`known_peers`, `introduce()`); for any other core, the static `members`.
+Anything else is dropped as `unknown_sender`. The set is recomputed when the core's configuration changes
+(checked once per loop turn), so `_accept` stays one set lookup. A node the configuration drops is
+forgotten, so a removed server's messages are rejected once the removal reaches this node's log. On a
+leader whose core is `Reconfigurable`, `add_member`, `remove_member` and `promote` propose one
+single-server change and resolve once its log entry is committed (applied here); `EmbeddedCluster`
+builds `add_node` / `remove_node` on them. See `NodeRuntime` for how a joining node is started.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -44,6 +54,7 @@ from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState, LogEntry, ProtocolCore, Ready
 from dscore.runtime.errors import (
     LeadershipLostError,
+    MembershipChangeRejectedError,
     OverloadedError,
     ReadFailedError,
     RuntimeStoppedError,
@@ -66,6 +77,39 @@ class Compactable(Protocol):
     """A core that can drop its log prefix once the state machine image at `index` is kept instead."""
 
     def compact(self, index: int, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class HasMembership(Protocol):
+    """A core with a configuration that can change at run time (e.g. `RaftNode`): its current voters and
+    learners, as of the latest configuration entry in its log. The runtime takes its list of acceptable
+    senders from it."""
+
+    @property
+    def voters(self) -> tuple[NodeId, ...]: ...
+
+    @property
+    def learners(self) -> tuple[NodeId, ...]: ...
+
+
+@runtime_checkable
+class Reconfigurable(HasMembership, Protocol):
+    """A core that changes its configuration one server at a time through its log (e.g. `RaftNode`).
+
+    Each method appends the change on the leader and returns the index of its log entry; it raises
+    `NotLeaderError` on a follower and another `LocalError` when the change is refused (another change not
+    committed yet, the node is already a member, ...).
+    """
+
+    def add_voter(self, node: NodeId) -> int: ...
+
+    def add_learner(self, node: NodeId) -> int: ...
+
+    def remove_voter(self, node: NodeId) -> int: ...
+
+    def remove_learner(self, node: NodeId) -> int: ...
+
+    def promote_learner(self, node: NodeId) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +165,9 @@ class NodeStatus:
     commit_index: int | None
     applied_index: int
     incarnation: int
+    #: the configuration as this node sees it (the static members for cores without one)
+    voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
 
 
 class _State(enum.Enum):
@@ -186,8 +233,42 @@ class _Waker:
 _ClientKey = tuple[str, int]
 
 
+class _PendingChange:
+    """A membership change asked of this runtime: proposed by the loop task, settled when committed."""
+
+    __slots__ = ("future", "index", "propose", "term", "what")
+
+    def __init__(self, what: str, propose: Callable[[], int], future: asyncio.Future[int]) -> None:
+        self.what = what
+        self.propose = propose
+        self.future = future
+        #: the change's log index once proposed (0 before)
+        self.index = 0
+        #: the leader's term when it proposed (None if the core has no `term`)
+        self.term: int | None = None
+
+
 class NodeRuntime:
-    """Drives one protocol core and one `KvStateMachine` replica. See the module docstring."""
+    """Drives one protocol core and one `KvStateMachine` replica. See the module docstring.
+
+    `members` is the configuration the core is built from (the factory gets `members` without this node
+    as its peers); for a Raft core, that is the cluster's bootstrap configuration, used only while the
+    node's storage holds none. `known_peers` are further nodes to accept messages from before this node's
+    configuration lists them (`introduce()` adds more later).
+
+    Joining a running cluster (decided after etcd, where a new member is started with the current member
+    list and `--initial-cluster-state=existing`): start the runtime with a *joining* core factory (for
+    Raft, `RaftNode(join=True)`, e.g. `RaftCoreFactory.joining()`), `members` = the bootstrap
+    configuration plus this node, and `known_peers` = the cluster's current members. Its core then has the
+    bootstrap configuration without itself: it never campaigns, and it learns its real configuration from
+    the leader's log or snapshot. Its runtime accepts the leader's AppendEntries and InstallSnapshot before
+    that, because the leader is in `known_peers` (or in the bootstrap configuration). Starting a new node
+    with itself in the configuration instead would let an empty-logged node count itself as a voter of a
+    configuration that no one else has. The other running nodes must be told about the new one too
+    (`introduce()`): a follower whose log lags behind the change would otherwise drop messages from a
+    leader added after its log ends, and never catch up. Node ids are not reused after a removal (the
+    removed id is forgotten by every node that applies the removal; as in etcd).
+    """
 
     def __init__(
         self,
@@ -200,6 +281,7 @@ class NodeRuntime:
         config: RuntimeConfig | None = None,
         seed: int = 0,
         on_change: Callable[[NodeRuntime], None] | None = None,
+        known_peers: Iterable[NodeId] = (),
     ) -> None:
         if node_id not in members:
             raise ConfigError(f"node {node_id!r} is not one of the members {members}")
@@ -208,6 +290,15 @@ class NodeRuntime:
         self.node_id = node_id
         self.members = members
         self.peers = tuple(m for m in members if m != node_id)
+        # Who may send to us (see the class docstring). `_senders` is what `_accept` looks up; it is
+        # recomputed by `_refresh_senders` when the core's configuration changes or a node is introduced.
+        self._introduced: set[NodeId] = {n for n in known_peers if n != node_id}
+        self._senders: frozenset[NodeId] = frozenset(self.peers) | self._introduced
+        self._membership_core: HasMembership | None = None
+        self._config: frozenset[NodeId] = frozenset()
+        self._seen_voters: tuple[NodeId, ...] = ()
+        self._seen_learners: tuple[NodeId, ...] = ()
+        self._change: _PendingChange | None = None
         self.config = config or RuntimeConfig()
         self._make_core = make_core
         self._transport = transport
@@ -279,8 +370,11 @@ class NodeRuntime:
             self._sm.restore(durable.snapshot.data)
             self._snapshot_index = durable.snapshot.index
         rng = random.Random(f"{self._seed}/{self.node_id}/{self.incarnation}")
-        self._core = self._make_core(self.node_id, self.peers, rng, durable)
-        self._read_index_supported = callable(getattr(self._core, "read_index", None))
+        core = self._make_core(self.node_id, self.peers, rng, durable)
+        self._core = core
+        self._read_index_supported = callable(getattr(core, "read_index", None))
+        self._membership_core = core if isinstance(core, HasMembership) else None
+        self._refresh_senders()
         self._fallback_reader = (f"_reads/{self.node_id}/{self.incarnation}/0", 0)
         await self._transport.start(MappingProxyType(dict(stored.input_positions)))
         self._waker = _Waker(loop)
@@ -362,6 +456,22 @@ class NodeRuntime:
     def is_leader(self) -> bool:
         return self.running and self._core is not None and self._core.leader_id == self.node_id
 
+    @property
+    def voters(self) -> tuple[NodeId, ...]:
+        """The voters of this node's current configuration (the static `members` for a core without one)."""
+        core = self._membership_core
+        return core.voters if core is not None else self.members
+
+    @property
+    def learners(self) -> tuple[NodeId, ...]:
+        core = self._membership_core
+        return core.learners if core is not None else ()
+
+    @property
+    def accepted_senders(self) -> frozenset[NodeId]:
+        """The nodes whose messages this runtime steps into its core now (others are `unknown_sender`)."""
+        return self._senders
+
     def status(self) -> NodeStatus:
         core = self._core
         term = getattr(core, "term", None)
@@ -375,6 +485,8 @@ class NodeRuntime:
             commit_index=commit if isinstance(commit, int) else None,
             applied_index=self._sm.applied_index,
             incarnation=self.incarnation,
+            voters=self.voters,
+            learners=self.learners,
         )
 
     async def submit(self, client_id: str, seq: int, op: KvOp, timeout_s: float) -> KvResult:
@@ -414,6 +526,146 @@ class NodeRuntime:
         heapq.heappush(self._deadlines, (self._loop.time() + timeout_s, self._deadline_seq, future))
         self._waker.kick()
         return future
+
+    # -- membership -------------------------------------------------------------------------------------
+
+    async def add_member(self, node_id: NodeId, *, as_learner: bool = False, timeout_s: float) -> int:
+        """Add `node_id` to the configuration as a voter (or a learner); return the change's log index once
+        it is committed. Start the new node first (see the class docstring), and prefer adding a learner and
+        promoting it once caught up: a voter with an empty log counts for the quorum at once.
+
+        Raises `NotLeaderError` (with `leader_hint`) on a follower and `MembershipChangeRejectedError` when
+        the core refuses the change or another change asked of this node is in progress: nothing was
+        proposed. `LeadershipLostError`, `RuntimeStoppedError` or `TimeoutError`: the change may still take
+        effect (check `voters` / `learners` on the next leader).
+        """
+        core = self._reconfigurable()
+        if as_learner:
+            return await self._change_membership(
+                f"add learner {node_id}", lambda: core.add_learner(node_id), timeout_s
+            )
+        return await self._change_membership(
+            f"add voter {node_id}", lambda: core.add_voter(node_id), timeout_s
+        )
+
+    async def remove_member(self, node_id: NodeId, *, timeout_s: float) -> int:
+        """Remove voter or learner `node_id` (it may be this leader: the core then keeps leading until the
+        removal is committed, and steps down right after). Resolves and raises like `add_member`."""
+        core = self._reconfigurable()
+
+        def propose() -> int:
+            if node_id in core.learners:
+                return core.remove_learner(node_id)
+            return core.remove_voter(node_id)
+
+        return await self._change_membership(f"remove {node_id}", propose, timeout_s)
+
+    async def promote(self, node_id: NodeId, *, timeout_s: float) -> int:
+        """Make learner `node_id` a voter. Resolves and raises like `add_member`."""
+        core = self._reconfigurable()
+        return await self._change_membership(
+            f"promote {node_id}", lambda: core.promote_learner(node_id), timeout_s
+        )
+
+    def introduce(self, node_id: NodeId) -> None:
+        """Accept messages from `node_id` from now on, even while this node's configuration does not list
+        it (a node being added; see the class docstring). Forgotten again if a configuration drops it."""
+        if node_id == self.node_id or node_id in self._introduced:
+            return
+        self._introduced.add(node_id)
+        self._senders = self._senders | {node_id}
+
+    async def barrier(self, timeout_s: float) -> None:
+        """On the leader: wait until every entry its log holds now is committed and applied here (an
+        internal no-op command goes through the log behind them). Raises like `read`."""
+        self._check_running()
+        if not self.is_leader:
+            raise NotLeaderError(f"{self.node_id} is not the leader", self.leader_id)
+        await self._read_through_log("", timeout_s)
+
+    def _reconfigurable(self) -> Reconfigurable:
+        self._check_running()
+        core = self.core
+        if not isinstance(core, Reconfigurable):
+            raise MembershipChangeRejectedError(
+                f"the protocol core of {self.node_id} ({type(core).__name__}) has no membership changes"
+            )
+        return core
+
+    async def _change_membership(self, what: str, propose: Callable[[], int], timeout_s: float) -> int:
+        core = self.core
+        if core.leader_id != self.node_id:
+            raise NotLeaderError(f"{self.node_id} is not the leader", core.leader_id)
+        if self._change is not None:
+            raise MembershipChangeRejectedError(
+                f"cannot {what}: a membership change is already in progress on {self.node_id} "
+                f"({self._change.what})"
+            )
+        assert self._loop is not None
+        future: asyncio.Future[int] = self._loop.create_future()
+        change = _PendingChange(what, propose, future)
+        self._change = change  # the loop task proposes it with its next batch
+        self._expire_after(future, timeout_s)
+        self._kick()
+        try:
+            return await future
+        finally:
+            if self._change is change:
+                self._change = None
+
+    def _propose_change(self, core: ProtocolCore, change: _PendingChange) -> None:
+        try:
+            index = change.propose()
+        except NotLeaderError as error:
+            change.future.set_exception(error)
+        except LocalError as error:
+            rejected = MembershipChangeRejectedError(f"{self.node_id} refused to {change.what}: {error}")
+            rejected.__cause__ = error
+            change.future.set_exception(rejected)
+        else:
+            change.index = index
+            term = getattr(core, "term", None)
+            change.term = term if isinstance(term, int) else None
+
+    def _settle_change(self, committed: tuple[LogEntry, ...]) -> None:
+        """The pending change's entry is among (or before) `committed`: answer its caller."""
+        change = self._change
+        assert change is not None
+        index = change.index
+        if not index or change.future.done() or index > committed[-1].index:
+            return
+        if committed[0].index <= index:
+            for entry in committed:
+                if entry.index == index:
+                    if change.term is None or entry.term == change.term:
+                        change.future.set_result(index)
+                        return
+                    break
+        # Another leader's entry took its place (or a snapshot covered it): whether the change happened is
+        # for the current configuration to tell.
+        change.future.set_exception(
+            LeadershipLostError(
+                f"{self.node_id}: the entry that was to {change.what} was replaced", self.leader_id
+            )
+        )
+
+    def _refresh_senders(self) -> None:
+        core = self._membership_core
+        if core is None:
+            base = frozenset(self.peers)
+        else:
+            voters = core.voters
+            learners = core.learners
+            self._seen_voters = voters
+            self._seen_learners = learners
+            base = frozenset(voters).union(learners)
+            dropped = self._config - base
+            if dropped:
+                self._introduced -= dropped  # removed: only the configuration can bring it back
+            self._config = base
+        self._senders = (base | self._introduced) - {self.node_id}
+
+    # -- reads --------------------------------------------------------------------------------------
 
     async def read(self, key: str, timeout_s: float) -> str | None:
         """A linearizable read of `key`: served locally once a read index confirmed leadership and the
@@ -520,9 +772,15 @@ class NodeRuntime:
     async def _run(self) -> None:
         core = self.core
         waker = self._waker
+        members = self._membership_core
         assert waker is not None
         while True:
             await waker.wait_until(self._next_tick_at)
+            # One identity check per turn (not per message): a new configuration comes with new tuples.
+            if members is not None and (
+                members.voters is not self._seen_voters or members.learners is not self._seen_learners
+            ):
+                self._refresh_senders()
             self._feed(core)
             while core.has_ready():
                 ready = core.ready()
@@ -555,6 +813,9 @@ class NodeRuntime:
                 core.propose(data)
             except NotLeaderError as error:
                 future.set_exception(error)
+        change = self._change
+        if change is not None and not change.index and not change.future.done():
+            self._propose_change(core, change)
         requests = self._read_requests
         while requests:
             request_id = requests.popleft()
@@ -592,7 +853,7 @@ class NodeRuntime:
             self._reject("misaddressed")
             return
         sender = envelope.msg_id.sender
-        if sender != envelope.source or sender not in self.peers:
+        if sender != envelope.source or sender not in self._senders:
             self._reject("unknown_sender")
             return
         if not self._dedup.accept(envelope.msg_id):
@@ -675,6 +936,8 @@ class NodeRuntime:
                 if future is not None and not future.done():
                     future.set_result(result)
         self.entries_applied += applied
+        if self._change is not None:
+            self._settle_change(committed)
 
     def _release_reads(self) -> None:
         waiting = self._reads_waiting_apply
@@ -712,6 +975,15 @@ class NodeRuntime:
                 if not future_read.done():
                     future_read.set_exception(ReadFailedError(f"{self.node_id} lost leadership", seen[1]))
             self._reads_waiting_apply.clear()
+            change = self._change
+            if change is not None and not change.future.done():
+                if change.index:
+                    lost = LeadershipLostError(
+                        f"{self.node_id} lost leadership during '{change.what}'", seen[1]
+                    )
+                    change.future.set_exception(lost)
+                else:
+                    change.future.set_exception(NotLeaderError(f"{self.node_id} is not the leader", seen[1]))
         if self._on_change is not None:
             self._on_change(self)
 
@@ -722,6 +994,9 @@ class NodeRuntime:
         for _, future_read in self._reads.values():
             if not future_read.done():
                 future_read.set_exception(RuntimeStoppedError(reason))
+        change = self._change
+        if change is not None and not change.future.done():
+            change.future.set_exception(RuntimeStoppedError(reason))
         self._reads_waiting_apply.clear()
         self._deadlines.clear()
         if self._on_change is not None:

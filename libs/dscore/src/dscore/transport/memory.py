@@ -15,6 +15,11 @@ Delivery is at-most-once per send: a frame is dropped, and counted by reason, wh
 
 Kafka will be at-least-once instead; the runtime handles both (see `dscore.transport.base`). Offsets are
 per inbox and keep growing across a node's crashes, like a Kafka partition's.
+
+Membership: `add_node` attaches a new endpoint to a running network (a new host on the wire). There is no
+removal: a node that leaves the cluster is `disconnect`ed and stays so (like a decommissioned host, its
+address still resolves but nothing reaches it); keeping its inbox and offsets means a node id always names
+the same channel. Which senders a node listens to is the runtime's business, not the network's.
 """
 
 from __future__ import annotations
@@ -57,6 +62,17 @@ class MemoryNetwork:
         self.delivered = 0
 
     # -- endpoints ----------------------------------------------------------------------------------
+
+    def add_node(self, node_id: NodeId) -> None:
+        """Attach a new node (up, with an empty inbox) to the running network. While a partition is in
+        force the new node is cut off alone, like a node named in no group, until `heal`."""
+        if node_id in self._inboxes:
+            raise LocalError(f"{node_id!r} is already a member of this network")
+        self.nodes = (*self.nodes, node_id)
+        self._inboxes[node_id] = asyncio.Queue(self.inbox_max_messages)
+        self._next_offset[node_id] = 0
+        if self._group_of:
+            self._group_of[node_id] = max(self._group_of.values()) + 1
 
     def endpoint(self, node_id: NodeId) -> MemoryTransport:
         if node_id not in self._inboxes:
