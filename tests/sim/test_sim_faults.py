@@ -19,6 +19,7 @@ def happened(kind: str, stats: SimStats) -> bool:
         "duplication": stats.duplicated > 0,
         "partition": stats.partitions > 0 and stats.dropped_partition > 0,
         "corruption": stats.corrupted > 0 and stats.decode_errors > 0,
+        "flaky_leader": stats.leader_isolations > 0 and stats.dropped_partition > 0,
     }[kind]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -49,6 +50,29 @@ def test_the_fixed_seeds_cover_every_fault_and_network_model() -> None:
     assert {c.network.model for c in configs} == set(NetworkModel)
     assert sum(1 for c in configs if c.snapshot_every_entries) > 100
     assert sum(1 for c in configs if c.faults.target_leader_probability) > 100
+    # Raft's own settings are drawn too: one-entry batches (Figure 8 needs them) and tiny windows.
+    assert sum(1 for c in configs if dict(c.core_options).get("max_entries_per_msg") == 1) > 50
+    assert sum(1 for c in configs if dict(c.core_options).get("max_inflight_msgs") == 1) > 25
+    assert sum(1 for c in configs if not c.core_options) > 150
+
+
+def test_drawn_raft_settings_reach_every_core_and_bad_ones_are_refused() -> None:
+    from dscore.core.errors import ConfigError
+    from dscore.sim.config import SimConfig
+    from dscore.sim.protocols import raft_config
+    from dscore.sim.simulator import Simulation
+
+    config = SimConfig.swarm(0, "raft", nodes=3, duration_ticks=50)
+    config = replace(config, core_options=(("max_entries_per_msg", 1), ("max_inflight_msgs", 4)))
+    sim = Simulation(config)
+    sim.run()
+    cores = [node.core for node in sim.nodes.values() if node.core is not None]
+    assert cores and all(
+        (c.config.max_entries_per_msg, c.config.max_inflight_msgs) == (1, 4)  # type: ignore[attr-defined]
+        for c in cores
+    )
+    with pytest.raises(ConfigError, match="unknown raft settings: max_entries"):
+        raft_config({"max_entries": 1})
 
 
 def test_raft_is_registered_with_its_invariants() -> None:

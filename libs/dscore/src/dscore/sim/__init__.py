@@ -2,9 +2,10 @@
 
 One integer seed drives a whole run: virtual time, the network model (synchronous, asynchronous,
 partially synchronous), a swarm of faults (crash-restart, omission, timing, pauses, duplication,
-partitions, corruption), a key-value client workload, invariants after every event, and a
-linearizability check of the client history at the end. A failing run names its seed, and the same
-seed replays the same run, event for event (`SimResult.trace_digest`).
+partitions, corruption, and flaky leaders cut off the moment they win or commit), a key-value client
+workload, invariants after every event, and a linearizability check of the client history at the end.
+A failing run names its seed, and the same seed replays the same run, event for event
+(`SimResult.trace_digest`).
 
     from dscore.sim import run_simulation
     result = run_simulation("sequencer", seed=7)

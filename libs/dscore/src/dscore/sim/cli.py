@@ -134,7 +134,7 @@ def _single(console: Console, config: SimConfig, *, verbose: bool) -> int:
         f"dropped={stats.dropped_omission}+{stats.dropped_partition}(partition)+{stats.dropped_down}(down) "
         f"duplicated={stats.duplicated} delayed={stats.delayed} corrupted={stats.corrupted} "
         f"crashes={stats.crashes} restarts={stats.restarts} partitions={stats.partitions} "
-        f"pauses={stats.pauses}",
+        f"pauses={stats.pauses} leader-isolations={stats.leader_isolations}",
         markup=False,
     )
     console.print(

@@ -9,6 +9,10 @@ contract's order: persist, send (each message wrapped in an `Envelope` and encod
 receiver really decodes bytes), restore a snapshot and apply committed entries, release reads, advance.
 It refuses, as an `InvariantViolation`, to apply an entry out of order or before it is durable, because
 either would break the contract for every protocol.
+
+With the `flaky_leader` fault on, the host also tells the simulator about leader events (this node took
+the lead, or committed while leading: `leader_id` is itself) after persisting a `Ready` and before sending
+its messages, so that the nemesis can cut the node off before they leave.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class SimNode:
         self.paused_until_us = 0
         #: the state-machine index of the last snapshot this incarnation handed to `compact`
         self.compacted_index = 0
+        #: whether the core believed it led after the previous input (leader events, `flaky_leader`)
+        self.was_leading = False
 
     @property
     def up(self) -> bool:
@@ -78,7 +84,7 @@ class SimNode:
         rng = random.Random(f"{sim.seed}:node:{self.node_id}:{self.incarnation}")
         # None on a first start, as the factory contract says; afterwards the image, even if empty.
         durable = self.durable if self.incarnation > 1 else None
-        self.core = self.adapter.make_core(self.node_id, self.peers, rng, durable)
+        self.core = sim.make_core(self.node_id, self.peers, rng, durable)
         self.state_machine = KvStateMachine()
         self.factory = EnvelopeFactory(self.node_id, self.incarnation)
         self.dedup = DedupFilter(self.dedup_marks) if sim.config.dedup else None
@@ -86,6 +92,7 @@ class SimNode:
         self.pending_reads = {}
         self.waiting_reads = []
         self.paused_until_us = 0
+        self.was_leading = False
         snapshot = self.durable.snapshot
         self.compacted_index = snapshot.index if snapshot is not None else 0
         self.drain()
@@ -167,6 +174,8 @@ class SimNode:
         assert core is not None
         for _ in range(MAX_READY_ROUNDS):
             if not core.has_ready():
+                if self.sim.watch_leaders:
+                    self.was_leading = core.leader_id == self.node_id
                 return
             ready = core.ready()
             self._carry_out(ready)
@@ -183,6 +192,8 @@ class SimNode:
             raise InvariantViolation(f"{self.node_id}'s Ready holds entries that are not consecutive")
         if ready.must_persist:
             self.durable = apply_persist(self.durable, ready)
+        if self.sim.watch_leaders:
+            self._watch_leader(ready)
         # 2. send, only now that the state that produced the messages is durable
         for outgoing in ready.messages:
             envelope = self.factory.wrap(outgoing.to, outgoing.content)
@@ -208,6 +219,14 @@ class SimNode:
             waiting = self.pending_reads.pop(read_id, None)
             if waiting is not None:
                 self._reply(waiting[0], ClientReply(waiting[1], ReplyStatus.RETRY, error="read_failed"))
+
+    def _watch_leader(self, ready: Ready) -> None:
+        """Report a leader event: the core took the lead, or committed entries while leading."""
+        core = self.core
+        leading = core is not None and core.leader_id == self.node_id
+        if leading and (not self.was_leading or ready.committed):
+            self.sim.leader_event(self, took_lead=not self.was_leading)
+        self.was_leading = leading
 
     def _maybe_compact(self, core: ProtocolCore) -> None:
         """Snapshot the state machine every `snapshot_every_entries` applied entries, for cores that

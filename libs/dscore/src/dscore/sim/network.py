@@ -1,7 +1,8 @@
 """The simulated network: turns one send into zero, one or two timed deliveries.
 
-Delays follow the run's `NetworkModel`; faults (omission, partitions, timing spikes, duplication,
-corruption) apply only while `faults_active`. All randomness comes from the network's own
+Delays follow the run's `NetworkModel`; faults (omission, partitions and the flaky-leader cut, timing
+spikes, duplication, corruption) apply only while `faults_active`. A partition or a cut blocks what is
+sent while it holds; what is already in flight arrives. All randomness comes from the network's own
 `random.Random`, so adding a client or a fault timer does not change any message's fate.
 """
 
@@ -44,6 +45,20 @@ class Partition:
         return not self.one_way or not src_b
 
 
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """The flaky-leader cut: `node` cannot exchange messages with the nodes in `cut_from` (its other
+    peers, and every client, still reach it). Counted with partition drops."""
+
+    node: str
+    cut_from: frozenset[str]
+
+    def blocks(self, source: str, destination: str) -> bool:
+        if source == self.node:
+            return destination in self.cut_from
+        return destination == self.node and source in self.cut_from
+
+
 class SimNetwork:
     def __init__(
         self,
@@ -59,6 +74,7 @@ class SimNetwork:
         self.gst_us = gst_us
         self.faults_active = bool(plan.enabled)
         self.partition: Partition | None = None
+        self.isolation: Isolation | None = None
         self.stats = NetworkStats()
         # Per-link loss: some links are much worse than others, as in real networks.
         ordered = sorted(endpoints)
@@ -95,6 +111,9 @@ class SimNetwork:
         stats.sent += 1
         if self.faults_active:
             if self.partition is not None and self.partition.blocks(source, destination):
+                stats.dropped_partition += 1
+                return []
+            if self.isolation is not None and self.isolation.blocks(source, destination):
                 stats.dropped_partition += 1
                 return []
             drop = self.link_drop.get((source, destination), 0.0)

@@ -14,20 +14,33 @@ node's own seeded `random.Random` (a new stream per incarnation), `durable` is w
 persisted (None on first start). `make_invariants()` is called once per run, so invariants may keep
 state across calls; each is `(sim) -> None` raising `InvariantViolation`. Include
 `generic_invariants()` for a log protocol.
+
+Protocol settings drawn per seed: an adapter with `draw_options(rng) -> {setting: value}` gets some of
+its core's settings drawn by `SimConfig.swarm` (from its own stream, `Random(f"{seed}:swarm:protocol")`,
+so no other draw moves), and `configure(options) -> CoreFactory` builds the cores of that run. Raft draws
+its batch size and in-flight window: the Figure 8 interleaving needs a follower that catches up over
+several appends, which a 512-entry batch almost never produces. An adapter without `configure` builds
+every run's cores the same way and ignores drawn options (a test's deliberately broken protocol).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState, ProtocolCore
 from dscore.sim.invariants import Invariant, generic_invariants
 
+if TYPE_CHECKING:
+    from dscore.protocols.raft import RaftConfig
+
 CoreFactory = Callable[[NodeId, Sequence[NodeId], random.Random, DurableState | None], ProtocolCore]
+#: core settings drawn for one run, e.g. {"max_entries_per_msg": 1}
+CoreOptions = Mapping[str, int | bool | str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +53,16 @@ class ProtocolAdapter:
     #: False if `read_index` is not implemented: clients then read through the log
     supports_read_index: bool = True
     description: str = ""
+    #: core settings to draw per seed (None: the protocol has none worth varying)
+    draw_options: Callable[[random.Random], dict[str, int | bool | str]] | None = None
+    #: builds the cores of a run from drawn settings (None: `make_core` always, options ignored)
+    configure: Callable[[CoreOptions], CoreFactory] | None = None
+
+    def core_factory(self, options: CoreOptions) -> CoreFactory:
+        """The factory for a run with these drawn settings."""
+        if options and self.configure is not None:
+            return self.configure(options)
+        return self.make_core
 
 
 _registry: dict[str, ProtocolAdapter] = {}
@@ -85,6 +108,8 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             make_core=RaftNode.factory(),
             make_invariants=raft_invariants,
             description="Raft with pre-vote, check-quorum, ReadIndex reads and snapshots",
+            draw_options=draw_raft_options,
+            configure=lambda options: RaftNode.factory(raft_config(options)),
         ),
         ProtocolAdapter(
             name="sequencer",
@@ -109,3 +134,25 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             description="does nothing: the event loop's own cost, the benchmark baseline",
         ),
     )
+
+
+def draw_raft_options(rng: random.Random) -> dict[str, int | bool | str]:
+    """Half the seeds run Raft's defaults; the rest small batches and windows, where followers catch up
+    over many appends and probe/replicate transitions are frequent (see the module docstring)."""
+    options: dict[str, int | bool | str] = {}
+    if rng.random() < 0.5:
+        options["max_entries_per_msg"] = rng.choice((1, 2, 4))
+    if rng.random() < 0.25:
+        options["max_inflight_msgs"] = rng.choice((1, 4))
+    return options
+
+
+def raft_config(options: CoreOptions) -> RaftConfig:
+    """Raft's default settings with `options` replaced (unknown names are a `ConfigError`)."""
+    from dscore.protocols.raft import RaftConfig
+
+    base = RaftConfig()
+    unknown = set(options) - set(RaftConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown raft settings: {', '.join(sorted(unknown))}")
+    return replace(base, **options)  # type: ignore[arg-type]

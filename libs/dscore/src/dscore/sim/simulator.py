@@ -10,7 +10,8 @@ A run:
 
 1. nodes start (each ticks every `tick_us`, with a per-node phase), clients start their workload;
 2. until `faults.end_fraction` of `duration_ticks`, faults are injected (crashes and restarts, pauses,
-   partitions and heals by timers; omission, timing, duplication and corruption by the network);
+   partitions and heals by timers; omission, timing, duplication and corruption by the network; the
+   flaky-leader cut by leader events that hosts report, see `Simulation.leader_event`);
 3. then the network heals, every node restarts; clients keep working until `duration_ticks`;
 4. drain: no new operations; every outstanding one must finish and every node's state machine must
    converge to the same state within `drain_max_ticks` (the liveness check), else the run fails;
@@ -40,7 +41,7 @@ from dscore.sim.client import SimClient
 from dscore.sim.config import NetworkModel, ReadMode, SimConfig
 from dscore.sim.host import SimNode
 from dscore.sim.invariants import AppliedEntry, InvariantViolation
-from dscore.sim.network import Partition, SimNetwork
+from dscore.sim.network import Isolation, Partition, SimNetwork
 from dscore.sim.protocols import ProtocolAdapter, get_protocol
 
 # Event kinds (small ints: the heap holds plain tuples, the fastest thing heapq can compare).
@@ -55,6 +56,7 @@ _PAUSE_TIMER = 7
 _FAULTS_END = 8
 _WORKLOAD_END = 9
 _DRAIN_CHECK = 10
+_REJOIN = 11
 
 
 class SimulationFailure(Exception):
@@ -81,6 +83,8 @@ class SimStats:
     restarts: int
     partitions: int
     pauses: int
+    #: flaky-leader cuts (a leader cut off from its peers as it took the lead or committed)
+    leader_isolations: int
     ops_invoked: int
     ops_ok: int
     ops_failed: int
@@ -144,6 +148,8 @@ class Simulation:
         self.counters: dict[str, int] = {}
         self.new_applies: list[AppliedEntry] = []
         self.invariants = self.adapter.make_invariants()
+        #: builds this run's cores (with the run's drawn core settings, if the adapter takes them)
+        self.make_core = self.adapter.core_factory(dict(config.core_options))
         seed = config.seed
         self._fault_rng = random.Random(f"{seed}:faults")
         node_ids = tuple(f"n{i}" for i in range(config.nodes))
@@ -181,6 +187,11 @@ class Simulation:
             network_config, config.faults, random.Random(f"{seed}:network"), endpoints, gst_us
         )
         self.faults_active = bool(config.faults.enabled)
+        #: hosts report leader events only when the flaky-leader nemesis is on (`leader_event`)
+        self.watch_leaders = config.faults.flaky_leader_probability > 0
+        # Its own stream, so that turning it on leaves every other fault's draws where they were.
+        self._leader_rng = random.Random(f"{seed}:flaky-leader")
+        self._isolation_serial = 0
         self.accepting_ops = True
         self._partition_serial = 0
         self._done = False
@@ -208,6 +219,41 @@ class Simulation:
         self.trace(
             f"send {source}>{destination} {envelope.kind} {mid.incarnation}/{mid.seq} "
             f"at={','.join(str(at) for at, _ in deliveries)}"
+        )
+
+    def leader_event(self, node: SimNode, *, took_lead: bool) -> None:
+        """`node` took the lead, or committed entries while leading; its host calls this after persisting
+        that step's `Ready` and before sending its messages. The flaky-leader nemesis may cut it off now,
+        so those messages never leave (see `FaultPlan.flaky_leader_probability`): a new leader's first
+        entries, or the appends and commit index that follow a commit, reach at most a minority.
+
+        Why these moments: a leader that dies just after winning leaves entries only it has, and one
+        that dies just after committing leaves followers that do not know what is committed, while
+        an uncommitted entry may sit on a majority. Every leader-change safety bug of the Figure 8 kind
+        needs leaders to fail at exactly such points, one message delay wide, which faults at random
+        times almost never hit."""
+        plan = self.config.faults
+        rng = self._leader_rng
+        previous = self.network.isolation
+        if not self.faults_active or (previous is not None and previous.node == node.node_id):
+            return
+        if rng.random() >= plan.flaky_leader_probability:
+            return
+        peers = [peer for peer in self.node_ids if peer != node.node_id]
+        # Links kept to a minority of peers minus itself: with them it is still a minority.
+        kept = rng.sample(peers, rng.randint(0, max(0, (len(self.node_ids) - 1) // 2 - 1)))
+        self.network.isolation = Isolation(node.node_id, frozenset(p for p in peers if p not in kept))
+        self._isolation_serial += 1
+        low, high = plan.flaky_leader_ticks
+        self._push(
+            self.now_us + rng.randint(low, high) * self.config.tick_us, _REJOIN, self._isolation_serial, None
+        )
+        self.count("leader_isolations")
+        if previous is not None:
+            self.trace(f"rejoin {previous.node}")
+        self.trace(
+            f"isolate {node.node_id} {'took the lead' if took_lead else 'committed'} "
+            f"keep={','.join(sorted(kept)) or '-'}"
         )
 
     def schedule_client_timer(self, client_index: int, delay_us: int, token: int) -> None:
@@ -292,6 +338,9 @@ class Simulation:
             f"start seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
             f"clients={len(self.clients)} network={config.network.model.value} gst={self.gst_us} "
             f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup}"
+            + "".join(
+                f" {name}={value}" for name, value in config.core_options if self.adapter.configure is not None
+            )
         )
 
     def _next_fault_us(self, mean_interval_ticks: int) -> int:
@@ -384,6 +433,11 @@ class Simulation:
             if self._partition_serial == a and self.network.partition is not None:
                 self.network.partition = None
                 self.trace("heal")
+        elif kind == _REJOIN:
+            isolation = self.network.isolation
+            if self._isolation_serial == a and isolation is not None:
+                self.network.isolation = None
+                self.trace(f"rejoin {isolation.node}")
         elif kind == _PAUSE_TIMER:
             if not self.faults_active:
                 return
@@ -399,8 +453,10 @@ class Simulation:
             self._push(self._next_fault_us(plan.pause_interval_ticks), _PAUSE_TIMER, None, None)
         elif kind == _FAULTS_END:
             self.faults_active = False
+            self.watch_leaders = False
             self.network.faults_active = False
             self.network.partition = None
+            self.network.isolation = None
             for node in self._node_list:
                 if node.core is None:
                     self._restart(node)
@@ -507,6 +563,7 @@ class Simulation:
             restarts=counters.get("restarts", 0),
             partitions=counters.get("partitions", 0),
             pauses=counters.get("pauses", 0),
+            leader_isolations=counters.get("leader_isolations", 0),
             ops_invoked=sum(c.invoked for c in self.clients),
             ops_ok=sum(c.completed_ok for c in self.clients),
             ops_failed=sum(c.completed_fail for c in self.clients),
