@@ -338,10 +338,11 @@ class Simulation:
             f"start seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
             f"clients={len(self.clients)} network={config.network.model.value} gst={self.gst_us} "
             f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup}"
-            + "".join(
-                f" {name}={value}" for name, value in config.core_options if self.adapter.configure is not None
-            )
+            + "".join(f" {name}={value}" for name, value in self._applied_core_options())
         )
+
+    def _applied_core_options(self) -> tuple[tuple[str, int | bool | str], ...]:
+        return self.config.core_options if self.adapter.configure is not None else ()
 
     def _next_fault_us(self, mean_interval_ticks: int) -> int:
         gap_ticks = self._fault_rng.expovariate(1.0 / mean_interval_ticks)
