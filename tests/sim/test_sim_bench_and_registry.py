@@ -44,6 +44,7 @@ def readies(draw: st.DrawFn) -> Ready:
     return Ready(
         hard_state=hard_state,
         snapshot=snapshot,
+        log_replaced=snapshot is not None and draw(st.booleans()),
         entries=tuple(entry(i, tag) for i in range(first, first + count)),
     )
 
@@ -57,7 +58,7 @@ def naive_persist(durable: DurableState, ready: Ready) -> DurableState:
     snapshot, entries = durable.snapshot, durable.entries
     if ready.snapshot is not None and (snapshot is None or ready.snapshot.index > snapshot.index):
         snapshot = ready.snapshot
-        entries = tuple(e for e in entries if e.index > snapshot.index)
+        entries = tuple(e for e in entries if e.index > snapshot.index and not ready.log_replaced)
     if ready.entries:
         entries = tuple(e for e in entries if e.index < ready.entries[0].index) + ready.entries
     return DurableState(hard_state=hard_state, snapshot=snapshot, entries=entries)

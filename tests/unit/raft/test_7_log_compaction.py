@@ -116,6 +116,36 @@ def test_a_follower_discards_a_conflicting_log_including_its_stored_suffix() -> 
     assert durable.entries == after  # the stale 5 and 6 are gone from storage too
 
 
+def test_a_conflicting_snapshot_with_nothing_after_it_still_empties_the_stored_log() -> None:
+    # The leader has no entries after its snapshot: the install itself must drop the stale suffix
+    # (Ready.log_replaced), the stored log must not keep 4..6 of the old term.
+    node, durable = follower(6)
+    durable, out = install(node, durable, InstallSnapshot(2, 3, 2, ABC, 0, b"img", True))
+    assert out == [AppendResponse(term=2, index=3)]
+    assert node.entries_view() == [] and node.last_index == 3
+    assert durable.entries == () and durable.snapshot is not None and durable.snapshot.term == 2
+    restarted = RaftNode("b", cfg(), random.Random(2), durable, ["a", "b", "c"])
+    assert (restarted.last_index, restarted.last_term) == (3, 2)
+
+
+def test_a_leader_streams_a_snapshot_without_appending_anything() -> None:
+    c = Cluster(seed=4)
+    lead = c.wait_leader()
+    lag = next(n for n in c.ids if n != lead)
+    c.crash(lag)
+    for i in range(5):
+        c.propose(b"v%d" % i)
+    for n in c.nodes:
+        c.compact(n)
+    last = c.nodes[lead].last_index
+    assert c.nodes[lead].snapshot_index == last  # nothing after the snapshot
+    c.restart(lag)
+    c.tick(20)
+    assert c.nodes[lag].counters["snapshot_installed"] >= 1
+    assert c.nodes[lead].last_index == last  # no NOOP was appended to carry the install
+    assert c.sm[lag] == c.sm[lead]
+
+
 def test_snapshot_chunks_are_reassembled_in_order_and_duplicates_are_harmless() -> None:
     node, durable = follower(1)
     chunks = [(0, b"abc", False), (3, b"def", False), (3, b"def", False), (9, b"xx", False), (6, b"g", True)]

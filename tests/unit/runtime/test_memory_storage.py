@@ -27,7 +27,14 @@ def batches(draw: st.DrawFn) -> list[WriteBatch]:
             index = draw(st.integers(1, last))
             snapshot = Snapshot(index, term, b"image%d" % index)
         hard_state = draw(st.one_of(st.none(), st.tuples(st.just(term), st.integers(0, 9))))
-        out.append(WriteBatch(hard_state=hard_state, snapshot=snapshot, entries=entries(first, count, term)))
+        replaced = snapshot is not None and draw(st.booleans())
+        batch = WriteBatch(
+            hard_state=hard_state,
+            snapshot=snapshot,
+            log_replaced=replaced,
+            entries=entries(first, count, term),
+        )
+        out.append(batch)
         if count:
             last = first + count - 1
     return out
@@ -42,6 +49,16 @@ async def test_matches_the_reference_apply_persist(writes: list[WriteBatch]) -> 
         await storage.save(batch)
         reference = apply_persist(reference, batch.as_ready())
         assert (await storage.load()).durable == reference
+
+
+async def test_a_replacing_snapshot_drops_the_stored_entries_after_it_too() -> None:
+    storage = MemoryStorage()
+    await storage.save(WriteBatch(entries=entries(1, 6, 1)))
+    await storage.save(WriteBatch(snapshot=Snapshot(3, 1, b"compacted")))  # local compaction: keep 4..6
+    assert [e.index for e in (await storage.load()).durable.entries] == [4, 5, 6]
+    await storage.save(WriteBatch(snapshot=Snapshot(4, 2, b"installed"), log_replaced=True))
+    state = (await storage.load()).durable
+    assert state.entries == () and state.snapshot == Snapshot(4, 2, b"installed")
 
 
 async def test_marks_and_positions_only_grow() -> None:

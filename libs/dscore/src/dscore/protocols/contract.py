@@ -91,8 +91,9 @@ class Ready:
     """What a core needs done. Carry it out in this order, and only then call `advance(ready)`:
 
     1. persist, in one atomic write: `hard_state` (if not None, replaces the stored one); `snapshot` (if
-       not None, replaces the stored one and drops stored entries with index <= snapshot.index);
-       `entries` (drop stored entries with index >= entries[0].index, then append);
+       not None, replaces the stored one and drops stored entries with index <= snapshot.index, or every
+       stored entry when `log_replaced`); `entries` (drop stored entries with index >= entries[0].index,
+       then append);
     2. send `messages` (only after step 1 is durable: a vote or an acknowledgement must never promise
        what a crash could forget);
     3. if `snapshot` is newer than the state machine, restore the state machine from it; then apply
@@ -106,6 +107,10 @@ class Ready:
 
     hard_state: object | None = None
     snapshot: Snapshot | None = None
+    #: with `snapshot`: it replaces the whole log, so stored entries after it go too (a snapshot installed
+    #: from a leader that the local log did not match, as etcd's storage does on ApplySnapshot); without
+    #: it, entries after the snapshot are kept (local compaction, or a log that matched)
+    log_replaced: bool = False
     entries: tuple[LogEntry, ...] = ()
     messages: tuple[Outgoing, ...] = ()
     committed: tuple[LogEntry, ...] = ()
@@ -183,7 +188,10 @@ def apply_persist(durable: DurableState, ready: Ready) -> DurableState:
     # Stored entries ascend by index, so cut points are found by bisection, not by scanning the log.
     if ready.snapshot is not None and (snapshot is None or ready.snapshot.index > snapshot.index):
         snapshot = ready.snapshot
-        entries = entries[bisect.bisect_right(entries, snapshot.index, key=_entry_index) :]
+        if ready.log_replaced:
+            entries = ()
+        else:
+            entries = entries[bisect.bisect_right(entries, snapshot.index, key=_entry_index) :]
     if ready.entries:
         first = ready.entries[0].index
         entries = entries[: bisect.bisect_left(entries, first, key=_entry_index)] + ready.entries

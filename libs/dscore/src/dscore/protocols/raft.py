@@ -37,10 +37,9 @@ What is implemented
   records a snapshot of the applied state machine and drops the log prefix; a follower that needs
   compacted entries receives `InstallSnapshot` in chunks of `snapshot_chunk_bytes` (stop-and-wait, with
   retransmission when a chunk is not acknowledged within `_stall_ticks`). A follower whose log has the
-  snapshot's last entry keeps the entries after it; otherwise it discards its log. The final chunk
-  carries the leader's entries right after the snapshot (the leader appends a NOOP first if it has
-  none), so the follower's `Ready` that installs the snapshot also rewrites the stored log after it:
-  `apply_persist` keeps stored entries above a snapshot's index, and stale ones must not survive there.
+  snapshot's last entry keeps the entries after it; otherwise it discards its whole log, in memory and
+  in storage (`Ready.log_replaced`). The final chunk also carries the leader's entries right after the
+  snapshot, if it has any, which saves the follower a round trip.
 - Membership changes: single-server changes (4.1); see "Membership" below. Learners: non-voting members
   that receive the log, never campaign and never count for a quorum or an election. (Like etcd's, a
   learner still answers vote requests: it may have been promoted without knowing yet, and refusing could
@@ -488,6 +487,8 @@ class RaftNode:
         self._vote: NodeId | None = None
         self._commit = 0
         self._pending_snapshot: Snapshot | None = None
+        #: the pending snapshot replaces the whole stored log (installed without a matching entry)
+        self._pending_log_replaced = False
         if durable is not None:
             self._restore(durable)
         #: first index not yet handed out in Ready.entries
@@ -974,7 +975,7 @@ class RaftNode:
                 self._broadcast_heartbeat()
             if self._append_dirty:
                 self._append_dirty = False
-                self._flush_appends()  # may append a NOOP (before a snapshot) and so set the flag again
+                self._flush_appends()
         else:
             self._append_dirty = False
             self._read_bcast = False
@@ -985,6 +986,8 @@ class RaftNode:
             hard_state = HardState(*hs_tuple)
         snapshot = self._pending_snapshot
         self._pending_snapshot = None
+        log_replaced = self._pending_log_replaced
+        self._pending_log_replaced = False
         offset = self._offset
         last = offset + len(self._entries) - 1
         entries: tuple[LogEntry, ...] = ()
@@ -1020,6 +1023,7 @@ class RaftNode:
         return Ready(
             hard_state=hard_state,
             snapshot=snapshot,
+            log_replaced=log_replaced,
             entries=entries,
             messages=messages,
             committed=committed,
@@ -1397,10 +1401,6 @@ class RaftNode:
         if snap is None:  # cannot happen: a compacted prefix implies a snapshot
             self._count("missing_snapshot")
             return
-        if self._snap_index == self.last_index:
-            # The final chunk must carry at least one entry after the snapshot, so the follower's
-            # install also rewrites whatever stale suffix its storage keeps. (An empty entry is harmless.)
-            self._append_local(EntryKind.NOOP, b"")
         pr.state = ProgressState.SNAPSHOT
         pr.snapshot = snap
         pr.snap_offset = 0
@@ -1707,6 +1707,7 @@ class RaftNode:
             self._entries = []
             self._conf_history = []
             self._unstable_from = index + 1
+            self._pending_log_replaced = True  # stale entries after the snapshot must go from storage too
         self._offset = index + 1
         self._snap_index = index
         self._snap_term = snap.term

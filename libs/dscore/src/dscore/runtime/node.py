@@ -876,6 +876,7 @@ class NodeRuntime:
             batch = WriteBatch(
                 hard_state=ready.hard_state,
                 snapshot=ready.snapshot,
+                log_replaced=ready.log_replaced,
                 entries=ready.entries,
                 dedup_marks=MappingProxyType(self._dirty_marks),
                 input_positions=MappingProxyType(self._dirty_positions),

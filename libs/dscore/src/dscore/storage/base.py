@@ -56,13 +56,15 @@ class StoredState:
 class WriteBatch:
     """One atomic write: step 1 of a `Ready` plus the dedup marks and input positions that changed.
 
-    `hard_state`, `snapshot` and `entries` follow `Ready`'s rules exactly (see `apply_persist`).
+    `hard_state`, `snapshot`, `log_replaced` and `entries` follow `Ready`'s rules exactly (see
+    `apply_persist`).
     `dedup_marks` and `input_positions` hold only the keys that changed; they are merged into the stored
     ones (a mark or a position only grows).
     """
 
     hard_state: object | None = None
     snapshot: Snapshot | None = None
+    log_replaced: bool = False
     entries: tuple[LogEntry, ...] = ()
     dedup_marks: Mapping[NodeId, DedupMark] = field(default_factory=_no_marks)
     input_positions: Mapping[str, int] = field(default_factory=_no_positions)
@@ -77,6 +79,7 @@ class WriteBatch:
         return cls(
             hard_state=ready.hard_state,
             snapshot=ready.snapshot,
+            log_replaced=ready.log_replaced,
             entries=ready.entries,
             dedup_marks=MappingProxyType(dict(dedup_marks or {})),
             input_positions=MappingProxyType(dict(input_positions or {})),
@@ -84,7 +87,12 @@ class WriteBatch:
 
     def as_ready(self) -> Ready:
         """The persist step alone, for `apply_persist`."""
-        return Ready(hard_state=self.hard_state, snapshot=self.snapshot, entries=self.entries)
+        return Ready(
+            hard_state=self.hard_state,
+            snapshot=self.snapshot,
+            log_replaced=self.log_replaced,
+            entries=self.entries,
+        )
 
     def __bool__(self) -> bool:
         return bool(

@@ -58,7 +58,10 @@ class MemoryStorage:
         entries = self._entries
         if snapshot is not None and (self._snapshot is None or snapshot.index > self._snapshot.index):
             self._snapshot = snapshot
-            del entries[: bisect_right(entries, snapshot.index, key=_index)]
+            if batch.log_replaced:
+                entries.clear()
+            else:
+                del entries[: bisect_right(entries, snapshot.index, key=_index)]
         if batch.entries:
             del entries[bisect_left(entries, batch.entries[0].index, key=_index) :]
             entries.extend(batch.entries)
