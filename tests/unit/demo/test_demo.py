@@ -87,3 +87,15 @@ def test_exit_code_follows_the_verdict() -> None:
 def test_bad_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_demo(parse("--nodes", "2")) == 2
     assert "--nodes must be at least 3" in capsys.readouterr().out
+
+
+def test_the_demo_takes_node_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DSCORE_RAFT__PRE_VOTE", "false")
+    monkeypatch.setenv("DSCORE_TICK_INTERVAL_S", "0.02")
+    options = DemoOptions.from_args(parse())
+    assert options.raft.pre_vote is False and options.tick_interval_s == 0.02
+    monkeypatch.setenv("DSCORE_RAFT__HEARTBEAT_TICKS", "99")
+    assert run_demo(parse()) == 2
+    assert "DSCORE_RAFT" in capsys.readouterr().out

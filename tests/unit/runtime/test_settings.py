@@ -50,6 +50,11 @@ def test_environment_with_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> N
         ("DSCORE_NODE_ID", "bad id!", "DSCORE_NODE_ID"),
         ("DSCORE_PEERS", "n2,n2", "duplicate peer ids"),
         ("DSCORE_PEERS", "n1,n2", "must list the OTHER members"),
+        ("DSCORE_RAFT__ELECTION_TIMEOUT_TICKS", "1", "DSCORE_RAFT__ELECTION_TIMEOUT_TICKS"),
+        ("DSCORE_RAFT__HEARTBEAT_TICKS", "10", "heartbeat_ticks (10) must be smaller"),
+        ("DSCORE_RAFT__READ_ONLY_OPTION", "sometimes", "DSCORE_RAFT__READ_ONLY_OPTION"),
+        ("DSCORE_RAFT__PRE_VOTE", "perhaps", "DSCORE_RAFT__PRE_VOTE"),
+        ("DSCORE_RAFT__ELECTON_TIMEOUT_TICKS", "20", "DSCORE_RAFT__ELECTON_TIMEOUT_TICKS"),
     ],
 )
 def test_wrong_settings_give_a_clear_error(
@@ -72,3 +77,18 @@ def test_runtime_config_rejects_nonsense() -> None:
         RuntimeConfig(tick_interval_s=0)
     with pytest.raises(ConfigError, match="max_pending_proposals"):
         RuntimeConfig(max_pending_proposals=0)
+
+
+def test_raft_settings_default_to_raft_config_and_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dscore.protocols.raft import RaftConfig, ReadOnlyOption
+
+    assert load_settings().raft.raft_config() == RaftConfig()
+    monkeypatch.setenv("DSCORE_RAFT__ELECTION_TIMEOUT_TICKS", "20")
+    monkeypatch.setenv("DSCORE_RAFT__READ_ONLY_OPTION", "lease")
+    monkeypatch.setenv("DSCORE_RAFT__PRE_VOTE", "false")
+    config = load_settings().raft.raft_config()
+    assert config == RaftConfig(
+        election_timeout_ticks=20, read_only_option=ReadOnlyOption.LEASE, pre_vote=False
+    )

@@ -49,10 +49,12 @@ from dscore.check.history import NEMESIS_PROCESS, Op, OpType
 from dscore.check.result import CheckResult
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
+from dscore.protocols.raft import RaftConfig
 from dscore.runtime.client import ClientConfig, ClientStats, Completion, KvClient, Outcome
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
-from dscore.runtime.gc_tuning import tune_gc
+from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, RuntimeConfig
+from dscore.settings import load_settings
 
 #: width of an availability window
 WINDOW_S = 0.1
@@ -73,6 +75,10 @@ class DemoOptions:
     tick_interval_s: float = DEFAULT_TICK_INTERVAL_S
     #: pause between one client's operations (uniform in [0, think_s]); keeps the history checkable
     think_s: float = 0.01
+    #: Raft's settings (`dscore demo` reads them from DSCORE_RAFT__*, e.g. DSCORE_RAFT__PRE_VOTE=false)
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    #: the process's young-generation GC threshold (DSCORE_GC_GEN0_THRESHOLD; 0 keeps CPython's)
+    gc_gen0_threshold: int = DEFAULT_GC_GEN0_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -84,7 +90,13 @@ class DemoOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoOptions:
+        """The command line, plus the node settings from the environment (`dscore.settings`): the tick
+        length, Raft's knobs and the GC threshold. Raises `ConfigError` naming a bad variable."""
+        settings = load_settings()
         return cls(
+            tick_interval_s=settings.tick_interval_s,
+            raft=settings.raft.raft_config(),
+            gc_gen0_threshold=settings.gc_gen0_threshold,
             seed=args.seed,
             nodes=args.nodes,
             duration_s=args.duration_s,
@@ -195,7 +207,7 @@ class _Demo:
         self.options = options
         self.console = console
         self.cluster = EmbeddedCluster(
-            raft_factory(),
+            raft_factory(options.raft),
             options.nodes,
             config=RuntimeConfig(tick_interval_s=options.tick_interval_s),
             seed=options.seed,
@@ -531,7 +543,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"dscore demo: {error}")
         return 2
     console = Console()
-    tune_gc()
+    tune_gc(options.gc_gen0_threshold)
     started = time.perf_counter()
     report = asyncio.run(_Demo(options, console).run())
     print(format_report(report))

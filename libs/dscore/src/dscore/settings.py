@@ -1,6 +1,7 @@
 """Node settings, read from the environment (`DSCORE_` prefix, `__` between nested names).
 
     DSCORE_NODE_ID=n1 DSCORE_PEERS=n2,n3 DSCORE_TICK_INTERVAL_S=0.01 DSCORE_QUEUES__INBOX_MAX_MESSAGES=20000
+    DSCORE_RAFT__ELECTION_TIMEOUT_TICKS=20 DSCORE_RAFT__READ_ONLY_OPTION=lease
 
 `load_settings()` turns every validation failure into one `ConfigError` that names the environment
 variable, the bad value and what is expected, so a wrong setting stops a node at start with a clear
@@ -33,6 +34,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES
 from dscore.core.errors import ConfigError
+from dscore.protocols.raft import RaftConfig, ReadOnlyOption
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
 from dscore.runtime.node import RuntimeConfig
 from dscore.statemachine.kv import KvStateMachine
@@ -52,6 +54,47 @@ class QueueSettings(BaseModel):
     inbound_buffer_messages: int = Field(default=16_384, ge=1, le=10_000_000)
     #: messages stepped per loop iteration before the core is drained
     inbound_batch_messages: int = Field(default=4_096, ge=1, le=1_000_000)
+
+
+_RAFT_DEFAULTS = RaftConfig()
+
+
+class RaftSettings(BaseModel):
+    """Raft's knobs (`dscore.protocols.raft.RaftConfig`), every duration in ticks:
+    `DSCORE_RAFT__ELECTION_TIMEOUT_TICKS=20`, `DSCORE_RAFT__READ_ONLY_OPTION=lease`, ..."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: base election timeout; each wait is drawn from [this, 2 * this)
+    election_timeout_ticks: int = Field(default=_RAFT_DEFAULTS.election_timeout_ticks, ge=2, le=100_000)
+    #: a leader's heartbeat period (smaller than the election timeout)
+    heartbeat_ticks: int = Field(default=_RAFT_DEFAULTS.heartbeat_ticks, ge=1, le=100_000)
+    #: appends in flight per follower
+    max_inflight_msgs: int = Field(default=_RAFT_DEFAULTS.max_inflight_msgs, ge=1, le=1_000_000)
+    #: entries per AppendEntries
+    max_entries_per_msg: int = Field(default=_RAFT_DEFAULTS.max_entries_per_msg, ge=1, le=1_000_000)
+    #: payload bytes per AppendEntries (one entry is always sent)
+    max_bytes_per_msg: int = Field(default=_RAFT_DEFAULTS.max_bytes_per_msg, ge=1)
+    #: snapshot bytes per InstallSnapshot chunk
+    snapshot_chunk_bytes: int = Field(default=_RAFT_DEFAULTS.snapshot_chunk_bytes, ge=1)
+    pre_vote: bool = _RAFT_DEFAULTS.pre_vote
+    check_quorum: bool = _RAFT_DEFAULTS.check_quorum
+    #: `read_index` (a heartbeat round confirms each batch of reads) or `lease` (see raft.py for the
+    #: clock-drift bound a lease assumes)
+    read_only_option: ReadOnlyOption = _RAFT_DEFAULTS.read_only_option
+    #: lease length in ticks for `lease` reads (default: election timeout - 2)
+    lease_ticks: int | None = Field(default=_RAFT_DEFAULTS.lease_ticks, ge=1)
+
+    @model_validator(mode="after")
+    def _check_with_raft(self) -> RaftSettings:
+        self.raft_config()  # Raft's own cross-field rules (heartbeat < election timeout, lease, ...)
+        return self
+
+    def raft_config(self) -> RaftConfig:
+        try:
+            return RaftConfig(**self.model_dump())
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
 
 
 class NodeSettings(BaseSettings):
@@ -87,6 +130,7 @@ class NodeSettings(BaseSettings):
     #: seeds every random choice (election timeouts, demo workloads), so one seed replays a run
     seed: int = 0
     queues: QueueSettings = Field(default_factory=QueueSettings)
+    raft: RaftSettings = Field(default_factory=RaftSettings)
 
     @field_validator("peers", mode="before")
     @classmethod
