@@ -28,6 +28,7 @@ from dscore.protocols.contract import (
     Ready,
     Snapshot,
 )
+from dscore.runtime.client import KvClient
 from dscore.storage.base import StoredState, WriteBatch
 from dscore.storage.memory import MemoryStorage
 from dscore.transport.base import Delivery, OutboundFrame, Transport
@@ -214,3 +215,14 @@ class RecordingTransport:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+async def appender(client: KvClient, key: str, stop: asyncio.Event, acked: list[str]) -> None:
+    """Append unique tokens to `key` until `stop`; `acked` collects those the cluster acknowledged (each
+    must then appear exactly once in the final value)."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        token = f"{client.client_id}.{n};"
+        if (await client.append(key, token)).ok:
+            acked.append(token)

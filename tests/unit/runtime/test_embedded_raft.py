@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+from rt_doubles import appender
+
 from dscore.check import HistoryRecorder, Verdict, check_history
 from dscore.core.ids import NodeId
 from dscore.protocols.raft import RaftNode
@@ -39,15 +41,6 @@ async def converged(cluster: EmbeddedCluster) -> None:
         return None not in runtimes and len(images) == 1
 
     await cluster.wait_for(same, TIMEOUT_S)
-
-
-async def appender(client: KvClient, key: str, stop: asyncio.Event, acked: list[str]) -> None:
-    n = 0
-    while not stop.is_set():
-        n += 1
-        token = f"{client.client_id}.{n};"
-        if (await client.append(key, token)).ok:
-            acked.append(token)
 
 
 async def test_elects_commits_and_replicates() -> None:

@@ -8,7 +8,7 @@ import asyncio
 import random
 
 import pytest
-from rt_doubles import mini_core
+from rt_doubles import appender, mini_core
 
 from dscore.check import HistoryRecorder, Verdict, check_history
 from dscore.core.codec import encode_envelope
@@ -52,15 +52,6 @@ async def converged(cluster: EmbeddedCluster, nodes: tuple[NodeId, ...] | None =
         return len(states) == 1
 
     await cluster.wait_for(same, TIMEOUT_S)
-
-
-async def appender(client: KvClient, key: str, stop: asyncio.Event, acked: list[str]) -> None:
-    n = 0
-    while not stop.is_set():
-        n += 1
-        token = f"{client.client_id}.{n};"
-        if (await client.append(key, token)).ok:
-            acked.append(token)
 
 
 def unknown_senders(cluster: EmbeddedCluster, nodes: list[NodeId]) -> int:
