@@ -50,7 +50,14 @@ from dscore.check.result import CheckResult
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.raft import RaftConfig
-from dscore.runtime.client import ClientConfig, ClientStats, Completion, KvClient, Outcome
+from dscore.runtime.client import (
+    ClientConfig,
+    ClientStats,
+    Completion,
+    KvClient,
+    Outcome,
+    mixed_workload,
+)
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, RuntimeConfig
@@ -254,7 +261,13 @@ class _Demo:
         try:
             workers = [
                 asyncio.ensure_future(
-                    self._client_loop(c, keys, stop_at, random.Random(f"w/{opts.seed}/{i}"))
+                    mixed_workload(
+                        c,
+                        keys,
+                        random.Random(f"w/{opts.seed}/{i}"),
+                        lambda: self.now_s() < stop_at,
+                        think_s=opts.think_s,
+                    )
                 )
                 for i, c in enumerate(clients)
             ]
@@ -275,31 +288,6 @@ class _Demo:
             failures = tuple(f"{n}: {error!r}" for n, error in self.cluster.node_failures().items())
             await self.cluster.stop()
         return self._report(workload_end, converged, failures)
-
-    async def _client_loop(
-        self, client: KvClient, keys: Sequence[str], stop_at: float, rng: random.Random
-    ) -> None:
-        last_seen: dict[str, str | None] = {}
-        n = 0
-        think_s = self.options.think_s
-        while self.now_s() < stop_at:
-            n += 1
-            key = rng.choice(keys)
-            token = f"{client.client_id.split('#')[0]}.{n}"
-            draw = rng.random()
-            if draw < 0.35:
-                result = await client.get(key)
-                if result.ok:
-                    last_seen[key] = result.value
-            elif draw < 0.6:
-                await client.put(key, token)
-            elif draw < 0.8:
-                await client.append(key, token + ";")
-            else:
-                result = await client.cas(key, last_seen.get(key), token)
-                last_seen[key] = token if result.ok else result.value
-            if think_s:
-                await asyncio.sleep(rng.uniform(0, think_s))
 
     async def _run_faults(self, stop_at: float) -> None:
         cluster = self.cluster

@@ -29,6 +29,7 @@ import asyncio
 import enum
 import random
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -322,3 +323,36 @@ class KvClient:
         if backoff or self._misses >= len(self.directory.node_ids):
             self._misses = 0
             await asyncio.sleep(self.config.retry_backoff_s)
+
+
+async def mixed_workload(
+    client: KvClient,
+    keys: Sequence[str],
+    rng: random.Random,
+    keep_going: Callable[[], bool],
+    *,
+    think_s: float = 0.0,
+) -> None:
+    """Jepsen-style random operations on `keys` while `keep_going()`: 35% get, 25% put, 20% append, 20%
+    cas from the value this client last saw. Written values are unique (`client.n`), which keeps the
+    history checkable; `think_s` > 0 pauses uniformly in [0, think_s] between operations."""
+    last_seen: dict[str, str | None] = {}
+    n = 0
+    while keep_going():
+        n += 1
+        key = rng.choice(keys)
+        token = f"{client.client_id.split('#')[0]}.{n}"
+        draw = rng.random()
+        if draw < 0.35:
+            result = await client.get(key)
+            if result.ok:
+                last_seen[key] = result.value
+        elif draw < 0.6:
+            await client.put(key, token)
+        elif draw < 0.8:
+            await client.append(key, token + ";")
+        else:
+            result = await client.cas(key, last_seen.get(key), token)
+            last_seen[key] = token if result.ok else result.value
+        if think_s:
+            await asyncio.sleep(rng.uniform(0, think_s))
