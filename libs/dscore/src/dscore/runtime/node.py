@@ -873,14 +873,7 @@ class NodeRuntime:
         self.readies += 1
         # 1. persist: the protocol's state, the dedup marks and positions of what produced it, atomically
         if ready.must_persist:
-            batch = WriteBatch(
-                hard_state=ready.hard_state,
-                snapshot=ready.snapshot,
-                log_replaced=ready.log_replaced,
-                entries=ready.entries,
-                dedup_marks=MappingProxyType(self._dirty_marks),
-                input_positions=MappingProxyType(self._dirty_positions),
-            )
+            batch = WriteBatch.from_ready(ready, self._dirty_marks, self._dirty_positions)
             self._dirty_marks = {}
             self._dirty_positions = {}
             await self._storage.save(batch)

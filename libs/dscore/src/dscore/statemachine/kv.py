@@ -26,27 +26,26 @@ from dscore.core.errors import DecodeError, LocalError
 from dscore.core.registry import message
 from dscore.protocols.contract import EntryKind, LogEntry
 
+# The operations and `Command` are plain values, not wire messages: commands travel in the flat
+# encoding below, never as registered messages.
 
-@message("kv.put")
+
 @dataclass(frozen=True, slots=True)
 class Put:
     key: str
     value: str
 
 
-@message("kv.get")
 @dataclass(frozen=True, slots=True)
 class Get:
     key: str
 
 
-@message("kv.delete")
 @dataclass(frozen=True, slots=True)
 class Delete:
     key: str
 
 
-@message("kv.cas")
 @dataclass(frozen=True, slots=True)
 class Cas:
     key: str
@@ -54,7 +53,6 @@ class Cas:
     new: str
 
 
-@message("kv.append")
 @dataclass(frozen=True, slots=True)
 class Append:
     key: str
@@ -64,7 +62,6 @@ class Append:
 KvOp = Put | Get | Delete | Cas | Append
 
 
-@message("kv.command")
 @dataclass(frozen=True, slots=True)
 class Command:
     client_id: str
