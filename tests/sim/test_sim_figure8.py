@@ -33,8 +33,8 @@ from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState
 from dscore.protocols.raft import RaftConfig, RaftNode
-from dscore.sim import FaultPlan, SimConfig, SimResult, run_simulation
-from dscore.sim.protocols import ProtocolAdapter
+from dscore.sim import FaultPlan, SimResult, run_simulation, swarm
+from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.raft_invariants import raft_invariants
 
 #: one entry per AppendEntries: a lagging follower catches up over several messages (see above)
@@ -114,7 +114,7 @@ def test_correct_raft_survives_100_seeds_of_flaky_leaders(chunk: int) -> None:
 
 
 def test_a_flaky_leader_is_cut_off_before_that_steps_messages_leave() -> None:
-    config = SimConfig.swarm(3, "raft", nodes=5, duration_ticks=300, fault_kinds=FLAKY, keep_trace=True)
+    config = swarm(3, "raft", nodes=5, duration_ticks=300, fault_kinds=FLAKY, keep_trace=True)
     result = run_simulation(config=config)
     assert result.ok, result.failure
     cut: dict[str, set[str]] = {}  # the isolated node -> the peers it cannot reach
@@ -146,7 +146,7 @@ def test_turning_flaky_leader_on_changes_no_other_draw() -> None:
         assert with_it.enabled == (*without.enabled, "flaky_leader")
         assert replace(with_it, flaky_leader_probability=0.0, flaky_leader_ticks=(20, 150)) == without
     # The swarm switches it on for about half the seeds, from a stream of its own.
-    on = sum("flaky_leader" in SimConfig.swarm(seed, "raft").faults.enabled for seed in range(200))
+    on = sum("flaky_leader" in swarm(seed, "raft").faults.enabled for seed in range(200))
     assert 60 < on < 140
 
 

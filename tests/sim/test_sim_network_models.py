@@ -6,7 +6,15 @@ import random
 
 import pytest
 
-from dscore.sim import FaultPlan, NetworkConfig, NetworkModel, SimConfig, Simulation, run_simulation
+from dscore.sim import (
+    FaultPlan,
+    NetworkConfig,
+    NetworkModel,
+    SimConfig,
+    Simulation,
+    get_protocol,
+    run_simulation,
+)
 from dscore.sim.network import Partition, SimNetwork
 
 ENDPOINTS = ("n0", "n1", "c0")
@@ -81,5 +89,5 @@ def test_a_whole_run_under_each_model(model: NetworkModel) -> None:
         assert result.stats.max_delay_us > delta
     if model is NetworkModel.PARTIAL:
         # GST is drawn from the seed, within the run, and recorded in the trace.
-        gst_us = Simulation(config).gst_us
+        gst_us = Simulation(config, get_protocol(config.protocol)).gst_us
         assert 0 <= gst_us <= config.duration_us

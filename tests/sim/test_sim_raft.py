@@ -15,8 +15,9 @@ from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState
 from dscore.protocols.raft import RaftConfig, RaftNode
 from dscore.sim import FAULT_KINDS, NetworkModel, SimResult, run_simulation
-from dscore.sim.protocols import ProtocolAdapter, get_protocol
+from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.raft_invariants import raft_invariants
+from dscore.sim.registry import get_protocol, swarm
 
 SEEDS_PER_CHUNK = 25
 CHUNKS = 20  # 500 seeds in all
@@ -38,10 +39,9 @@ def test_raft_swarm_seeds_are_safe_and_linearizable(chunk: int) -> None:
 
 def test_the_fixed_seeds_cover_every_fault_and_network_model() -> None:
     # The configurations alone (cheap to draw) show what the 500 seeds above exercise.
-    from dscore.sim.config import SimConfig
 
     configs = [
-        SimConfig.swarm(seed, "raft", nodes=3 if (seed // SEEDS_PER_CHUNK) % 2 == 0 else 5)
+        swarm(seed, "raft", nodes=3 if (seed // SEEDS_PER_CHUNK) % 2 == 0 else 5)
         for seed in range(CHUNKS * SEEDS_PER_CHUNK)
     ]
     kinds = Counter(kind for c in configs for kind in c.faults.enabled)
@@ -58,13 +58,12 @@ def test_the_fixed_seeds_cover_every_fault_and_network_model() -> None:
 
 def test_drawn_raft_settings_reach_every_core_and_bad_ones_are_refused() -> None:
     from dscore.core.errors import ConfigError
-    from dscore.sim.config import SimConfig
-    from dscore.sim.protocols import raft_config
+    from dscore.sim.registry import raft_config
     from dscore.sim.simulator import Simulation
 
-    config = SimConfig.swarm(0, "raft", nodes=3, duration_ticks=50)
+    config = swarm(0, "raft", nodes=3, duration_ticks=50)
     config = replace(config, core_options=(("max_entries_per_msg", 1), ("max_inflight_msgs", 4)))
-    sim = Simulation(config)
+    sim = Simulation(config, get_protocol("raft"))
     sim.run()
     cores = [node.core for node in sim.nodes.values() if node.core is not None]
     assert cores and all(

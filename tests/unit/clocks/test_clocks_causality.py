@@ -17,8 +17,9 @@ import random
 import pytest
 
 from dscore.clocks import Order
+from dscore.protocols.gossip import CausalEvent, CausalityRecorder, EventKind, GossipCore
 from dscore.sim import FaultPlan, NetworkConfig, NetworkModel, ProtocolAdapter, SimConfig, Simulation
-from dscore.sim.causality import CausalEvent, CausalityRecorder, EventKind, GossipCore, gossip_invariants
+from dscore.sim.gossip_invariants import gossip_invariants
 
 
 def run_gossip(seed: int, kinds: tuple[str, ...], model: NetworkModel) -> list[CausalEvent]:

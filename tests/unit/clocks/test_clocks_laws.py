@@ -12,7 +12,7 @@ from dscore.clocks import LamportClock, Order, VectorClock, merge_all
 from dscore.core.codec import decode_envelope, decode_value, encode_envelope, encode_value
 from dscore.core.envelope import Envelope, Timestamp
 from dscore.core.ids import MsgId
-from dscore.sim.causality import Rumor
+from dscore.protocols.gossip import Rumor
 
 NODES = ("a", "b", "c", "d")
 

@@ -20,7 +20,7 @@ from dscore.demo import (
     percentile,
     run_demo,
 )
-from dscore.runtime.client import Completion, Outcome
+from dscore.runtime.client import Completion, OpOutcome
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -62,11 +62,11 @@ def test_percentile_is_nearest_rank() -> None:
 def test_failover_is_the_first_write_answered_by_another_node() -> None:
     event = FaultEvent(10.0, "kill_leader", "kill n1", "n1")
     completions = [
-        Completion(9.0, 0.001, Outcome.OK, "put", "n1"),
-        Completion(10.01, 0.001, Outcome.OK, "put", "n1"),  # answered before the crash hit
-        Completion(10.10, 0.001, Outcome.OK, "get", "n2"),  # a read is not a commit
-        Completion(10.20, 0.001, Outcome.FAIL, "put", "n2"),
-        Completion(10.25, 0.001, Outcome.OK, "append", "n3"),
+        Completion(9.0, 0.001, OpOutcome.OK, "put", "n1"),
+        Completion(10.01, 0.001, OpOutcome.OK, "put", "n1"),  # answered before the crash hit
+        Completion(10.10, 0.001, OpOutcome.OK, "get", "n2"),  # a read is not a commit
+        Completion(10.20, 0.001, OpOutcome.FAIL, "put", "n2"),
+        Completion(10.25, 0.001, OpOutcome.OK, "append", "n3"),
     ]
     measured = failover_time(completions, event)
     assert measured.new_leader == "n3" and measured.seconds == pytest.approx(0.25)

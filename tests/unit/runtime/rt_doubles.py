@@ -51,7 +51,11 @@ class MiniLogCore:
     ) -> None:
         self._node_id = node_id
         self._peers = tuple(peers)
-        self._leader = min((node_id, *peers))
+        #: who leads (the smallest member, unless a test deposes it)
+        self.leader: NodeId = min((node_id, *peers))
+        #: while True, nothing more commits (entries are persisted but not applied)
+        self.commit_delay = False
+        self.commit_index = 0
         self.rng = rng
         self.log: list[LogEntry] = []
         self.snapshot: Snapshot | None = None
@@ -68,6 +72,7 @@ class MiniLogCore:
             self.log = [e for e in durable.entries if e.index > base]
             self.stable_index = self.last_index
             self.applied_index = base
+            self.commit_index = base
 
     @property
     def node_id(self) -> NodeId:
@@ -75,11 +80,11 @@ class MiniLogCore:
 
     @property
     def leader_id(self) -> NodeId | None:
-        return self._leader
+        return self.leader
 
     @property
     def role(self) -> MiniRole:
-        return MiniRole.LEADER if self._leader == self._node_id else MiniRole.FOLLOWER
+        return MiniRole.LEADER if self.leader == self._node_id else MiniRole.FOLLOWER
 
     @property
     def last_index(self) -> int:
@@ -94,44 +99,61 @@ class MiniLogCore:
         self.ticks += 1
 
     def propose(self, data: bytes) -> int:
-        if self._leader != self._node_id:
-            raise NotLeaderError(f"{self._node_id} follows", leader_hint=self._leader)
+        if self.leader != self._node_id:
+            raise NotLeaderError(f"{self._node_id} follows", leader_hint=self.leader)
         index = self.last_index + 1
         self.log.append(LogEntry(index, 1, EntryKind.NORMAL, data))
         return index
 
     def read_index(self, request_id: int) -> None:
-        if self._leader != self._node_id:
-            raise NotLeaderError(f"{self._node_id} follows", leader_hint=self._leader)
+        if self.leader != self._node_id:
+            raise NotLeaderError(f"{self._node_id} follows", leader_hint=self.leader)
         self.reads.append(ReadState(request_id, self.last_index))
 
     def compact(self, index: int, data: bytes) -> None:
         self.compactions.append(index)
         self.pending_snapshot = Snapshot(index, 1, data)
 
+    def replace_uncommitted(self, data: bytes) -> None:
+        """Another leader's entries take the place of the uncommitted ones (persisted again)."""
+        self.log = [
+            e if e.index <= self.commit_index else LogEntry(e.index, 2, e.kind, data) for e in self.log
+        ]
+        self.stable_index = min(self.stable_index, self.commit_index)
+
     def _unstable(self) -> tuple[LogEntry, ...]:
         return tuple(e for e in self.log if e.index > self.stable_index)
 
+    def _commit_to(self) -> int:
+        # Committed once persisted, unless a test holds commits back.
+        return self.commit_index if self.commit_delay else self.stable_index
+
     def has_ready(self) -> bool:
         return bool(
-            self._unstable() or self.applied_index < self.last_index or self.reads or self.pending_snapshot
+            self._unstable()
+            or self.applied_index < min(self._commit_to(), self.last_index)
+            or self.reads
+            or self.pending_snapshot
         )
 
     def ready(self) -> Ready:
         entries = self._unstable()
         messages = tuple(Outgoing(p, MiniNote(entries[-1].index)) for p in self._peers) if entries else ()
+        commit_to = self._commit_to()
         return Ready(
             hard_state=("last", self.last_index) if entries else None,
             snapshot=self.pending_snapshot,
             entries=entries,
             messages=messages,
-            committed=tuple(e for e in self.log if e.index > self.applied_index),
+            committed=tuple(e for e in self.log if self.applied_index < e.index <= commit_to),
             read_states=tuple(self.reads),
         )
 
     def advance(self, ready: Ready) -> None:
         if ready.entries:
             self.stable_index = max(self.stable_index, ready.entries[-1].index)
+            if not self.commit_delay:
+                self.commit_index = self.stable_index
         if ready.committed:
             self.applied_index = max(self.applied_index, ready.committed[-1].index)
         if ready.snapshot is not None and ready.snapshot is self.pending_snapshot:
@@ -144,7 +166,8 @@ class MiniLogCore:
 class NoReadIndexCore(MiniLogCore):
     """The same log without a read index: the runtime must read through the log."""
 
-    read_index = None  # type: ignore[assignment]
+    def read_index(self, request_id: int) -> None:
+        raise NotImplementedError("no read index")
 
 
 def mini_core(
@@ -223,6 +246,6 @@ async def appender(client: KvClient, key: str, stop: asyncio.Event, acked: list[
     n = 0
     while not stop.is_set():
         n += 1
-        token = f"{client.client_id}.{n};"
+        token = f"{client.name}.{n};"
         if (await client.append(key, token)).ok:
             acked.append(token)

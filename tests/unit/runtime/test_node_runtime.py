@@ -1,28 +1,26 @@
-"""NodeRuntime against a test-double core: Ready ordering, crash safety, rejection of bad input, dedup,
-exactly-once submits, reads, bounds, compaction and ticks."""
+"""NodeRuntime, the asyncio driver, on the memory transport and storage with a test-double core: the Ready
+order on real I/O objects, the input-positions rule, crash safety and resuming after a restart, rejection of
+bad input, ticks, stopping, and failing loudly. (The executor's logic is tested by hand in
+test_executor.py; these tests are about the driver.)"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
-from rt_doubles import (
-    MiniLogCore,
-    MiniNote,
-    RecordingStorage,
-    RecordingTransport,
-    mini_core,
-    no_read_index_core,
-)
+from rt_doubles import MiniLogCore, MiniNote, RecordingStorage, RecordingTransport, mini_core
 
+from dscore.core.client_messages import ClientRequest, Op
 from dscore.core.codec import decode_envelope, encode_envelope, frame
-from dscore.core.envelope import EnvelopeFactory
-from dscore.core.errors import NotLeaderError
-from dscore.runtime.errors import OverloadedError, RuntimeStoppedError
+from dscore.core.envelope import Envelope, EnvelopeFactory
+from dscore.core.ids import NodeId
+from dscore.protocols.contract import DurableState
+from dscore.replica.executor import ExecutorConfig
+from dscore.runtime.client import ClientEndpoint, KvClient
+from dscore.runtime.errors import RuntimeStoppedError
 from dscore.runtime.node import CoreFactory, NodeRuntime, RuntimeConfig
-from dscore.statemachine.kv import Append, Cas, Get, Put
 from dscore.storage.memory import MemoryStorage
 from dscore.transport.base import OutboundFrame
 from dscore.transport.memory import MemoryNetwork
@@ -64,6 +62,12 @@ class Node:
         assert isinstance(core, MiniLogCore)
         return core
 
+    async def client(self, name: str = "c") -> KvClient:
+        endpoint = ClientEndpoint(self.network.add_client(name), lambda: (self.runtime.node_id,))
+        await endpoint.start()
+        self._endpoint = endpoint
+        return KvClient(endpoint, name)
+
 
 async def wait_until(predicate: object, timeout_s: float = TIMEOUT_S) -> None:
     """Poll a condition on every loop turn (never a fixed sleep), failing after `timeout_s`."""
@@ -73,84 +77,147 @@ async def wait_until(predicate: object, timeout_s: float = TIMEOUT_S) -> None:
             await asyncio.sleep(0.001)
 
 
-def peer_envelope_bytes(factory: EnvelopeFactory, destination: str, last_index: int) -> bytes:
+def peer_note(factory: EnvelopeFactory, destination: str, last_index: int) -> bytes:
     return encode_envelope(factory.wrap(destination, MiniNote(last_index)))
 
 
-async def test_submit_applies_and_answers() -> None:
+async def test_a_client_writes_and_reads_over_the_transport() -> None:
     async with Node() as node:
-        rt = node.runtime
-        assert rt.is_leader and rt.leader_id == "n1"
-        assert (await rt.submit("c1", 1, Put("k", "v"), TIMEOUT_S)).ok
-        result = await rt.submit("c1", 2, Cas("k", "x", "y"), TIMEOUT_S)
-        assert not result.ok and result.error == "cas_mismatch" and result.value == "v"
-        assert await rt.read("k", TIMEOUT_S) == "v"
-        assert node.events[0] == "bump" and rt.incarnation == 1
+        client = await node.client()
+        assert (await client.put("k", "v")).ok
+        mismatch = await client.cas("k", "x", "y")
+        assert (mismatch.ok, mismatch.error, mismatch.value) == (False, "CAS_MISMATCH", "v")
+        assert (await client.get("k")).value == "v"
+        assert client.client_id == 1  # the registration's log index
+        assert node.events[0] == "bump" and node.runtime.incarnation == 1
+        await client.endpoint.close()
 
 
-async def test_ready_order_persist_then_send_then_apply() -> None:
+async def test_protocol_messages_leave_only_after_the_save_they_announce() -> None:
     async with Node(members=("n1", "n2")) as node:
         rt = node.runtime
         seen_at_send: list[tuple[int, int, int]] = []
         original_send = node.transport.send
 
         async def checking_send(frames: Sequence[OutboundFrame]) -> None:
-            # What was durable and what was applied at the moment the message left.
-            note = decode_envelope(frames[-1].data).content
-            assert isinstance(note, MiniNote)
-            durable = node.storage.inner.stored_state().durable.entries
-            seen_at_send.append((note.last_index, durable[-1].index, rt.state_machine.applied_index))
+            for sent in frames:
+                note = decode_envelope(sent.data).content
+                if isinstance(note, MiniNote):  # what was durable and applied when it left
+                    durable = node.storage.inner.stored_state().durable.entries
+                    seen_at_send.append((note.last_index, durable[-1].index, rt.state_machine.applied_index))
             await original_send(frames)
 
         node.transport.send = checking_send  # type: ignore[method-assign]
-        results = await asyncio.gather(
-            *(rt.submit(f"c{i}", 1, Put("k", str(i)), TIMEOUT_S) for i in range(50))
-        )
-        assert all(r.ok for r in results)
+        client = await node.client()
+        for i in range(5):
+            assert (await client.append("k", str(i))).ok
         assert seen_at_send
         for announced, durable_last, applied in seen_at_send:
             assert durable_last >= announced  # persisted before it was announced
             assert applied < announced  # applied only after the send
-        sends = [i for i, e in enumerate(node.events) if e.startswith("send")]
-        assert all(node.events[i - 1].startswith("save") for i in sends)
-        # Batching: 50 concurrent proposals went into far fewer saves.
-        assert len(node.storage.batches) < 50
+
+
+class CommitChecker(RecordingTransport):
+    """Checks the positions rule at every commit: it names only positions already saved."""
+
+    def __init__(self, events: list[str], inner: object, storage: RecordingStorage) -> None:
+        super().__init__(events, inner)  # type: ignore[arg-type]
+        self.storage = storage
+        self.violations: list[str] = []
+
+    async def commit(self, positions: Mapping[str, int]) -> None:
+        stored = self.storage.inner.stored_state().input_positions
+        for channel, position in positions.items():
+            if stored.get(channel, -1) < position:
+                self.violations.append(f"committed {channel}@{position} with {dict(stored)} saved")
+        await super().commit(positions)
 
 
 async def test_transport_positions_committed_after_the_save_they_belong_to() -> None:
-    async with Node(members=("n1", "n2")) as node:
+    config = RuntimeConfig(
+        tick_interval_s=0.005,
+        executor=ExecutorConfig(
+            positions_every_deliveries=2, positions_every_ticks=10_000, commit_every_ticks=1
+        ),
+    )
+    node = Node(members=("n1", "n2"), config=config)
+    checker = CommitChecker(node.events, node.transport.inner, node.storage)
+    node.runtime._transport = checker  # the runtime's transport is the checking one
+    async with node:
         peer = EnvelopeFactory("n2", 1)
-        node.network.inject("n1", peer_envelope_bytes(peer, "n1", 1))
+        node.network.inject("n1", peer_note(peer, "n1", 1))  # persists nothing by itself
+        await wait_until(lambda: node.core.received)
+        for _ in range(3):  # give a premature commit every chance to happen
+            ticks = node.core.ticks
+            await wait_until(lambda ticks=ticks: node.core.ticks > ticks)  # type: ignore[misc]
+        assert "commit" not in node.events
+        node.network.inject("n1", peer_note(peer, "n1", 2))  # the second delivery makes a save due
         await wait_until(lambda: "commit" in node.events)
-        await node.runtime.submit("c", 1, Put("k", "v"), TIMEOUT_S)
-        await wait_until(lambda: node.storage.inner.stored_state().input_positions.get("inbox/n1") == 0)
-        assert node.storage.inner.stored_state().dedup_marks == {"n2": (1, 1)}
+        assert checker.violations == []
+        assert node.storage.inner.stored_state().input_positions == {"inbox/n1": 1}
+        assert node.storage.inner.stored_state().dedup_marks == {"n2": (1, 2)}
 
 
-async def test_crash_after_persist_before_send_loses_nothing() -> None:
+async def test_crash_after_persist_before_send_loses_nothing_and_the_restart_resumes() -> None:
     disk = MemoryStorage()
     network = MemoryNetwork(("n1", "n2"))
     node = Node(members=("n1", "n2"), storage=disk, network=network)
     await node.runtime.start()
+    client = await node.client()
+    assert (await client.put("warm", "up")).ok
     node.storage.hold_after_save = asyncio.Event()  # every save now stalls after it is durable
     node.storage.saved.clear()
-    pending = asyncio.ensure_future(node.runtime.submit("c", 1, Append("k", "x"), TIMEOUT_S))
+    sent_before = len(node.transport.sent)
+    pending = asyncio.ensure_future(client.append("k", "x"))
     await asyncio.wait_for(node.storage.saved.wait(), TIMEOUT_S)
     node.runtime.crash()  # kill -9 between step 1 (persist) and step 2 (send)
-    with pytest.raises(RuntimeStoppedError):
-        await pending
-    assert node.transport.sent == []  # nothing was announced
-    assert [e.index for e in disk.stored_state().durable.entries] == [1]
-
-    network.disconnect("n1")
-    network.connect("n1")
+    assert len(node.transport.sent) == sent_before  # nothing was announced
+    stored = disk.stored_state()
+    assert stored.durable.entries[-1].index == 3  # register, put, and the append: durable
+    # The restart resumes its inbox after the stored positions: the client's retry (same seq) and
+    # everything sent while it was down reach it; the append is applied once.
     async with Node(members=("n1", "n2"), storage=disk, network=network) as again:
         assert again.runtime.incarnation == 2
+        client.endpoint.nodes = lambda: ("n1",)
+        result = await pending  # the client retried on its own after the attempt timed out
+        assert result.ok
         await wait_until(lambda: again.runtime.state_machine.read("k") == "x")
-        # The retry of the same command is answered from its session: applied once, not twice.
-        retry = await again.runtime.submit("c", 1, Append("k", "x"), TIMEOUT_S)
-        assert retry.ok
         assert again.runtime.state_machine.read("k") == "x"
+    await client.endpoint.close()
+
+
+async def test_a_restart_seeks_past_the_stored_positions() -> None:
+    disk = MemoryStorage()
+    network = MemoryNetwork(("n1", "n2"))
+    peer = EnvelopeFactory("n2", 1)
+    config = RuntimeConfig(
+        tick_interval_s=0.005, executor=ExecutorConfig(positions_every_deliveries=1, positions_every_ticks=1)
+    )
+    async with Node(members=("n1", "n2"), storage=disk, network=network, config=config):
+        network.inject("n1", peer_note(peer, "n1", 1))
+        await wait_until(lambda: disk.stored_state().input_positions.get("inbox/n1") == 0)
+    network.inject("n1", peer_note(peer, "n1", 2))  # sent while n1 is down: kept in its inbox
+    async with Node(members=("n1", "n2"), storage=disk, network=network, config=config) as again:
+        await wait_until(lambda: len(again.core.received) == 1)
+        assert [e.content for e in again.core.received] == [MiniNote(2)]  # not the one before the position
+        assert again.runtime.rejected == {}
+
+
+async def test_a_redelivery_after_a_restart_is_dropped_by_the_saved_marks() -> None:
+    disk = MemoryStorage()
+    network = MemoryNetwork(("n1", "n2"))
+    peer = EnvelopeFactory("n2", 1)
+    old = peer_note(peer, "n1", 1)
+    config = RuntimeConfig(
+        tick_interval_s=0.005, executor=ExecutorConfig(positions_every_deliveries=1, positions_every_ticks=1)
+    )
+    async with Node(members=("n1", "n2"), storage=disk, network=network, config=config):
+        network.inject("n1", old)
+        await wait_until(lambda: disk.stored_state().dedup_marks == {"n2": (1, 1)})
+    network.inject("n1", old)  # an at-least-once redelivery after the stored position
+    async with Node(members=("n1", "n2"), storage=disk, network=network, config=config) as again:
+        await wait_until(lambda: again.runtime.rejected.get("duplicate") == 1)
+        assert again.core.received == []
 
 
 @pytest.mark.parametrize(
@@ -158,120 +225,19 @@ async def test_crash_after_persist_before_send_loses_nothing() -> None:
     [
         (b"", "malformed"),
         (b"\x01\x00\x00\x00\x00garbage", "checksum"),
-        (b"\x09" + b"\x00" * 10, "version"),
         (frame(b"\xc1"), "malformed"),
         (b"\x01" + b"\x00" * 5_000, "too_large"),
     ],
 )
-async def test_malformed_bytes_are_counted_and_dropped(data: bytes, reason: str) -> None:
-    config = RuntimeConfig(tick_interval_s=0.005, max_envelope_bytes=4_096)
+async def test_bad_bytes_are_counted_and_dropped_and_the_node_keeps_serving(data: bytes, reason: str) -> None:
+    config = RuntimeConfig(tick_interval_s=0.005, executor=ExecutorConfig(max_envelope_bytes=4_096))
     async with Node(members=("n1", "n2"), config=config) as node:
         assert node.network.inject("n1", data)
         await wait_until(lambda: node.runtime.rejected.get(reason) == 1)
         assert node.core.received == []
-        assert (await node.runtime.submit("c", 1, Put("k", "v"), TIMEOUT_S)).ok  # still serving
-
-
-async def test_misaddressed_and_forged_envelopes_are_dropped() -> None:
-    async with Node(members=("n1", "n2", "n3")) as node:
-        inject = node.network.inject
-        inject("n1", peer_envelope_bytes(EnvelopeFactory("n2", 1), "n3", 1))  # meant for n3
-        inject("n1", peer_envelope_bytes(EnvelopeFactory("mallory", 1), "n1", 1))  # not a member
-        inject("n1", peer_envelope_bytes(EnvelopeFactory("n1", 1), "n1", 1))  # claims to be us
-        await wait_until(lambda: sum(node.runtime.rejected.values()) == 3)
-        assert node.runtime.rejected == {"misaddressed": 1, "unknown_sender": 2}
-        assert node.core.received == []
-
-
-async def test_duplicates_are_dropped_and_marks_persisted() -> None:
-    async with Node(members=("n1", "n2")) as node:
-        peer = EnvelopeFactory("n2", 3)
-        first = peer_envelope_bytes(peer, "n1", 1)
-        second = peer_envelope_bytes(peer, "n1", 2)
-        for data in (first, first, second, first, second):
-            node.network.inject("n1", data)
-        await wait_until(lambda: node.runtime.rejected.get("duplicate") == 3)
-        assert [e.msg_id.seq for e in node.core.received] == [1, 2]
-        # The marks ride along with the next write of protocol state.
-        await node.runtime.submit("c", 1, Put("k", "v"), TIMEOUT_S)
-        assert node.storage.inner.stored_state().dedup_marks == {"n2": (3, 2)}
-
-
-async def test_restart_keeps_dedup_marks() -> None:
-    disk = MemoryStorage()
-    network = MemoryNetwork(("n1", "n2"))
-    peer = EnvelopeFactory("n2", 1)
-    old = peer_envelope_bytes(peer, "n1", 1)
-    async with Node(members=("n1", "n2"), storage=disk, network=network) as node:
-        network.inject("n1", old)
-        await wait_until(lambda: len(node.core.received) == 1)
-        await node.runtime.submit("c", 1, Put("k", "v"), TIMEOUT_S)
-    async with Node(members=("n1", "n2"), storage=disk, network=network) as again:
-        network.inject("n1", old)  # an at-least-once redelivery after the restart
-        await wait_until(lambda: again.runtime.rejected.get("duplicate") == 1)
-        assert again.core.received == []
-
-
-async def test_exactly_once_retry_of_the_same_seq() -> None:
-    async with Node() as node:
-        rt = node.runtime
-        first = await rt.submit("c", 1, Append("k", "a"), TIMEOUT_S)
-        again = await rt.submit("c", 1, Append("k", "a"), TIMEOUT_S)
-        assert first == again
-        assert rt.state_machine.read("k") == "a"
-        reused = await rt.submit("c", 1, Append("k", "zzz"), TIMEOUT_S)  # same seq, other op: cached
-        assert reused == first and rt.state_machine.read("k") == "a"
-
-
-async def test_follower_refuses_with_leader_hint() -> None:
-    network = MemoryNetwork(("n1", "n2"))
-    async with Node(members=("n1", "n2"), node_id="n2", network=network) as node:
-        assert not node.runtime.is_leader
-        with pytest.raises(NotLeaderError) as refused:
-            await node.runtime.submit("c", 1, Put("k", "v"), TIMEOUT_S)
-        assert refused.value.leader_hint == "n1"
-        with pytest.raises(NotLeaderError):
-            await node.runtime.read("k", TIMEOUT_S)
-
-
-async def test_pending_proposals_are_bounded() -> None:
-    config = RuntimeConfig(tick_interval_s=0.005, max_pending_proposals=2)
-    async with Node(config=config) as node:
-        rt = node.runtime
-        first = asyncio.ensure_future(rt.submit("a", 1, Put("k", "1"), TIMEOUT_S))
-        second = asyncio.ensure_future(rt.submit("b", 1, Put("k", "2"), TIMEOUT_S))
-        await asyncio.sleep(0)  # let both register (no waiting on time)
-        with pytest.raises(OverloadedError, match="max_pending_proposals=2"):
-            await rt.submit("c", 1, Put("k", "3"), TIMEOUT_S)
-        assert (await first).ok and (await second).ok
-        assert (await rt.submit("c", 1, Put("k", "3"), TIMEOUT_S)).ok
-
-
-async def test_read_through_the_log_when_the_core_has_no_read_index() -> None:
-    async with Node(make_core=no_read_index_core) as node:
-        rt = node.runtime
-        await rt.submit("c", 1, Put("k", "v"), TIMEOUT_S)
-        values = await asyncio.gather(*(rt.read("k", TIMEOUT_S) for _ in range(5)))
-        assert values == ["v"] * 5
-        assert rt.state_machine.applied_index == 6  # the reads went through the log
-
-
-async def test_compaction_snapshots_and_restart_restores() -> None:
-    disk = MemoryStorage()
-    config = RuntimeConfig(tick_interval_s=0.005, snapshot_every_entries=5)
-    async with Node(config=config, storage=disk) as node:
-        for seq in range(1, 13):
-            assert (await node.runtime.submit("c", seq, Append("k", str(seq % 10)), TIMEOUT_S)).ok
-        assert node.core.compactions == [5, 10]
-        stored = disk.stored_state().durable
-        assert stored.snapshot is not None and stored.snapshot.index == 10
-        assert [e.index for e in stored.entries] == [11, 12]
-    async with Node(config=config, storage=disk) as again:
-        await wait_until(lambda: again.runtime.state_machine.applied_index == 12)
-        assert again.runtime.state_machine.read("k") == "123456789012"
-        # The session survived in the snapshot: a retry of seq 12 is not applied again.
-        assert (await again.runtime.submit("c", 12, Append("k", "2"), TIMEOUT_S)).ok
-        assert again.runtime.state_machine.read("k") == "123456789012"
+        client = await node.client()
+        assert (await client.put("k", "v")).ok
+        await client.endpoint.close()
 
 
 async def test_ticks_follow_the_clock_and_catch_up_boundedly() -> None:
@@ -279,31 +245,53 @@ async def test_ticks_follow_the_clock_and_catch_up_boundedly() -> None:
     async with Node(config=config) as node:
         await wait_until(lambda: node.core.ticks >= 5)
         before = node.core.ticks
-        time.sleep(0.3)  # a 300 ms stall of the whole event loop (30 ticks' worth)
+        time.sleep(0.3)  # a 300 ms stall of the whole event loop (30 ticks' worth), not a wait
         await asyncio.sleep(0)
         await wait_until(lambda: node.core.ticks > before)
         assert node.core.ticks - before <= 3  # not 30: a stall is not replayed as a burst
 
 
-async def test_stop_fails_pending_and_rejects_new_requests() -> None:
+async def test_stop_fails_local_requests_and_refuses_new_ones() -> None:
     node = Node(members=("n1", "n2"), node_id="n1")
     await node.runtime.start()
     node.storage.hold_after_save = asyncio.Event()
-    pending = asyncio.ensure_future(node.runtime.submit("c", 1, Put("k", "v"), TIMEOUT_S))
+    pending = asyncio.ensure_future(node.runtime.request(ClientRequest(0, Op.REGISTER), TIMEOUT_S))
     await asyncio.wait_for(node.storage.saved.wait(), TIMEOUT_S)
     await node.runtime.stop()
     with pytest.raises(RuntimeStoppedError):
         await pending
     with pytest.raises(RuntimeStoppedError):
-        await node.runtime.submit("c", 2, Get("k"), TIMEOUT_S)
+        await node.runtime.request(ClientRequest(0, Op.GET, "k"), TIMEOUT_S)
     assert not node.runtime.running and node.runtime.leader_id is None
 
 
-async def test_submit_times_out_when_nothing_commits() -> None:
+async def test_local_requests_time_out_when_nothing_commits() -> None:
     node = Node()
     await node.runtime.start()
     node.storage.hold_after_save = asyncio.Event()  # the disk hangs
     with pytest.raises(TimeoutError):
-        await node.runtime.submit("c", 1, Put("k", "v"), 0.05)
+        await node.runtime.request(ClientRequest(0, Op.REGISTER), 0.05)
     node.storage.hold_after_save.set()
     await node.runtime.stop()
+
+
+class Explodes(MiniLogCore):
+    """A bug in a core: it raises on a message (cores never raise on bad input, so this is a bug)."""
+
+    def step(self, envelope: Envelope) -> None:
+        raise RuntimeError("boom")
+
+
+def explodes(node_id: NodeId, peers: Sequence[NodeId], rng: object, durable: DurableState) -> MiniLogCore:
+    return Explodes(node_id, peers, rng, durable)  # type: ignore[arg-type]
+
+
+async def test_an_internal_error_fails_the_runtime_loudly() -> None:
+    async with Node(members=("n1", "n2"), make_core=explodes) as node:
+        node.network.inject("n1", peer_note(EnvelopeFactory("n2", 1), "n1", 1))
+        error = await asyncio.wait_for(node.runtime.wait_failed(), TIMEOUT_S)
+        assert isinstance(error, RuntimeError) and str(error) == "boom"
+        assert node.runtime.state == "failed" and not node.runtime.running
+        response = node.runtime.request(ClientRequest(0, Op.GET, "k"), TIMEOUT_S)
+        with pytest.raises(RuntimeStoppedError, match="failed"):
+            await response

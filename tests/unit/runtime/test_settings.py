@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dscore.core.errors import ConfigError
+from dscore.replica.executor import ExecutorConfig
 from dscore.runtime.node import RuntimeConfig
 from dscore.settings import NodeSettings, load_settings
 
@@ -75,8 +76,12 @@ def test_keyword_overrides_and_unknown_keys() -> None:
 def test_runtime_config_rejects_nonsense() -> None:
     with pytest.raises(ConfigError, match="tick_interval_s"):
         RuntimeConfig(tick_interval_s=0)
+    with pytest.raises(ConfigError, match="max_inbound_batch"):
+        RuntimeConfig(max_inbound_batch=0)
     with pytest.raises(ConfigError, match="max_pending_proposals"):
-        RuntimeConfig(max_pending_proposals=0)
+        ExecutorConfig(max_pending_proposals=0)
+    with pytest.raises(ConfigError, match="commit_every_ticks"):
+        ExecutorConfig(commit_every_ticks=0)
 
 
 def test_raft_settings_default_to_raft_config_and_read_the_environment(

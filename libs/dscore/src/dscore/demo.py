@@ -47,6 +47,7 @@ from rich.text import Text
 from dscore.check import HistoryRecorder, Verdict, check_history
 from dscore.check.history import NEMESIS_PROCESS, Op, OpType
 from dscore.check.result import CheckResult
+from dscore.core.client_messages import Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.raft import RaftConfig
@@ -55,7 +56,7 @@ from dscore.runtime.client import (
     ClientStats,
     Completion,
     KvClient,
-    Outcome,
+    OpOutcome,
     mixed_workload,
 )
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
@@ -198,7 +199,7 @@ def failover_time(completions: Sequence[Completion], event: FaultEvent) -> Failo
     for completion in completions:
         if (
             completion.time_s >= event.at_s
-            and completion.outcome is Outcome.OK
+            and completion.outcome is OpOutcome.OK
             and completion.f in _WRITES
             and completion.node_id != event.removed_leader
         ):
@@ -242,9 +243,10 @@ class _Demo:
         self.started_at = self.now_s()
         self.log(f"{opts.nodes} Raft nodes up, leader {leader}; {opts.clients} clients on {opts.keys} keys")
         keys = [f"k{i}" for i in range(opts.keys)]
+        endpoint = await self.cluster.client_endpoint("demo-clients")
         clients = [
             KvClient(
-                self.cluster,
+                endpoint,
                 f"client{i}",
                 config=self.client_config,
                 history=self.history,
@@ -381,7 +383,7 @@ class _Demo:
         for completion in reversed(self.stats.completions):
             if completion.time_s < now - span_s:
                 break
-            if completion.outcome is Outcome.OK:
+            if completion.outcome is OpOutcome.OK:
                 count += 1
         return count / span_s
 
@@ -411,7 +413,7 @@ class _Demo:
                 str(status.incarnation),
                 status.leader_id or "-",
             )
-        ok = sum(1 for c in self.stats.completions if c.outcome is Outcome.OK)
+        ok = sum(1 for c in self.stats.completions if c.outcome is OpOutcome.OK)
         header = Text.assemble(
             ("dscore demo ", "bold"),
             f"{self.options.nodes}-node Raft, seed {self.options.seed}   ",
@@ -429,9 +431,9 @@ class _Demo:
         opts = self.options
         start, end = self.started_at, workload_end
         completions = [c for c in self.stats.completions if start <= c.time_s < end]
-        ok_latencies = sorted(c.latency_s * 1000 for c in completions if c.outcome is Outcome.OK)
+        ok_latencies = sorted(c.latency_s * 1000 for c in completions if c.outcome is OpOutcome.OK)
         available, total = availability_windows(
-            [c.time_s for c in completions if c.outcome is Outcome.OK], start, end
+            [c.time_s for c in completions if c.outcome is OpOutcome.OK], start, end
         )
         failovers = []
         for fault in self.faults:
@@ -450,10 +452,10 @@ class _Demo:
         return DemoReport(
             options=opts,
             workload_s=end - start,
-            ok=sum(1 for c in completions if c.outcome is Outcome.OK),
-            failed=sum(1 for c in completions if c.outcome is Outcome.FAIL),
-            cas_mismatches=sum(1 for c in completions if c.error == "cas_mismatch"),
-            unknown=sum(1 for c in completions if c.outcome is Outcome.UNKNOWN),
+            ok=sum(1 for c in completions if c.outcome is OpOutcome.OK),
+            failed=sum(1 for c in completions if c.outcome is OpOutcome.FAIL),
+            cas_mismatches=sum(1 for c in completions if c.error == Outcome.CAS_MISMATCH.name),
+            unknown=sum(1 for c in completions if c.outcome is OpOutcome.UNKNOWN),
             throughput_ops_s=len(ok_latencies) / (end - start) if end > start else 0.0,
             latency_ms={p: percentile(ok_latencies, p) for p in (50, 90, 99)},
             available_windows=available,

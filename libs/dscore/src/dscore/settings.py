@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES
 from dscore.core.errors import ConfigError
 from dscore.protocols.raft import RaftConfig, ReadOnlyOption
+from dscore.replica.executor import ExecutorConfig
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
 from dscore.runtime.node import RuntimeConfig
 from dscore.statemachine.kv import KvStateMachine
@@ -173,13 +174,15 @@ class NodeSettings(BaseSettings):
         return RuntimeConfig(
             tick_interval_s=self.tick_interval_s,
             max_catchup_ticks=self.max_catchup_ticks,
-            snapshot_every_entries=self.snapshot_every_entries,
-            max_pending_proposals=self.max_pending_proposals,
-            max_pending_reads=self.max_pending_reads,
             max_inbound_batch=self.queues.inbound_batch_messages,
             max_inbound_buffer=self.queues.inbound_buffer_messages,
-            max_envelope_bytes=self.max_envelope_bytes,
             max_sessions=self.max_sessions,
+            executor=ExecutorConfig(
+                snapshot_every_entries=self.snapshot_every_entries,
+                max_pending_proposals=self.max_pending_proposals,
+                max_pending_reads=self.max_pending_reads,
+                max_envelope_bytes=self.max_envelope_bytes,
+            ),
         )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dscore.core.envelope import Envelope
 from dscore.core.ids import NodeId
@@ -165,6 +165,46 @@ class ProtocolCore(Protocol):
     def ready(self) -> Ready: ...
 
     def advance(self, ready: Ready) -> None: ...
+
+
+@runtime_checkable
+class Compactable(Protocol):
+    """A core that can drop its log prefix once the state machine image at `index` is kept instead."""
+
+    def compact(self, index: int, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class HasMembership(Protocol):
+    """A core with a configuration that can change at run time (e.g. `RaftNode`): its current voters and
+    learners, as of the latest configuration entry in its log. Drivers take the list of acceptable senders
+    from it."""
+
+    @property
+    def voters(self) -> tuple[NodeId, ...]: ...
+
+    @property
+    def learners(self) -> tuple[NodeId, ...]: ...
+
+
+@runtime_checkable
+class Reconfigurable(HasMembership, Protocol):
+    """A core that changes its configuration one server at a time through its log (e.g. `RaftNode`).
+
+    Each method appends the change on the leader and returns the index of its log entry; it raises
+    `NotLeaderError` on a follower and another `LocalError` when the change is refused (another change not
+    committed yet, the node is already a member, ...).
+    """
+
+    def add_voter(self, node: NodeId) -> int: ...
+
+    def add_learner(self, node: NodeId) -> int: ...
+
+    def remove_voter(self, node: NodeId) -> int: ...
+
+    def remove_learner(self, node: NodeId) -> int: ...
+
+    def promote_learner(self, node: NodeId) -> int: ...
 
 
 @dataclass(slots=True)

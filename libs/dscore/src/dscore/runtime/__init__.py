@@ -1,6 +1,6 @@
 """The asyncio driver of protocol cores (`NodeRuntime`), the embedded cluster and its client."""
 
-from dscore.runtime.client import ClientConfig, ClientStats, KvClient, OpResult, Outcome
+from dscore.runtime.client import ClientConfig, ClientEndpoint, ClientStats, KvClient, OpOutcome, OpResult
 from dscore.runtime.cluster import EmbeddedCluster, RaftCoreFactory, raft_factory
 from dscore.runtime.errors import (
     LeadershipLostError,
@@ -10,33 +10,25 @@ from dscore.runtime.errors import (
     ReadFailedError,
     RuntimeStoppedError,
 )
-from dscore.runtime.node import (
-    CoreFactory,
-    HasMembership,
-    NodeRuntime,
-    NodeStatus,
-    Reconfigurable,
-    RuntimeConfig,
-)
+from dscore.runtime.node import CoreFactory, NodeRuntime, NodeStatus, RuntimeConfig
 
 __all__ = [
     "ClientConfig",
+    "ClientEndpoint",
     "ClientStats",
     "CoreFactory",
     "EmbeddedCluster",
-    "HasMembership",
     "KvClient",
     "LeadershipLostError",
     "MembershipChangeRejectedError",
     "NodeRuntime",
     "NodeStatus",
+    "OpOutcome",
     "OpResult",
-    "Outcome",
     "OutcomeUnknownError",
     "OverloadedError",
     "RaftCoreFactory",
     "ReadFailedError",
-    "Reconfigurable",
     "RuntimeConfig",
     "RuntimeStoppedError",
     "raft_factory",

@@ -33,7 +33,7 @@ from dscore.core.codec import decode_envelope, encode_envelope
 from dscore.core.envelope import EnvelopeFactory
 from dscore.core.errors import ConfigError
 from dscore.protocols.contract import EntryKind, LogEntry
-from dscore.runtime.client import ClientConfig, ClientStats, KvClient, Outcome
+from dscore.runtime.client import ClientConfig, ClientStats, KvClient, OpOutcome
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, CoreFactory, RuntimeConfig
@@ -126,8 +126,9 @@ async def cluster_throughput(
     async with EmbeddedCluster(make_core, nodes, config=config) as cluster:
         await cluster.wait_for_leader(10.0)
         stats = ClientStats()
+        endpoint = await cluster.client_endpoint("bench")
         clients = [
-            KvClient(cluster, f"bench{i}", config=_BENCH_CLIENT, stats=stats) for i in range(in_flight)
+            KvClient(endpoint, f"bench{i}", config=_BENCH_CLIENT, stats=stats) for i in range(in_flight)
         ]
         window = _Window(warmup_s, duration_s)
 
@@ -139,7 +140,7 @@ async def cluster_throughput(
         latencies = [
             c.latency_s
             for c in stats.completions
-            if c.outcome is Outcome.OK and window.start <= c.time_s < window.end
+            if c.outcome is OpOutcome.OK and window.start <= c.time_s < window.end
         ]
         return await window.summarize(label, in_flight, latencies)
 
@@ -147,8 +148,8 @@ async def cluster_throughput(
 async def transport_round_trip(in_flight: int, duration_s: float, warmup_s: float) -> Throughput:
     """The floor under any protocol: request and answer through the memory transport and the codec."""
     loop = asyncio.get_running_loop()
-    network = MemoryNetwork(("client", "server"), inbox_max_messages=max(10_000, 4 * in_flight))
-    client, server = network.endpoint("client"), network.endpoint("server")
+    network = MemoryNetwork(("server",), inbox_max_messages=max(10_000, 4 * in_flight))
+    client, server = network.add_client("client"), network.endpoint("server")
     client_ids, server_ids = EnvelopeFactory("client", 1), EnvelopeFactory("server", 1)
     waiting: dict[int, asyncio.Future[None]] = {}
 
@@ -206,12 +207,13 @@ async def failover_rounds(
     results: list[FailoverRound] = []
     async with EmbeddedCluster(make_core, nodes, config=config, seed=seed) as cluster:
         stats = ClientStats()
-        probes = [KvClient(cluster, f"probe{i}", config=_PROBE_CLIENT, stats=stats) for i in range(8)]
+        endpoint = await cluster.client_endpoint("probes")
+        probes = [KvClient(endpoint, f"probe{i}", config=_PROBE_CLIENT, stats=stats) for i in range(8)]
         stop = asyncio.Event()
 
         async def probe_loop(client: KvClient) -> None:
             while not stop.is_set():
-                await client.put("probe", client.client_id)
+                await client.put("probe", client.name)
 
         workers = [asyncio.ensure_future(probe_loop(p)) for p in probes]
         try:
@@ -228,7 +230,7 @@ async def failover_rounds(
                 committed_at = next(
                     c.time_s
                     for c in stats.completions
-                    if c.time_s >= killed_at and c.outcome is Outcome.OK and c.node_id != leader
+                    if c.time_s >= killed_at and c.outcome is OpOutcome.OK and c.node_id != leader
                 )
                 results.append(
                     FailoverRound(leader, (elected_at - killed_at) * 1000, (committed_at - killed_at) * 1000)
@@ -247,7 +249,7 @@ def _committed_since(
         if completion.time_s < since_s:
             return False
         if (
-            completion.outcome is Outcome.OK
+            completion.outcome is OpOutcome.OK
             and completion.node_id != exclude
             and (leader is None or completion.node_id == leader)
         ):
@@ -264,18 +266,19 @@ async def stable_run(
         await cluster.wait_for_leader(10.0)
         elections_before = len(cluster.elections)
         stats = ClientStats()
+        endpoint = await cluster.client_endpoint("stable")
         clients = [
-            KvClient(cluster, f"stable{i}", config=_BENCH_CLIENT, stats=stats) for i in range(in_flight)
+            KvClient(endpoint, f"stable{i}", config=_BENCH_CLIENT, stats=stats) for i in range(in_flight)
         ]
         end = loop.time() + seconds
 
         async def write_loop(client: KvClient) -> None:
             while loop.time() < end:
-                await client.put(client.client_id, "v")
+                await client.put(client.name, "v")
 
         await asyncio.gather(*(write_loop(c) for c in clients))
         changes = len(cluster.elections) - elections_before
-        ops = sum(1 for c in stats.completions if c.outcome is Outcome.OK)
+        ops = sum(1 for c in stats.completions if c.outcome is OpOutcome.OK)
     return Stability(seconds, changes, ops)
 
 

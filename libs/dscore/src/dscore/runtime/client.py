@@ -1,23 +1,32 @@
-"""`KvClient`: a key-value client that finds the leader, retries safely and records a checkable history.
+"""`KvClient`: a key-value client that speaks the wire client protocol, follows the leader from replies
+alone, retries safely and records a checkable history.
 
-Each client has its own session: a `client_id` and a command counter `seq`. A command keeps its `seq`
-across every retry, to whichever node, so the state machine's sessions make it take effect at most once
-and a retry of an applied command returns the first answer (exactly-once). The client issues one command
-at a time, as sessions require.
+`ClientEndpoint` is one client endpoint on a `Transport` (an inbox for replies, like a gateway's reply
+topic). Many `KvClient`s share it: their requests are batched into one `ClientRequests` envelope per node
+per event-loop turn, and responses are matched back by request id. An endpoint knows the nodes' ids (as an
+etcd client knows its endpoints); who leads it learns from the responses (`NOT_LEADER` with a hint).
 
-Routing: the client sends to the node it believes leads; a `NotLeaderError` names the next guess (its
-leader hint); a down node, a missing hint or a timed-out attempt moves on round-robin. Each operation has
-an overall `op_timeout_s` and each attempt an `attempt_timeout_s`.
+Each `KvClient` has its own session (Raft dissertation, section 6.3): it registers (a REGISTER committed
+through the log returns its client id) before its first write, then numbers its writes `seq = 1, 2, ...`,
+one at a time. A write keeps its `seq` across every retry, to whichever node, so the state machine's
+sessions make it take effect at most once and a retry of an applied write returns the first answer.
 
-Every operation is recorded into a `dscore.check.HistoryRecorder` (Jepsen semantics):
+Routing: a client sends to the node it believes leads; `NOT_LEADER` names the next guess; a missing hint,
+`OVERLOADED` or an attempt without an answer moves on round-robin. Each operation has an overall
+`op_timeout_s` and each attempt an `attempt_timeout_s`.
 
-- `invoke` when issued; `ok` with the answer when it took effect;
-- `fail` only when it certainly had no effect: it was never proposed (every attempt was refused), a cas
-  whose compare failed (no effect, as in Jepsen's register model), or any read that got no answer
-  (a read has no effect either way);
-- `info` when the client gives up on a write that may have been proposed; the process then continues under
-  a fresh process id (a Jepsen rule: an indeterminate op stays open forever), and the next command uses the
-  next `seq` (a late arrival of the abandoned one is then rejected as stale, never applied out of order).
+Every operation is recorded into a `dscore.check.HistoryRecorder` (Jepsen semantics), from the
+`dscore.core.client_messages.Outcome` of the responses:
+
+- `invoke` when issued; `ok` with the answer on `OK`;
+- `fail` only when it certainly had no effect: a cas whose compare failed (`CAS_MISMATCH`), a write never
+  proposed anywhere (every attempt was `NOT_LEADER` / `OVERLOADED`, or refused as `BAD_REQUEST`), a write
+  whose session expired before any attempt could have applied it (the client registers again and retries
+  it), or any read that got no answer;
+- `info` when the client gives up on a write that may have been proposed (an attempt timed out or was
+  answered `UNKNOWN`), or when its session expired after such an attempt: the process then continues under a
+  fresh process id (a Jepsen rule: an indeterminate op stays open forever), and the next write uses the
+  next `seq` (a late copy of the abandoned one is then refused as stale, never applied out of order).
 
 History functions (model `kv` of `dscore.check`): `put` (value), `get` (value read), `append` (suffix),
 `cas` (value `[expected, new]`); `delete` is recorded as `put` of nil, which the kv model reads as "".
@@ -27,36 +36,37 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from dscore.check.edn import EdnValue
 from dscore.check.history import HistoryRecorder
-from dscore.core.errors import ConfigError, NotLeaderError
+from dscore.core.client_messages import (
+    ClientRequest,
+    ClientRequests,
+    ClientResponse,
+    ClientResponses,
+    Op,
+    Outcome,
+)
+from dscore.core.codec import decode_envelope, encode_envelope
+from dscore.core.envelope import EnvelopeFactory
+from dscore.core.errors import ConfigError, DecodeError, LocalError
 from dscore.core.ids import NodeId
-from dscore.runtime.errors import OutcomeUnknownError, OverloadedError, ReadFailedError
-from dscore.runtime.node import NodeRuntime
-from dscore.statemachine.kv import Append, Cas, Delete, KvOp, KvResult, Put
+from dscore.transport.base import OutboundFrame, Transport
 
 #: completions kept by `ClientStats` (oldest dropped first)
 MAX_COMPLETIONS_KEPT = 2_000_000
-
-
-class RuntimeDirectory(Protocol):
-    """Where a client finds nodes: an `EmbeddedCluster`, or anything that maps ids to live runtimes."""
-
-    @property
-    def node_ids(self) -> tuple[NodeId, ...]: ...
-
-    def runtime(self, node_id: NodeId) -> NodeRuntime | None: ...
+#: requests waiting for an answer on one endpoint; beyond it `call` refuses at once
+MAX_OUTSTANDING_REQUESTS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    #: give up on an operation after this long (writes then record `info`, reads `fail`)
+    #: give up on an operation after this long (writes then record `info` or `fail`, reads `fail`)
     op_timeout_s: float = 5.0
     #: wait this long for one node's answer before trying the next
     attempt_timeout_s: float = 1.0
@@ -68,7 +78,156 @@ class ClientConfig:
             raise ConfigError("client timeouts must be positive and the backoff non-negative")
 
 
-class Outcome(enum.Enum):
+class ClientEndpoint:
+    """One client endpoint: its transport, batching of requests, matching of responses, timeouts.
+
+    `nodes()` returns the ids of the nodes to talk to (it may change as the cluster's membership does).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        nodes: Callable[[], Sequence[NodeId]],
+        *,
+        sweep_interval_s: float = 0.005,
+        max_batch: int = 4_096,
+    ) -> None:
+        self.transport = transport
+        self.endpoint_id = transport.node_id
+        self.nodes = nodes
+        self._factory = EnvelopeFactory(self.endpoint_id, 1)
+        self._sweep_interval_s = sweep_interval_s
+        self._max_batch = max_batch
+        self._next_request_id = 0
+        self._waiting: dict[int, asyncio.Future[ClientResponse | None]] = {}
+        self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
+        self._outbox: dict[NodeId, list[ClientRequest]] = {}
+        self._outbox_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: responses that could not be decoded or matched, by reason
+        self.rejected: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await self.transport.start({})
+        loop = asyncio.get_running_loop()
+        name = self.endpoint_id
+        self._tasks = [
+            loop.create_task(self._read(), name=f"dscore-client-read-{name}"),
+            loop.create_task(self._send(), name=f"dscore-client-send-{name}"),
+            loop.create_task(self._sweep(), name=f"dscore-client-sweep-{name}"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result(None)
+        self._waiting.clear()
+        await self.transport.close()
+
+    async def __aenter__(self) -> ClientEndpoint:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def call(
+        self,
+        node: NodeId,
+        op: Op,
+        key: str = "",
+        *,
+        value: str | None = None,
+        expected: str | None = None,
+        client_id: int = 0,
+        seq: int = 0,
+        timeout_s: float,
+    ) -> asyncio.Future[ClientResponse | None]:
+        """Send one request to `node`; the future resolves to its response, or None if none came within
+        `timeout_s` (the request may still take effect)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ClientResponse | None] = loop.create_future()
+        if len(self._waiting) >= MAX_OUTSTANDING_REQUESTS:
+            future.set_result(
+                ClientResponse(0, Outcome.OVERLOADED, error="client endpoint has too many requests")
+            )
+            return future
+        self._next_request_id += 1
+        request_id = self._next_request_id
+        self._waiting[request_id] = future
+        heapq.heappush(self._deadlines, (loop.time() + timeout_s, request_id))
+        request = ClientRequest(request_id, op, key, value, expected, client_id, seq)
+        queue = self._outbox.get(node)
+        if queue is None:
+            self._outbox[node] = [request]
+        else:
+            queue.append(request)
+        self._outbox_ready.set()
+        return future
+
+    async def _send(self) -> None:
+        ready = self._outbox_ready
+        wrap = self._factory.wrap
+        while True:
+            await ready.wait()
+            ready.clear()
+            outbox = self._outbox
+            self._outbox = {}
+            frames = []
+            for node, requests in outbox.items():
+                for start in range(0, len(requests), self._max_batch):
+                    batch = ClientRequests(tuple(requests[start : start + self._max_batch]))
+                    frames.append(OutboundFrame(node, encode_envelope(wrap(node, batch))))
+            await self.transport.send(frames)
+
+    async def _read(self) -> None:
+        receive = self.transport.receive
+        waiting = self._waiting
+        while True:
+            for delivery in await receive(4_096):
+                try:
+                    envelope = decode_envelope(delivery.data)
+                except DecodeError as error:
+                    self._reject(error.reason)
+                    continue
+                content = envelope.content
+                if type(content) is not ClientResponses or envelope.destination != self.endpoint_id:
+                    self._reject("unexpected")
+                    continue
+                for response in content.responses:
+                    future = waiting.pop(response.request_id, None)
+                    if future is None:
+                        self._reject("late")  # answered after its attempt timed out, or a redelivery
+                    elif not future.done():
+                        future.set_result(response)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        waiting = self._waiting
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            now = loop.time()
+            while deadlines and deadlines[0][0] <= now:
+                _, request_id = heapq.heappop(deadlines)
+                future = waiting.pop(request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+            if len(deadlines) > 2 * len(waiting) + 4_096:  # drop answered requests' deadlines
+                self._deadlines = deadlines = [d for d in deadlines if d[1] in waiting]
+                heapq.heapify(deadlines)
+
+    def _reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class OpOutcome(enum.Enum):
+    """What an operation's history record says: Jepsen's three completions."""
+
     OK = "ok"
     #: certainly had no effect
     FAIL = "fail"
@@ -78,9 +237,10 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class OpResult:
-    outcome: Outcome
+    outcome: OpOutcome
     #: the value read; for a failed cas, the value found instead of the expected one
     value: str | None = None
+    #: the last response's outcome name or "timeout" (None when OK)
     error: str | None = None
     #: the node that answered (None if none did)
     node_id: NodeId | None = None
@@ -89,7 +249,7 @@ class OpResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.OK
+        return self.outcome is OpOutcome.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +258,10 @@ class Completion:
 
     time_s: float
     latency_s: float
-    outcome: Outcome
+    outcome: OpOutcome
     f: str
     node_id: NodeId | None
-    #: why it failed or is unknown (`cas_mismatch`, `timeout`, `not_leader`, ...)
+    #: why it failed or is unknown (`CAS_MISMATCH`, `timeout`, `NOT_LEADER`, ...)
     error: str | None = None
 
 
@@ -114,17 +274,17 @@ class ClientStats:
         self.completions: deque[Completion] = deque(maxlen=max_kept)
 
     def ok_times(self) -> list[float]:
-        return [c.time_s for c in self.completions if c.outcome is Outcome.OK]
+        return [c.time_s for c in self.completions if c.outcome is OpOutcome.OK]
 
-    def latencies_s(self, outcome: Outcome = Outcome.OK) -> list[float]:
+    def latencies_s(self, outcome: OpOutcome = OpOutcome.OK) -> list[float]:
         return [c.latency_s for c in self.completions if c.outcome is outcome]
 
 
 class KvClient:
     def __init__(
         self,
-        directory: RuntimeDirectory,
-        client_id: str,
+        endpoint: ClientEndpoint,
+        name: str,
         *,
         config: ClientConfig | None = None,
         history: HistoryRecorder | None = None,
@@ -133,34 +293,36 @@ class KvClient:
         stats: ClientStats | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.directory = directory
+        self.endpoint = endpoint
+        #: a name for logs and unique values; the session id is `client_id`
+        self.name = name
         self.config = config or ClientConfig()
         self.history = history
         #: the history process id; replaced by `process + process_stride` after an indeterminate op
         self.process = process
         self._process_stride = process_stride
         self.stats = stats
-        self._base_client_id = client_id
-        self._session_generation = 0
-        self.client_id = client_id
+        #: the session (0: not registered yet)
+        self.client_id = 0
         self.seq = 1
         self._misses = 0
-        nodes = directory.node_ids
-        self._target = (rng or random.Random(client_id)).randrange(len(nodes)) if nodes else 0
+        nodes = endpoint.nodes()
+        self._target = (rng or random.Random(name)).randrange(len(nodes)) if nodes else 0
+        self._leader_guess: NodeId | None = None
 
     # -- operations ---------------------------------------------------------------------------------
 
     async def put(self, key: str, value: str) -> OpResult:
-        return await self._write("put", key, value, Put(key, value))
+        return await self._write("put", key, value, Op.PUT, value=value)
 
     async def append(self, key: str, suffix: str) -> OpResult:
-        return await self._write("append", key, suffix, Append(key, suffix))
+        return await self._write("append", key, suffix, Op.APPEND, value=suffix)
 
     async def cas(self, key: str, expected: str | None, new: str) -> OpResult:
-        return await self._write("cas", key, (expected, new), Cas(key, expected, new))
+        return await self._write("cas", key, (expected, new), Op.CAS, value=new, expected=expected)
 
     async def delete(self, key: str) -> OpResult:
-        return await self._write("put", key, None, Delete(key))
+        return await self._write("put", key, None, Op.DELETE)
 
     async def get(self, key: str) -> OpResult:
         loop = asyncio.get_running_loop()
@@ -170,124 +332,146 @@ class KvClient:
         attempts = 0
         last_error = "no node answered"
         while (remaining := deadline - loop.time()) > 0:
-            node_id, runtime = self._current()
-            if runtime is None:
-                await self._next_node()
-                continue
+            node = self._node()
             attempts += 1
-            try:
-                value = await runtime.read(key, min(self.config.attempt_timeout_s, remaining))
-            except (NotLeaderError, ReadFailedError, OutcomeUnknownError) as error:
-                last_error = type(error).__name__
-                await self._follow(node_id, error.leader_hint)
-                continue
-            except OverloadedError as error:
-                last_error = str(error)
-                await self._next_node(backoff=True)
-                continue
-            except TimeoutError:
-                last_error = "timeout"
-                await self._next_node()
-                continue
-            self._misses = 0
-            if self.history is not None:
-                self.history.ok(op_id, value)
-            return self._done(
-                OpResult(Outcome.OK, value, None, node_id, loop.time() - start, attempts), "get"
+            response = await self.endpoint.call(
+                node, Op.GET, key, timeout_s=min(self.config.attempt_timeout_s, remaining)
             )
+            if response is None:
+                last_error = "timeout"
+                await self._next_node(False)
+                continue
+            if response.outcome is Outcome.OK:
+                self._answered(node)
+                if self.history is not None:
+                    self.history.ok(op_id, response.value)
+                return self._done(
+                    OpResult(OpOutcome.OK, response.value, None, node, loop.time() - start, attempts), "get"
+                )
+            last_error = response.outcome.name
+            await self._refused(node, response)
         if self.history is not None:
             self.history.fail(op_id)
         return self._done(
-            OpResult(Outcome.FAIL, None, last_error, None, loop.time() - start, attempts), "get"
+            OpResult(OpOutcome.FAIL, None, last_error, None, loop.time() - start, attempts), "get"
         )
 
-    async def _write(self, f: str, key: str, history_value: EdnValue, op: KvOp) -> OpResult:
+    async def _write(
+        self,
+        f: str,
+        key: str,
+        history_value: EdnValue,
+        op: Op,
+        *,
+        value: str | None = None,
+        expected: str | None = None,
+    ) -> OpResult:
         loop = asyncio.get_running_loop()
-        op_id = (
-            self.history.invoke(self.process, f, key=key, value=history_value)
-            if self.history is not None
-            else -1
-        )
+        history = self.history
+        op_id = history.invoke(self.process, f, key=key, value=history_value) if history is not None else -1
         start = loop.time()
         deadline = start + self.config.op_timeout_s
-        seq = self.seq
         attempts = 0
-        maybe_proposed = False
+        #: an attempt of this op (with the current session and seq) may have been applied
+        maybe_applied = False
         last_error = "no node answered"
         while (remaining := deadline - loop.time()) > 0:
-            node_id, runtime = self._current()
-            if runtime is None:
-                await self._next_node()
+            if self.client_id == 0 and not await self._register(deadline):
+                last_error = "could not register"
                 continue
+            node = self._node()
             attempts += 1
-            try:
-                result = await runtime.submit(
-                    self.client_id, seq, op, min(self.config.attempt_timeout_s, remaining)
-                )
-            except NotLeaderError as error:
-                last_error = "not_leader"
-                await self._follow(node_id, error.leader_hint)
-                continue
-            except OverloadedError:
-                last_error = "overloaded"
-                await self._next_node(backoff=True)
-                continue
-            except OutcomeUnknownError as error:
-                maybe_proposed = True
-                last_error = type(error).__name__
-                await self._follow(node_id, error.leader_hint)
-                continue
-            except TimeoutError:
-                maybe_proposed = True
+            response = await self.endpoint.call(
+                node,
+                op,
+                key,
+                value=value,
+                expected=expected,
+                client_id=self.client_id,
+                seq=self.seq,
+                timeout_s=min(self.config.attempt_timeout_s, remaining),
+            )
+            latency_s = loop.time() - start
+            if response is None:
+                maybe_applied = True
                 last_error = "timeout"
-                await self._next_node()
+                await self._next_node(False)
                 continue
-            self._misses = 0
-            return self._done(self._interpret(op_id, result, node_id, loop.time() - start, attempts), f)
+            outcome = response.outcome
+            if outcome is Outcome.OK:
+                self._answered(node)
+                self.seq += 1
+                if history is not None:
+                    history.ok(op_id)
+                return self._done(OpResult(OpOutcome.OK, response.value, None, node, latency_s, attempts), f)
+            if outcome is Outcome.CAS_MISMATCH:
+                self._answered(node)
+                self.seq += 1
+                if history is not None:
+                    history.fail(op_id)
+                return self._done(
+                    OpResult(OpOutcome.FAIL, response.value, outcome.name, node, latency_s, attempts), f
+                )
+            last_error = outcome.name
+            if outcome is Outcome.UNKNOWN:
+                maybe_applied = True
+                await self._refused(node, response)
+                continue
+            if outcome is Outcome.SESSION_EXPIRED:
+                self.client_id = 0  # register again
+                self.seq = 1
+                if not maybe_applied:
+                    continue  # this op certainly did nothing yet: retry it in the new session
+                return self._done(self._indeterminate(op_id, outcome.name, node, latency_s, attempts), f)
+            if outcome is Outcome.BAD_REQUEST:
+                # Refused by the state machine: no effect of this copy. A client of this module never
+                # reuses a seq for another op, so this is a malformed op (or a bug): do not retry it.
+                self.seq += 1
+                if maybe_applied:
+                    return self._done(
+                        self._indeterminate(op_id, response.error, node, latency_s, attempts), f
+                    )
+                if history is not None:
+                    history.fail(op_id)
+                return self._done(
+                    OpResult(OpOutcome.FAIL, None, response.error, node, latency_s, attempts), f
+                )
+            await self._refused(node, response)  # NOT_LEADER, OVERLOADED: not proposed
         latency_s = loop.time() - start
-        if not maybe_proposed:
-            # Never proposed anywhere: no effect, and the seq is still unused.
-            if self.history is not None:
-                self.history.fail(op_id)
-            return self._done(OpResult(Outcome.FAIL, None, last_error, None, latency_s, attempts), f)
-        self.seq += 1
-        self._indeterminate(op_id)
-        return self._done(OpResult(Outcome.UNKNOWN, None, last_error, None, latency_s, attempts), f)
+        if not maybe_applied:
+            if history is not None:
+                history.fail(op_id)
+            return self._done(OpResult(OpOutcome.FAIL, None, last_error, None, latency_s, attempts), f)
+        self.seq += 1  # a late copy of the abandoned seq is then stale, never applied out of order
+        return self._done(self._indeterminate(op_id, last_error, None, latency_s, attempts), f)
 
-    def _interpret(
-        self, op_id: int, result: KvResult, node_id: NodeId, latency_s: float, attempts: int
-    ) -> OpResult:
-        history = self.history
-        if result.ok:
-            self.seq += 1
-            if history is not None:
-                history.ok(op_id)
-            return OpResult(Outcome.OK, result.value, None, node_id, latency_s, attempts)
-        if result.error == "cas_mismatch":
-            self.seq += 1
-            if history is not None:
-                history.fail(op_id)
-            return OpResult(Outcome.FAIL, result.value, result.error, node_id, latency_s, attempts)
-        if result.error == "malformed":  # rejected before the session saw it: no effect, seq unused
-            if history is not None:
-                history.fail(op_id)
-            return OpResult(Outcome.FAIL, None, result.error, node_id, latency_s, attempts)
-        # stale_seq / session_expired: the session cannot tell whether an earlier copy took effect.
-        self._indeterminate(op_id)
-        self._new_session()
-        return OpResult(Outcome.UNKNOWN, None, result.error, node_id, latency_s, attempts)
+    async def _register(self, deadline: float) -> bool:
+        loop = asyncio.get_running_loop()
+        while (remaining := deadline - loop.time()) > 0:
+            node = self._node()
+            response = await self.endpoint.call(
+                node, Op.REGISTER, timeout_s=min(self.config.attempt_timeout_s, remaining)
+            )
+            if response is None:
+                await self._next_node(False)
+                continue
+            if response.outcome is Outcome.OK and response.client_id > 0:
+                self._answered(node)
+                self.client_id = response.client_id
+                self.seq = 1
+                return True
+            await self._refused(node, response)
+        return False
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
-    def _indeterminate(self, op_id: int) -> None:
+    def _indeterminate(
+        self, op_id: int, error: str | None, node: NodeId | None, latency_s: float, attempts: int
+    ) -> OpResult:
         if self.history is not None:
             self.history.info(op_id)
             self.process += self._process_stride
-
-    def _new_session(self) -> None:
-        self._session_generation += 1
-        self.client_id = f"{self._base_client_id}#{self._session_generation}"
-        self.seq = 1
+        return OpResult(OpOutcome.UNKNOWN, None, error, node, latency_s, attempts)
 
     def _done(self, result: OpResult, f: str) -> OpResult:
         if self.stats is not None:
@@ -299,28 +483,41 @@ class KvClient:
 
     # -- routing ------------------------------------------------------------------------------------
 
-    def _current(self) -> tuple[NodeId, NodeRuntime | None]:
-        nodes = self.directory.node_ids
-        node_id = nodes[self._target % len(nodes)]
-        return node_id, self.directory.runtime(node_id)
+    def _node(self) -> NodeId:
+        nodes = self.endpoint.nodes()
+        if not nodes:
+            raise LocalError("the client knows no node to talk to")
+        guess = self._leader_guess
+        if guess is not None and guess in nodes:
+            return guess
+        self._leader_guess = None
+        return nodes[self._target % len(nodes)]
 
-    async def _next_node(self, backoff: bool = False) -> None:
-        self._target = (self._target + 1) % len(self.directory.node_ids)
+    def _answered(self, node: NodeId) -> None:
+        self._misses = 0
+        self._leader_guess = node
+
+    async def _next_node(self, backoff: bool) -> None:
+        self._leader_guess = None
+        nodes = self.endpoint.nodes()
+        self._target = (self._target + 1) % max(1, len(nodes))
         await self._missed(backoff)
 
-    async def _follow(self, asked: NodeId, hint: NodeId | None) -> None:
-        nodes = self.directory.node_ids
-        if hint is not None and hint != asked and hint in nodes:
-            self._target = nodes.index(hint)
+    async def _refused(self, node: NodeId, response: ClientResponse) -> None:
+        hint = response.leader_hint
+        if response.outcome is Outcome.OVERLOADED:
+            await self._next_node(True)
+        elif hint is not None and hint != node and hint in self.endpoint.nodes():
+            self._leader_guess = hint
+            await self._missed(False)
         else:
-            self._target = (self._target + 1) % len(nodes)
-        await self._missed(False)
+            await self._next_node(False)
 
     async def _missed(self, backoff: bool) -> None:
-        # Refusals come back without suspending; after a full round of them (an election is under way,
-        # or hints point at a dead leader) pause, so the client never spins the event loop.
+        # Refusals come back fast; after a full round of them (an election is under way, or hints point
+        # at a dead leader) pause, so the client never floods the cluster.
         self._misses += 1
-        if backoff or self._misses >= len(self.directory.node_ids):
+        if backoff or self._misses >= len(self.endpoint.nodes()):
             self._misses = 0
             await asyncio.sleep(self.config.retry_backoff_s)
 
@@ -341,7 +538,7 @@ async def mixed_workload(
     while keep_going():
         n += 1
         key = rng.choice(keys)
-        token = f"{client.client_id.split('#')[0]}.{n}"
+        token = f"{client.name}.{n}"
         draw = rng.random()
         if draw < 0.35:
             result = await client.get(key)

@@ -1,17 +1,21 @@
 """`EmbeddedCluster`: n replicas in one process, on a `MemoryNetwork` and `MemoryStorage`s.
 
 The cluster owns the network and one storage per node; a node's runtime is disposable. `kill(node)` is
-kill -9 (the runtime is crashed and discarded, its inbox emptied, messages to it lost until it returns),
-while its storage object, the stand-in for a disk, is kept; `restart(node)` builds a new runtime from that
-storage, with a bumped incarnation. This is the default way to run dscore: no servers, real protocol code,
-real codec, real faults.
+kill -9 (the runtime is crashed and discarded), while its storage object, the stand-in for a disk, is kept,
+and so is its inbox, a retained log like a Kafka partition: `restart(node)` builds a new runtime from that
+storage, with a bumped incarnation, which resumes reading its inbox after the positions the storage kept.
+This is the default way to run dscore: no servers, real protocol code, real codec, real faults.
+
+Clients talk to the nodes over the same network (`client_endpoint(name)` gives an endpoint with its own
+inbox for replies; `KvClient`s share it) with the wire client protocol: they find the leader from replies.
+`leader()`, `statuses()` and `wait_for_leader()` read the runtimes' memory, for reports and tests only.
 
 Membership. The nodes given at construction are the bootstrap configuration; a running Raft cluster then
 grows or shrinks one server at a time. `add_node(node, as_learner=...)` attaches the node to the network,
 introduces it to every running node, starts it as a *joining* node (its core does not count itself a
 member and learns the configuration from the leader's log; see `NodeRuntime`) and has the leader add it;
 `promote_node` makes a learner a voter; `remove_node` has the leader remove a node (the leader itself
-included: it steps down once the removal commits), then stops it and cuts it off for good. Each call
+included: it steps down once the removal commits), then stops it for good. Each call
 resolves once the change is committed, retrying on whichever node leads (a retry after an unknown outcome
 first looks whether the change is already in the leader's log). `node_ids` is always the current member
 list, so `statuses()`, `leader()`, `live_nodes()` and `KvClient` follow the changes. Removed ids are not
@@ -32,8 +36,9 @@ from dscore.core.errors import ConfigError, LocalError, NotLeaderError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState
 from dscore.protocols.raft import RaftConfig, RaftNode
+from dscore.runtime.client import ClientEndpoint
 from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError, ReadFailedError
-from dscore.runtime.node import CoreFactory, NodeRuntime, NodeStatus, RuntimeConfig
+from dscore.runtime.node import CoreFactory, NodeRuntime, NodeStatus, RuntimeConfig, StateMachineFactory
 from dscore.storage.base import Storage
 from dscore.storage.memory import MemoryStorage
 from dscore.transport.memory import DEFAULT_INBOX_MAX_MESSAGES, MemoryNetwork
@@ -99,6 +104,7 @@ class EmbeddedCluster:
         inbox_max_messages: int = DEFAULT_INBOX_MAX_MESSAGES,
         storage_factory: Callable[[NodeId], Storage] | None = None,
         make_joining_core: CoreFactory | None = None,
+        make_state_machine: StateMachineFactory | None = None,
     ) -> None:
         ids = tuple(node_ids) if node_ids is not None else tuple(f"n{i}" for i in range(1, size + 1))
         if not ids:
@@ -114,7 +120,9 @@ class EmbeddedCluster:
             joining = getattr(make_core, "joining", None)
             make_joining_core = joining() if callable(joining) else None
         self._make_joining_core: CoreFactory | None = make_joining_core
+        self._make_state_machine = make_state_machine
         self.network = MemoryNetwork(ids, inbox_max_messages)
+        self._endpoints: list[ClientEndpoint] = []
         self._make_storage: Callable[[NodeId], Storage] = storage_factory or (lambda _node: MemoryStorage())
         #: one stable storage per node, kept across the node's crashes (the embedded stand-in for a disk)
         self.storages: dict[NodeId, Storage] = {n: self._make_storage(n) for n in ids}
@@ -135,10 +143,22 @@ class EmbeddedCluster:
                 await self._launch(node_id)
 
     async def stop(self) -> None:
+        endpoints = self._endpoints
+        self._endpoints = []
+        for endpoint in endpoints:
+            await endpoint.close()
         runtimes = list(self._runtimes.values())
         self._runtimes.clear()
         for runtime in runtimes:
             await runtime.stop()
+
+    async def client_endpoint(self, name: str) -> ClientEndpoint:
+        """A started client endpoint on this cluster's network (its own inbox for replies), talking to the
+        current members; closed with the cluster. `KvClient`s share it."""
+        endpoint = ClientEndpoint(self.network.add_client(name), lambda: self.node_ids)
+        await endpoint.start()
+        self._endpoints.append(endpoint)
+        return endpoint
 
     async def __aenter__(self) -> EmbeddedCluster:
         await self.start()
@@ -148,7 +168,6 @@ class EmbeddedCluster:
         await self.stop()
 
     async def _launch(self, node_id: NodeId) -> NodeRuntime:
-        self.network.connect(node_id)
         if node_id in self._joined:
             assert self._make_joining_core is not None
             members, make_core = (*self.initial_ids, node_id), self._make_joining_core
@@ -164,6 +183,7 @@ class EmbeddedCluster:
             seed=self.seed,
             on_change=self._on_change,
             known_peers=self.node_ids,
+            make_state_machine=self._make_state_machine,
         )
         self._runtimes[node_id] = runtime
         await runtime.start()
@@ -171,12 +191,12 @@ class EmbeddedCluster:
         return runtime
 
     def kill(self, node_id: NodeId) -> None:
-        """Crash `node_id` (kill -9): runtime discarded, storage kept, network cut until restart."""
+        """Crash `node_id` (kill -9): runtime discarded, storage kept. Its inbox keeps what is sent to it
+        (as a Kafka partition would), and a restart resumes after the positions its storage kept."""
         runtime = self._runtimes.pop(node_id, None)
         if runtime is None:
             raise LocalError(f"{node_id} is not running")
         runtime.crash()
-        self.network.disconnect(node_id)
         self._leading.discard(node_id)
         self._changed.set()
 
@@ -244,7 +264,7 @@ class EmbeddedCluster:
 
     async def remove_node(self, node_id: NodeId, *, timeout_s: float = DEFAULT_CHANGE_TIMEOUT_S) -> None:
         """Shrink the running cluster: have the leader remove `node_id` (the leader itself included: it
-        steps down once the removal commits), then stop its runtime and cut it off the network for good.
+        steps down once the removal commits), then stop its runtime for good.
         Its storage is kept in `storages`; its id is not reused. Raises `TimeoutError` like `add_node`
         (the node is then left running and listed)."""
         if node_id not in self.node_ids:
@@ -263,7 +283,6 @@ class EmbeddedCluster:
         runtime = self._runtimes.pop(node_id, None)
         if runtime is not None:
             await runtime.stop()
-        self.network.disconnect(node_id)
         self.node_ids = tuple(n for n in self.node_ids if n != node_id)
         self.removed.add(node_id)
         self._leading.discard(node_id)

@@ -10,8 +10,13 @@ A failing run names its seed, and the same seed replays the same run, event for 
     from dscore.sim import run_simulation
     result = run_simulation("sequencer", seed=7)
     assert result.ok, result.failure
+
+Layers (imports point down, no cycles): `registry` (protocols by name, `run_simulation`, `swarm`) ->
+`simulator` (the run) -> `host`, `client`, `network` (driven through narrow contexts) -> `kernel`
+(virtual clock, event queue, seeded streams, trace); invariants see only `view.ClusterView`.
 """
 
+from dscore.sim.adapter import CoreFactory, ProtocolAdapter
 from dscore.sim.config import (
     FAULT_KINDS,
     FaultPlan,
@@ -21,19 +26,15 @@ from dscore.sim.config import (
     SimConfig,
     WorkloadConfig,
 )
-from dscore.sim.invariants import (
-    AppliedEntry,
-    Invariant,
-    InvariantViolation,
-    StateMachineSafety,
-    generic_invariants,
-)
-from dscore.sim.protocols import CoreFactory, ProtocolAdapter, get_protocol, protocol_names, register_protocol
-from dscore.sim.simulator import SimResult, SimStats, Simulation, SimulationFailure, run_simulation
+from dscore.sim.invariants import StateMachineSafety, generic_invariants
+from dscore.sim.registry import get_protocol, protocol_names, register_protocol, run_simulation, swarm
+from dscore.sim.simulator import SimResult, SimStats, Simulation, SimulationFailure
+from dscore.sim.view import AppliedEntry, ClusterView, Invariant, InvariantViolation
 
 __all__ = [
     "FAULT_KINDS",
     "AppliedEntry",
+    "ClusterView",
     "CoreFactory",
     "FaultPlan",
     "Invariant",
@@ -54,4 +55,5 @@ __all__ = [
     "protocol_names",
     "register_protocol",
     "run_simulation",
+    "swarm",
 ]

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from dscore.sim.config import FaultPlan, NetworkConfig, NetworkModel, SimConfig
-from dscore.sim.simulator import run_simulation
+from dscore.sim.registry import run_simulation
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ from rich.table import Table
 
 from dscore.core.errors import ConfigError
 from dscore.sim.config import FAULT_KINDS, NetworkModel, SimConfig
-from dscore.sim.protocols import protocol_names
-from dscore.sim.simulator import SimResult, run_simulation
+from dscore.sim.registry import protocol_names, run_simulation, swarm
+from dscore.sim.simulator import SimResult
 
 
 def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def _fault_kinds(spec: str) -> tuple[str, ...] | None:
 
 
 def _config(args: argparse.Namespace, seed: int, keep_trace: bool) -> SimConfig:
-    config = SimConfig.swarm(
+    config = swarm(
         seed,
         args.protocol,
         nodes=args.nodes,

@@ -1,89 +1,106 @@
 """Simulated clients: they run a key-value workload against the cluster and record its history.
 
-A client issues one operation at a time. Writes (and reads when the protocol has no read path) are kv
-commands `(client_id, seq, op)` proposed through the log; the replicated state machine's client sessions
-make a retried command take effect once. Reads go through `read_index` where the protocol supports it.
+A simulated client speaks the same wire protocol as every client (`dscore.core.client_messages`): it
+registers a session (a REGISTER committed through the log) before its first write, numbers its writes
+`seq = 1, 2, ...`, one operation at a time, and finds the leader from the responses. Requests and
+responses cross the simulated network like any message, so they are lost, delayed, duplicated and
+corrupted too.
 
-Each operation is recorded in a `dscore.check.HistoryRecorder` (the kv model):
+Each operation is recorded in a `dscore.check.HistoryRecorder` (the kv model), from the `Outcome`s of the
+responses, with the same rules as `dscore.runtime.client.KvClient`:
 
-- `invoke` when the request is first sent;
-- `ok` when a node answers with the result;
-- `fail` only when the operation certainly did not take effect (a cas whose compare failed, a command
-  the state machine rejected as stale);
-- `info` when the client gives up (it may or may not have taken effect); it then continues as a fresh
-  history process, Jepsen style.
+- `invoke` when the operation starts; `ok` on `OK`;
+- `fail` when it certainly did not take effect: `CAS_MISMATCH`; a write refused (`BAD_REQUEST`) before any
+  attempt could have applied it; a read that got no answer before the client gave up;
+- `info` when a write may or may not have taken effect (an attempt went unanswered or was answered
+  `UNKNOWN`, then the client gave up or its session expired); it then continues as a fresh history
+  process, Jepsen style.
 
-Retries: an unanswered request is sent again after `request_timeout_ticks` to another node, with the same
-`(client_id, seq)`; a `NOT_LEADER` answer redirects to the hinted node. Requests and replies cross the
-simulated network like any message, so they are lost, delayed, duplicated and corrupted too.
+Retries: an unanswered request is sent again after `request_timeout_ticks` to another node with the same
+`(client_id, seq)`; `NOT_LEADER` redirects to the hinted node; `SESSION_EXPIRED` makes the client register
+again (and retry the operation in the new session if no earlier attempt could have applied it).
 """
 
 from __future__ import annotations
 
-import enum
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dscore.check import HistoryRecorder
+from dscore.core.client_messages import (
+    ClientRequest,
+    ClientRequests,
+    ClientResponse,
+    ClientResponses,
+    Op,
+    Outcome,
+)
 from dscore.core.codec import decode_envelope, encode_envelope
-from dscore.core.envelope import EnvelopeFactory
+from dscore.core.envelope import Envelope, EnvelopeFactory
 from dscore.core.errors import DecodeError
 from dscore.core.ids import NodeId
-from dscore.core.registry import message
 from dscore.sim.config import WorkloadConfig
-from dscore.statemachine.kv import Append, Cas, Delete, Get, KvOp, Put, encode_command
-
-if TYPE_CHECKING:
-    from dscore.sim.simulator import Simulation
 
 
-class ReplyStatus(enum.IntEnum):
-    OK = 0
-    #: certainly had no effect (a failed cas compare, a stale command)
-    FAIL = 1
-    #: outcome unknown to the node too (the session was evicted); the client records `info`
-    UNKNOWN = 2
-    #: not served now; try again (a failed read, a node too busy to track the request)
-    RETRY = 3
-    NOT_LEADER = 4
+class ClientContext(Protocol):
+    """What a simulated client needs from the simulation around it."""
+
+    @property
+    def now_us(self) -> int: ...
+
+    @property
+    def tick_us(self) -> int: ...
+
+    @property
+    def accepting_ops(self) -> bool: ...
+
+    @property
+    def faults_active(self) -> bool: ...
+
+    @property
+    def client_count(self) -> int: ...
+
+    def transmit(self, source: str, destination: str, data: bytes, envelope: Envelope | None) -> None: ...
+
+    def schedule_client_timer(self, client_index: int, delay_us: int, token: int) -> None: ...
+
+    def trace(self, line: str) -> None: ...
+
+    def count(self, name: str, amount: int = 1) -> None: ...
 
 
-@message("sim.client_request")
-@dataclass(frozen=True, slots=True)
-class ClientRequest:
-    client_id: str
-    #: the client's operation number; every retry of one operation carries the same one
-    op_id: int
-    #: the kv session sequence number of `command` (0 for a `read_index` read)
-    seq: int
-    #: an encoded kv command to propose, or None for a `read_index` read of `read_key`
-    command: bytes | None
-    read_key: str | None
-
-
-@message("sim.client_reply")
-@dataclass(frozen=True, slots=True)
-class ClientReply:
-    op_id: int
-    status: ReplyStatus
-    value: str | None = None
-    error: str | None = None
-    leader_hint: str | None = None
+#: low bits of a request id that number the requests of one operation
+_ATTEMPT_BITS = 24
+#: answers that are true whichever attempt of the operation they answer
+_DEFINITE = frozenset({Outcome.OK, Outcome.CAS_MISMATCH, Outcome.BAD_REQUEST, Outcome.SESSION_EXPIRED})
 
 
 @dataclass(slots=True)
 class _Operation:
     op_id: int
     f: str
+    op: Op
     key: str
+    value: str | None
+    expected: str | None
     history_value: str | tuple[str | None, str] | None
-    seq: int
-    command: bytes | None
     history_id: int
     invoked_us: int
     target: NodeId
-    attempts: int = 1
+    attempts: int = 0
+    #: an attempt with the current session and seq may have been applied
+    maybe_applied: bool = False
+    #: waiting for a REGISTER to answer before sending the operation
+    registering: bool = False
+    #: the last request sent has not been answered yet
+    awaiting: bool = False
+    #: requests sent for this operation (attempts and registrations), numbering their request ids
+    sent: int = 0
+
+    @property
+    def is_write(self) -> bool:
+        return self.op is not Op.GET
 
 
 class SimClient:
@@ -91,27 +108,27 @@ class SimClient:
 
     def __init__(
         self,
-        sim: Simulation,
+        ctx: ClientContext,
         index: int,
         rng: random.Random,
         workload: WorkloadConfig,
         nodes: tuple[NodeId, ...],
         *,
         recorder: HistoryRecorder,
-        read_through_log: bool,
     ) -> None:
-        self.sim = sim
+        self.ctx = ctx
         self.index = index
-        self.client_id = f"c{index}"
+        self.name = f"c{index}"
         self.rng = rng
         self.workload = workload
         self.nodes = nodes
         self.recorder = recorder
-        self.read_through_log = read_through_log
-        self.factory = EnvelopeFactory(self.client_id, incarnation=1)
+        self.factory = EnvelopeFactory(self.name, incarnation=1)
         self.process = index
         self.generation = 0
-        self.seq = 0
+        #: the session (0: not registered)
+        self.client_id = 0
+        self.seq = 1
         self.next_op_id = 0
         self.op: _Operation | None = None
         self.timer_token = 0
@@ -136,13 +153,14 @@ class SimClient:
             return  # superseded by a later timer
         op = self.op
         if op is None:
-            if self.sim.accepting_ops:
+            if self.ctx.accepting_ops:
                 self._begin()
             return
-        workload = self.workload
-        tick_us = self.sim.config.tick_us
-        if self.sim.faults_active and self.sim.now_us - op.invoked_us >= workload.give_up_ticks * tick_us:
-            self._finish_info()
+        if op.awaiting and not op.registering and op.is_write:
+            op.maybe_applied = True  # the attempt went unanswered: it may have been applied
+        ctx = self.ctx
+        if ctx.faults_active and ctx.now_us - op.invoked_us >= self.workload.give_up_ticks * ctx.tick_us:
+            self._give_up()
             return
         others = [n for n in self.nodes if n != op.target] or list(self.nodes)
         self._send(self.rng.choice(others))
@@ -151,37 +169,37 @@ class SimClient:
         try:
             envelope = decode_envelope(data)
         except DecodeError:
-            self.sim.count("client_decode_errors")
+            self.ctx.count("client_decode_errors")
             return
         self.factory.observe(envelope)
-        source = envelope.source
-        reply = envelope.content
-        op = self.op
-        if not isinstance(reply, ClientReply) or op is None or reply.op_id != op.op_id:
-            return  # a late answer to an operation already finished
-        status = reply.status
-        if status is ReplyStatus.OK:
-            self._finish_ok(reply.value)
-        elif status is ReplyStatus.FAIL:
-            if op.f == "cas":
-                self.last_seen[op.key] = reply.value
-            self._finish_fail()
-        elif status is ReplyStatus.UNKNOWN:
-            self._finish_info()
-        elif status is ReplyStatus.NOT_LEADER and reply.leader_hint and reply.leader_hint != source:
-            self.leader_guess = reply.leader_hint
-            self._send(reply.leader_hint)
-        else:
-            # Not served, and no better node to ask: back off a little, then ask another node.
-            if status is ReplyStatus.NOT_LEADER:
-                self.leader_guess = None
-            self._set_timer(self.rng.randint(1, 3) * self.sim.config.tick_us)
+        content = envelope.content
+        if not isinstance(content, ClientResponses):
+            self.ctx.count("client_unexpected")
+            return
+        for response in content.responses:
+            op = self.op
+            request_id = response.request_id
+            if op is None or request_id >> _ATTEMPT_BITS != op.op_id:
+                continue  # a late answer to an operation already finished
+            if request_id != self._request_id(op):
+                # An earlier request of this operation: only what it says for sure counts.
+                if response.outcome is Outcome.UNKNOWN and op.is_write:
+                    op.maybe_applied = True
+                if response.outcome not in _DEFINITE or (request_id & 1) != (1 if op.registering else 0):
+                    continue
+            self._on_response(op, envelope.source, response)
 
     # -- operations ---------------------------------------------------------------------------------
 
+    def _request_id(self, op: _Operation) -> int:
+        """The id of the operation's latest request: the operation in the high bits, the request's number
+        in the low ones, odd for a registration."""
+        return (op.op_id << _ATTEMPT_BITS) | (op.sent << 1) | (1 if op.registering else 0)
+
     def _think(self) -> None:
         low, high = self.workload.think_ticks
-        self._set_timer(self.rng.randint(low, high) * self.sim.config.tick_us + self.rng.randrange(1000))
+        tick_us = self.ctx.tick_us
+        self._set_timer(self.rng.randint(low, high) * tick_us + self.rng.randrange(1000))
 
     def _begin(self) -> None:
         rng = self.rng
@@ -189,54 +207,112 @@ class SimClient:
         key = f"k{rng.randrange(self.workload.keys)}"
         self.next_op_id += 1
         op_id = self.next_op_id
-        unique = f"{self.client_id}.{op_id}"
-        kv_op: KvOp | None
+        unique = f"{self.name}.{op_id}"
+        value: str | None = None
+        expected: str | None = None
         history_value: str | tuple[str | None, str] | None
         if kind == "get":
-            f, history_value = "get", None
-            kv_op = Get(key) if self.read_through_log else None
+            f, op, history_value = "get", Op.GET, None
         elif kind == "put":
-            f, history_value, kv_op = "put", unique, Put(key, unique)
+            f, op, history_value, value = "put", Op.PUT, unique, unique
         elif kind == "append":
-            f, history_value, kv_op = "append", unique + ";", Append(key, unique + ";")
+            f, op, history_value, value = "append", Op.APPEND, unique + ";", unique + ";"
         elif kind == "delete":
             # The kv model has no delete; an absent key reads as nil, which the model equates with "".
-            f, history_value, kv_op = "put", None, Delete(key)
+            f, op, history_value = "put", Op.DELETE, None
         else:
             expected = self.last_seen.get(key)
-            f, history_value, kv_op = "cas", (expected, unique), Cas(key, expected, unique)
-        seq = 0
-        command = None
-        if kv_op is not None:
-            self.seq += 1
-            seq = self.seq
-            command = encode_command(self.client_id, seq, kv_op)
+            f, op, history_value, value = "cas", Op.CAS, (expected, unique), unique
         history_id = self.recorder.invoke(self.process, f, key=key, value=history_value)
         self.invoked += 1
         guess = self.leader_guess
         use_guess = guess is not None and rng.random() < self.workload.leader_affinity
         target = guess if guess is not None and use_guess else rng.choice(self.nodes)
         self.op = _Operation(
-            op_id, f, key, history_value, seq, command, history_id, self.sim.now_us, target, 0
+            op_id, f, op, key, value, expected, history_value, history_id, self.ctx.now_us, target
         )
-        self.sim.trace(f"invoke {self.client_id} op={op_id} {f} {key} {history_value!r}")
+        self.op.registering = op is not Op.GET and self.client_id == 0
+        self.ctx.trace(f"invoke {self.name} op={op_id} {f} {key} {history_value!r}")
         self._send(target)
 
     def _send(self, target: NodeId) -> None:
         op = self.op
         assert op is not None
         op.target = target
-        op.attempts += 1
-        request = ClientRequest(
-            self.client_id, op.op_id, op.seq, op.command, op.key if op.command is None else None
-        )
-        envelope = self.factory.wrap(target, request)
-        self.sim.transmit(self.client_id, target, encode_envelope(envelope), envelope)
-        self._set_timer(self.workload.request_timeout_ticks * self.sim.config.tick_us)
+        op.sent += 1
+        if op.registering:
+            request = ClientRequest(self._request_id(op), Op.REGISTER)
+        else:
+            op.attempts += 1
+            session = (self.client_id, self.seq) if op.is_write else (0, 0)
+            request = ClientRequest(
+                self._request_id(op), op.op, op.key, op.value, op.expected, session[0], session[1]
+            )
+        op.awaiting = True
+        envelope = self.factory.wrap(target, ClientRequests((request,)))
+        self.ctx.transmit(self.name, target, encode_envelope(envelope), envelope)
+        self._set_timer(self.workload.request_timeout_ticks * self.ctx.tick_us)
+
+    def _on_response(self, op: _Operation, source: NodeId, response: ClientResponse) -> None:
+        op.awaiting = False
+        outcome = response.outcome
+        if op.registering:
+            if outcome is Outcome.OK and response.client_id > 0:
+                self.client_id = response.client_id
+                self.seq = 1
+                op.registering = False
+                self.leader_guess = source
+                self._send(source)
+            else:
+                self._refused(response, source)
+            return
+        if outcome is Outcome.OK:
+            self.leader_guess = source
+            self._finish_ok(response.value)
+        elif outcome is Outcome.CAS_MISMATCH:
+            self.last_seen[op.key] = response.value
+            self._finish_fail()
+        elif outcome is Outcome.UNKNOWN:
+            op.maybe_applied = op.maybe_applied or op.is_write
+            self._refused(response, source)
+        elif outcome is Outcome.SESSION_EXPIRED:
+            self.client_id = 0
+            if op.maybe_applied:
+                self._finish_info()
+            else:
+                op.registering = True  # this op certainly did nothing yet: retry it in a new session
+                self._send(source)
+        elif outcome is Outcome.BAD_REQUEST:
+            self.ctx.trace(f"bad-request {self.name} op={op.op_id}: {response.error}")
+            if op.maybe_applied:
+                self._finish_info()
+            else:
+                self._finish_fail()
+        else:  # NOT_LEADER, OVERLOADED: not proposed
+            self._refused(response, source)
+
+    def _refused(self, response: ClientResponse, source: NodeId) -> None:
+        hint = response.leader_hint
+        if response.outcome is Outcome.NOT_LEADER and hint and hint != source and hint in self.nodes:
+            self.leader_guess = hint
+            self._send(hint)
+            return
+        if response.outcome is Outcome.NOT_LEADER:
+            self.leader_guess = None
+        # Not served, and no better node to ask: back off a little, then ask another node.
+        self._set_timer(self.rng.randint(1, 3) * self.ctx.tick_us)
 
     def _set_timer(self, delay_us: int) -> None:
         self.timer_token += 1
-        self.sim.schedule_client_timer(self.index, delay_us, self.timer_token)
+        self.ctx.schedule_client_timer(self.index, delay_us, self.timer_token)
+
+    def _give_up(self) -> None:
+        op = self.op
+        assert op is not None
+        if op.maybe_applied:
+            self._finish_info()
+        else:
+            self._finish_fail()
 
     def _finish_ok(self, value: str | None) -> None:
         op = self.op
@@ -246,7 +322,7 @@ class SimClient:
         elif op.f == "put":
             self.last_seen[op.key] = op.history_value if isinstance(op.history_value, str) else None
         elif op.f == "cas":
-            self.last_seen[op.key] = f"{self.client_id}.{op.op_id}"
+            self.last_seen[op.key] = f"{self.name}.{op.op_id}"
         else:
             self.last_seen.pop(op.key, None)  # an append: the full value is unknown here
         if op.f == "get":
@@ -270,15 +346,17 @@ class SimClient:
         self.completed_info += 1
         # Jepsen style: after an indeterminate op the client continues as a fresh process.
         self.generation += 1
-        self.process = self.index + self.generation * max(1, len(self.sim.clients))
+        self.process = self.index + self.generation * max(1, self.ctx.client_count)
         self._finish("info", None)
 
     def _finish(self, outcome: str, value: str | None) -> None:
         op = self.op
         assert op is not None
-        self.sim.trace(f"complete {self.client_id} op={op.op_id} {outcome} {value!r} attempts={op.attempts}")
+        if op.is_write and op.attempts:
+            self.seq += 1  # a late copy of this seq is then stale, never applied out of order
+        self.ctx.trace(f"complete {self.name} op={op.op_id} {outcome} {value!r} attempts={op.attempts}")
         self.op = None
-        if self.sim.accepting_ops:
+        if self.ctx.accepting_ops:
             self._think()
         else:
             self.timer_token += 1  # cancel the request timer

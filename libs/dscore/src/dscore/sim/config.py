@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -332,11 +332,14 @@ class SimConfig:
         duration_ticks: int = 1_000,
         network: NetworkModel | None = None,
         fault_kinds: Iterable[str] | None = None,
+        draw_core_options: Callable[[random.Random], dict[str, int | bool | str]] | None = None,
         **overrides: Any,
     ) -> SimConfig:
         """A run drawn from `seed`: the network model (unless given), a fault plan (swarm when
         `fault_kinds` is None, else those kinds with drawn intensities), the workload's knobs (keys, read
-        path, timeouts) and dedup. `overrides` replace any `SimConfig` field afterwards."""
+        path, timeouts), dedup, and the protocol's settings (`draw_core_options`, from the protocol's
+        adapter; `dscore.sim.registry.swarm` passes it). `overrides` replace any `SimConfig` field
+        afterwards."""
         rng = random.Random(f"{seed}:swarm")
         drawn_model = rng.choice(list(NetworkModel))
         faults = FaultPlan.draw(
@@ -352,7 +355,10 @@ class SimConfig:
         )
         dedup = rng.random() < 0.3
         snapshot_every_entries = rng.choice((0, 0, 10, 30, 100))
-        core_options = _draw_core_options(protocol, random.Random(f"{seed}:swarm:protocol"))
+        core_options: tuple[tuple[str, int | bool | str], ...] = ()
+        if draw_core_options is not None:
+            drawn = draw_core_options(random.Random(f"{seed}:swarm:protocol"))
+            core_options = tuple(sorted(drawn.items()))
         config = SimConfig(
             protocol=protocol,
             seed=seed,
@@ -366,15 +372,3 @@ class SimConfig:
             core_options=core_options,
         )
         return replace(config, **overrides)
-
-
-def _draw_core_options(protocol: str, rng: random.Random) -> tuple[tuple[str, int | bool | str], ...]:
-    from dscore.sim.protocols import get_protocol  # the registry imports protocols; keep config light
-
-    try:
-        adapter = get_protocol(protocol)
-    except ConfigError:
-        return ()  # a protocol only a test's adapter knows: nothing to draw
-    if adapter.draw_options is None:
-        return ()
-    return tuple(sorted(adapter.draw_options(rng).items()))

@@ -1,46 +1,18 @@
-"""Safety invariants the simulator checks after every delivery, tick and restart.
-
-An invariant is any callable `(sim) -> None` that raises `InvariantViolation` with a message; the run
-stops and fails with the seed in its message. Invariants may keep state between calls (for example
-every entry seen so far), so adapters hand out fresh ones per run (`ProtocolAdapter.make_invariants`).
-
-Generic, for any log protocol hosted by the simulator:
+"""Safety invariants any log protocol gets, checked by the simulator after every event.
 
 - `StateMachineSafety`: no two nodes ever apply different entries at the same index (including a node
   re-applying its log after a restart);
-- the host itself also refuses to apply an entry out of order, twice, or before it is durable on that
-  node (see `dscore.sim.host`), since each of those breaks the `Ready` contract.
+- the host also refuses (as `InvariantViolation`) to apply an entry out of order, twice, or before it is
+  durable on that node (see `dscore.sim.host`), since each of those breaks the `Ready` contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from dscore.core.errors import DecodeError, DscoreError
+from dscore.core.errors import DecodeError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import LogEntry
-from dscore.statemachine.kv import decode_command
-
-if TYPE_CHECKING:
-    from dscore.sim.simulator import Simulation
-
-
-class InvariantViolation(DscoreError):
-    """A safety property does not hold. The simulator adds the seed and the virtual time."""
-
-
-Invariant = Callable[["Simulation"], None]
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedEntry:
-    """One committed entry handed to a node's state machine (recorded by the host)."""
-
-    node: NodeId
-    incarnation: int
-    entry: LogEntry
+from dscore.sim.view import ClusterView, Invariant, InvariantViolation
+from dscore.statemachine.kv import decode_batch
 
 
 class StateMachineSafety:
@@ -53,9 +25,9 @@ class StateMachineSafety:
         # index -> (term, kind, data, node) of the first application seen at that index
         self._first: dict[int, tuple[int, int, bytes, NodeId]] = {}
 
-    def __call__(self, sim: Simulation) -> None:
+    def __call__(self, view: ClusterView) -> None:
         first = self._first
-        for applied in sim.new_applies:
+        for applied in view.new_applies:
             entry = applied.entry
             seen = first.get(entry.index)
             if seen is None:
@@ -73,12 +45,14 @@ def _describe(entry: LogEntry) -> str:
 
 
 def describe_data(data: bytes) -> str:
-    """A log entry's payload for humans: the kv command if it is one, else the first bytes."""
+    """A log entry's payload for humans: the kv commands if it holds some, else the first bytes."""
     try:
-        command = decode_command(data)
+        commands = decode_batch(data)
     except DecodeError:
         return f"data {data[:40]!r}"
-    return f"command {command.client_id}#{command.seq} {command.op}"
+    shown = ", ".join(f"{c.client_id}#{c.seq} {c.op}" for c in commands[:3])
+    more = f" (+{len(commands) - 3} more)" if len(commands) > 3 else ""
+    return f"commands [{shown}{more}]"
 
 
 def generic_invariants() -> tuple[Invariant, ...]:

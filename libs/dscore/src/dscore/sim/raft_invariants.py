@@ -14,15 +14,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import LogEntry
 from dscore.protocols.raft import RaftNode, Role
-from dscore.sim.invariants import Invariant, InvariantViolation, describe_data, generic_invariants
-
-if TYPE_CHECKING:
-    from dscore.sim.simulator import Simulation
+from dscore.sim.invariants import describe_data, generic_invariants
+from dscore.sim.view import ClusterView, Invariant, InvariantViolation
 
 
 class ElectionSafety:
@@ -48,8 +44,8 @@ class LogMatching:
         self._copies: dict[tuple[int, int], tuple[int | None, int, bytes, NodeId]] = {}
         self._seen: dict[NodeId, tuple[LogEntry, ...]] = {}
 
-    def check(self, sim: Simulation) -> None:
-        for node_id, node in sim.nodes.items():
+    def check(self, view: ClusterView) -> None:
+        for node_id, node in view.nodes.items():
             durable = node.durable
             entries = durable.entries
             old = self._seen.get(node_id, ())
@@ -107,10 +103,10 @@ class LeaderCompleteness:
         self._checked_leaders: set[tuple[NodeId, int]] = set()
         self._max_leader_term = 0
 
-    def check(self, sim: Simulation, leaders: list[RaftNode]) -> None:
+    def check(self, view: ClusterView, leaders: list[RaftNode]) -> None:
         for leader in leaders:
             self._max_leader_term = max(self._max_leader_term, leader.term)
-        for applied in sim.new_applies:
+        for applied in view.new_applies:
             entry = applied.entry
             if entry.index not in self._committed:
                 self._committed[entry.index] = (entry.term, self._max_leader_term)
@@ -151,12 +147,12 @@ class RaftSafety:
         self.log_matching = LogMatching()
         self.completeness = LeaderCompleteness()
 
-    def __call__(self, sim: Simulation) -> None:
-        cores = [node.core for node in sim.nodes.values() if isinstance(node.core, RaftNode)]
+    def __call__(self, view: ClusterView) -> None:
+        cores = [node.core for node in view.nodes.values() if isinstance(node.core, RaftNode)]
         leaders = [core for core in cores if core.role is Role.LEADER]
         self.election.check(leaders)
-        self.log_matching.check(sim)
-        self.completeness.check(sim, leaders)
+        self.log_matching.check(view)
+        self.completeness.check(view, leaders)
         check_no_overwrite_of_committed(cores)
 
 

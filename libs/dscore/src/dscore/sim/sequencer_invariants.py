@@ -7,13 +7,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dscore.core.ids import NodeId
-from dscore.sim.invariants import Invariant, InvariantViolation, describe_data, generic_invariants
-
-if TYPE_CHECKING:
-    from dscore.sim.simulator import Simulation
+from dscore.sim.invariants import describe_data, generic_invariants
+from dscore.sim.view import ClusterView, Invariant, InvariantViolation
 
 
 class DurablePrefixAgreement:
@@ -23,9 +19,9 @@ class DurablePrefixAgreement:
         self._log: list[bytes] = []  # the common log: data of the entry at index k + 1
         self._checked: dict[NodeId, int] = {}  # how many of each node's durable entries were checked
 
-    def __call__(self, sim: Simulation) -> None:
+    def __call__(self, view: ClusterView) -> None:
         log = self._log
-        for node_id, node in sim.nodes.items():
+        for node_id, node in view.nodes.items():
             entries = node.durable.entries
             checked = self._checked.get(node_id, 0)
             if len(entries) == checked:

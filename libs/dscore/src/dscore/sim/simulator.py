@@ -25,11 +25,10 @@ trace digest, and two runs of one seed have the same digest.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import random
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +36,14 @@ from dscore.check import History, HistoryRecorder, check_history
 from dscore.core.envelope import Envelope
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
+from dscore.replica.executor import Executor, ExecutorConfig
+from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.client import SimClient
 from dscore.sim.config import NetworkModel, ReadMode, SimConfig
-from dscore.sim.host import SimNode
-from dscore.sim.invariants import AppliedEntry, InvariantViolation
+from dscore.sim.host import ExecutorFactory, SimNode
+from dscore.sim.kernel import Kernel, QueueFull
 from dscore.sim.network import Isolation, Partition, SimNetwork
-from dscore.sim.protocols import ProtocolAdapter, get_protocol
+from dscore.sim.view import AppliedEntry, InvariantViolation
 
 # Event kinds (small ints: the heap holds plain tuples, the fastest thing heapq can compare).
 _DELIVER = 0
@@ -133,99 +134,114 @@ class _Stop(Exception):
 
 
 class Simulation:
-    """One run. Invariants receive it: `nodes`, `now_us`, `seed`, `config`, `new_applies` are stable."""
+    """One run: the kernel, the network, the hosts, the clients, the faults and the invariants.
 
-    def __init__(self, config: SimConfig, adapter: ProtocolAdapter | None = None) -> None:
+    It is the context hosts and clients are given (`dscore.sim.host.HostContext`,
+    `dscore.sim.client.ClientContext`) and the view invariants read (`dscore.sim.view.ClusterView`);
+    none of them imports it."""
+
+    def __init__(
+        self, config: SimConfig, adapter: ProtocolAdapter, *, make_executor: ExecutorFactory | None = None
+    ) -> None:
         self.config = config
         self.seed = config.seed
-        self.adapter = adapter if adapter is not None else get_protocol(config.protocol)
-        self.now_us = 0
-        self._queue: list[tuple[int, int, int, Any, Any]] = []
-        self._sequence = 0
+        self.adapter = adapter
+        self._kernel = kernel = Kernel(
+            config.seed, max_queue_events=config.max_queue_events, keep_trace=config.keep_trace
+        )
+        self._push = kernel.push
+        self.trace = kernel.trace
+        self.count = kernel.count
+        self.counters = kernel.counters
         self._events = 0
-        self._hash = hashlib.sha256()
-        self._trace_lines: list[str] | None = [] if config.keep_trace else None
-        self.counters: dict[str, int] = {}
-        self.new_applies: list[AppliedEntry] = []
-        self.invariants = self.adapter.make_invariants()
+        self._new_applies: list[AppliedEntry] = []
+        self.invariants = adapter.make_invariants()
         #: builds this run's cores (with the run's drawn core settings, if the adapter takes them)
-        self.make_core = self.adapter.core_factory(dict(config.core_options))
-        seed = config.seed
-        self._fault_rng = random.Random(f"{seed}:faults")
+        self.make_core = adapter.core_factory(dict(config.core_options))
+        self._fault_rng = kernel.stream("faults")
         node_ids = tuple(f"n{i}" for i in range(config.nodes))
         self.node_ids: tuple[NodeId, ...] = node_ids
+        workload = config.workload
+        executor_config = ExecutorConfig(
+            snapshot_every_entries=config.snapshot_every_entries or 2**62,
+            dedup=config.dedup,
+            reads_through_log=workload.reads is ReadMode.LOG or not adapter.supports_read_index,
+        )
         self.nodes: dict[NodeId, SimNode] = {}
         for index, node_id in enumerate(node_ids):
-            peers = tuple(n for n in node_ids if n != node_id)
-            self.nodes[node_id] = SimNode(self, index, node_id, peers)
-        self._node_list = list(self.nodes.values())
-        workload = config.workload
-        self.recorder = HistoryRecorder()
-        client_count = workload.clients if self.adapter.serves_clients else 0
-        read_through_log = workload.reads is ReadMode.LOG or not self.adapter.supports_read_index
-        self.clients: list[SimClient] = []
-        for index in range(client_count):
-            self.clients.append(
-                SimClient(
-                    self,
-                    index,
-                    random.Random(f"{seed}:client:{index}"),
-                    workload,
-                    node_ids,
-                    recorder=self.recorder,
-                    read_through_log=read_through_log,
-                )
+            self.nodes[node_id] = SimNode(
+                self,
+                index,
+                node_id,
+                node_ids,
+                make_core=self.make_core,
+                make_rng=kernel.stream,
+                config=executor_config,
+                make_executor=make_executor or Executor,
             )
-        self._clients_by_id = {client.client_id: client for client in self.clients}
+        self._node_list = list(self.nodes.values())
+        self.recorder = HistoryRecorder()
+        client_count = workload.clients if adapter.serves_clients else 0
+        self.clients: list[SimClient] = [
+            SimClient(
+                self, index, kernel.stream(f"client:{index}"), workload, node_ids, recorder=self.recorder
+            )
+            for index in range(client_count)
+        ]
+        self._clients_by_id = {client.name: client for client in self.clients}
         endpoints = (*node_ids, *self._clients_by_id)
         network_config = config.network
         gst_us = network_config.gst_us
         if gst_us is None:
-            gst_us = random.Random(f"{seed}:gst").randint(0, max(0, config.faults_end_us))
+            gst_us = kernel.stream("gst").randint(0, max(0, config.faults_end_us))
         self.gst_us = gst_us if network_config.model is NetworkModel.PARTIAL else 0
-        self.network = SimNetwork(
-            network_config, config.faults, random.Random(f"{seed}:network"), endpoints, gst_us
-        )
+        self.network = SimNetwork(network_config, config.faults, kernel.stream("network"), endpoints, gst_us)
         self.faults_active = bool(config.faults.enabled)
         #: hosts report leader events only when the flaky-leader nemesis is on (`leader_event`)
         self.watch_leaders = config.faults.flaky_leader_probability > 0
         # Its own stream, so that turning it on leaves every other fault's draws where they were.
-        self._leader_rng = random.Random(f"{seed}:flaky-leader")
+        self._leader_rng = kernel.stream("flaky-leader")
         self._isolation_serial = 0
         self.accepting_ops = True
         self._partition_serial = 0
         self._done = False
 
-    # -- services for hosts and clients -------------------------------------------------------------
+    # -- the context of hosts and clients, the view of invariants -----------------------------------
 
-    def trace(self, line: str) -> None:
-        text = f"{self.now_us} {line}"
-        self._hash.update(text.encode())
-        self._hash.update(b"\n")
-        if self._trace_lines is not None:
-            self._trace_lines.append(text)
+    @property
+    def now_us(self) -> int:
+        return self._kernel.now_us
 
-    def count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + amount
+    @property
+    def tick_us(self) -> int:
+        return self.config.tick_us
 
-    def transmit(self, source: str, destination: str, data: bytes, envelope: Envelope) -> None:
+    @property
+    def client_count(self) -> int:
+        return len(self.clients)
+
+    @property
+    def new_applies(self) -> Sequence[AppliedEntry]:
+        return self._new_applies
+
+    def applied(self, entry: AppliedEntry) -> None:
+        self._new_applies.append(entry)
+
+    def transmit(self, source: str, destination: str, data: bytes, envelope: Envelope | None) -> None:
         deliveries = self.network.route(self.now_us, source, destination, data)
-        mid = envelope.msg_id
+        label = f"{envelope.kind} {envelope.msg_id.incarnation}/{envelope.msg_id.seq}" if envelope else "?"
         if not deliveries:
-            self.trace(f"lost {source}>{destination} {envelope.kind} {mid.incarnation}/{mid.seq}")
+            self.trace(f"lost {source}>{destination} {label}")
             return
         for at_us, payload in deliveries:
             self._push(at_us, _DELIVER, destination, payload)
-        self.trace(
-            f"send {source}>{destination} {envelope.kind} {mid.incarnation}/{mid.seq} "
-            f"at={','.join(str(at) for at, _ in deliveries)}"
-        )
+        self.trace(f"send {source}>{destination} {label} at={','.join(str(at) for at, _ in deliveries)}")
 
-    def leader_event(self, node: SimNode, *, took_lead: bool) -> None:
-        """`node` took the lead, or committed entries while leading; its host calls this after persisting
-        that step's `Ready` and before sending its messages. The flaky-leader nemesis may cut it off now,
-        so those messages never leave (see `FaultPlan.flaky_leader_probability`): a new leader's first
-        entries, or the appends and commit index that follow a commit, reach at most a minority.
+    def leader_event(self, node_id: NodeId, *, took_lead: bool) -> None:
+        """`node_id` took the lead, or committed entries while leading; its host calls this after
+        persisting that step's write and before sending its messages. The flaky-leader nemesis may cut it
+        off now, so those messages never leave (see `FaultPlan.flaky_leader_probability`): a new leader's
+        first entries, or the appends and commit index that follow a commit, reach at most a minority.
 
         Why these moments: a leader that dies just after winning leaves entries only it has, and one
         that dies just after committing leaves followers that do not know what is committed, while
@@ -235,14 +251,14 @@ class Simulation:
         plan = self.config.faults
         rng = self._leader_rng
         previous = self.network.isolation
-        if not self.faults_active or (previous is not None and previous.node == node.node_id):
+        if not self.faults_active or (previous is not None and previous.node == node_id):
             return
         if rng.random() >= plan.flaky_leader_probability:
             return
-        peers = [peer for peer in self.node_ids if peer != node.node_id]
+        peers = [peer for peer in self.node_ids if peer != node_id]
         # Links kept to a minority of peers minus itself: with them it is still a minority.
         kept = rng.sample(peers, rng.randint(0, max(0, (len(self.node_ids) - 1) // 2 - 1)))
-        self.network.isolation = Isolation(node.node_id, frozenset(p for p in peers if p not in kept))
+        self.network.isolation = Isolation(node_id, frozenset(p for p in peers if p not in kept))
         self._isolation_serial += 1
         low, high = plan.flaky_leader_ticks
         self._push(
@@ -252,19 +268,12 @@ class Simulation:
         if previous is not None:
             self.trace(f"rejoin {previous.node}")
         self.trace(
-            f"isolate {node.node_id} {'took the lead' if took_lead else 'committed'} "
+            f"isolate {node_id} {'took the lead' if took_lead else 'committed'} "
             f"keep={','.join(sorted(kept)) or '-'}"
         )
 
     def schedule_client_timer(self, client_index: int, delay_us: int, token: int) -> None:
         self._push(self.now_us + delay_us, _CLIENT_TIMER, client_index, token)
-
-    def _push(self, at_us: int, kind: int, a: Any, b: Any) -> None:
-        queue = self._queue
-        if len(queue) >= self.config.max_queue_events:
-            raise _Stop(f"event queue exceeded {self.config.max_queue_events} events (message storm?)")
-        self._sequence += 1
-        heapq.heappush(queue, (at_us, self._sequence, kind, a, b))
 
     # -- the run ------------------------------------------------------------------------------------
 
@@ -278,6 +287,8 @@ class Simulation:
             self._loop()
         except _Stop as stop:
             failure = stop.failure
+        except QueueFull as full:
+            failure = str(full)
         except InvariantViolation as violation:
             failure = f"invariant violated at t={self.now_us}us: {violation}"
         except Exception as error:  # a core or the state machine blew up: report it with the seed
@@ -307,17 +318,17 @@ class Simulation:
             config=config,
             ok=failure is None,
             failure=failure,
-            trace_digest=self._hash.hexdigest(),
+            trace_digest=self._kernel.digest,
             stats=self._stats(wall_s, check_s, ops_checked),
             verdict=verdict,
             history=history,
-            trace=tuple(self._trace_lines or ()),
+            trace=self._kernel.lines if self.config.keep_trace else (),
             detail=detail,
         )
 
     def _start(self) -> None:
         config = self.config
-        phase_rng = random.Random(f"{config.seed}:phase")
+        phase_rng = self._kernel.stream("phase")
         for node in self._node_list:
             node.start()
             self._push(phase_rng.randrange(config.tick_us) + 1, _TICK, node.index, node.incarnation)
@@ -349,7 +360,8 @@ class Simulation:
         return self.now_us + max(1, int(gap_ticks * self.config.tick_us))
 
     def _loop(self) -> None:
-        queue = self._queue
+        kernel = self._kernel
+        queue = kernel.queue
         heappop = heapq.heappop
         nodes = self._node_list
         by_id = self.nodes
@@ -358,7 +370,7 @@ class Simulation:
         tick_us = self.config.tick_us
         while queue and not self._done:
             at_us, _, kind, a, b = heappop(queue)
-            self.now_us = at_us
+            kernel.now_us = at_us
             self._events += 1
             if self._events > max_events:
                 raise _Stop(f"more than {max_events} events")
@@ -367,7 +379,7 @@ class Simulation:
                 if node is None:
                     clients[a].receive(b)
                     continue  # clients hold no protocol state: nothing for invariants to see
-                if node.core is None:
+                if node.executor is None:
                     self.network.stats.dropped_down += 1
                     self.trace(f"drop-down {a}")
                     continue
@@ -378,7 +390,7 @@ class Simulation:
                 node.receive(b)
             elif kind == _TICK:
                 node = nodes[a]
-                if node.core is None or node.incarnation != b:
+                if node.executor is None or node.incarnation != b:
                     continue  # a tick of a crashed incarnation
                 if node.paused_until_us > at_us:
                     self._push(node.paused_until_us, _TICK, a, b)
@@ -390,13 +402,13 @@ class Simulation:
                 continue
             else:
                 self._control(kind, a, b)
-            if self.invariants or self.new_applies:
+            if self.invariants or self._new_applies:
                 self._run_invariants()
 
     def _run_invariants(self) -> None:
         for invariant in self.invariants:
             invariant(self)
-        self.new_applies.clear()
+        self._new_applies.clear()
 
     # -- faults and phases --------------------------------------------------------------------------
 
@@ -544,6 +556,10 @@ class Simulation:
     def _stats(self, wall_s: float, check_s: float, ops_checked: int) -> SimStats:
         net = self.network.stats
         counters = self.counters
+        rejected: dict[str, int] = {}
+        for node in self._node_list:
+            for reason, count in node.rejected().items():
+                rejected[reason] = rejected.get(reason, 0) + count
         return SimStats(
             sim_time_us=self.now_us,
             wall_s=wall_s,
@@ -557,9 +573,13 @@ class Simulation:
             duplicated=net.duplicated,
             delayed=net.delayed,
             corrupted=net.corrupted,
-            decode_errors=sum(v for k, v in counters.items() if k.startswith("decode_"))
+            decode_errors=sum(
+                count
+                for reason, count in rejected.items()
+                if reason not in ("duplicate", "misaddressed", "unknown_sender")
+            )
             + counters.get("client_decode_errors", 0),
-            dedup_dropped=counters.get("dedup_dropped", 0),
+            dedup_dropped=rejected.get("duplicate", 0),
             crashes=counters.get("crashes", 0),
             restarts=counters.get("restarts", 0),
             partitions=counters.get("partitions", 0),
@@ -573,24 +593,3 @@ class Simulation:
             entries_applied=max((n.state_machine.applied_index for n in self._node_list), default=0),
             max_delay_us=net.max_delay_us,
         )
-
-
-def run_simulation(
-    protocol: str = "sequencer",
-    seed: int = 0,
-    *,
-    config: SimConfig | None = None,
-    adapter: ProtocolAdapter | None = None,
-    **swarm_options: Any,
-) -> SimResult:
-    """Run one simulation and return its result (it never raises for a failed run; see `ok`).
-
-    With `config=None` the run is drawn from `seed` (`SimConfig.swarm(seed, protocol, **swarm_options)`:
-    network model, swarm fault plan, dedup). With a `config`, that exact run (its seed and protocol win).
-    `adapter` overrides the registry (a test's deliberately broken protocol, a recording gossip).
-    """
-    if config is None:
-        config = SimConfig.swarm(seed, protocol, **swarm_options)
-    elif swarm_options:
-        raise ConfigError("pass either a config or swarm options, not both")
-    return Simulation(config, adapter).run()

@@ -1,33 +1,56 @@
-"""The replicated key-value state machine, with client sessions for exactly-once commands.
+"""The replicated key-value state machine, with registered client sessions for exactly-once commands.
 
-Every replica applies the same committed commands in the same order, so every replica computes the same
-answers. A client numbers its commands `seq = 1, 2, 3, ...` and issues one at a time; a command is
-`(client_id, seq, op)`. Retries reuse the same `(client_id, seq)`, so a retried command takes effect once
-and returns the first answer (Ongaro's dissertation, section 6.3):
+Every replica applies the same committed entries in the same order, so every replica computes the same
+answers. Sessions follow the Raft dissertation, section 6.3:
 
-- `seq == last_seq` of the client's session: the cached result is returned, nothing is applied again;
-- `seq < last_seq`: rejected with `stale_seq` (the client has moved on; the command never takes effect);
-- no session and `seq == 1`: a session opens; no session and `seq > 1`: rejected with
-  `session_expired` (the session was evicted, so a retry cannot be told apart from a new command).
+- a client opens a session with a REGISTER command, committed through the log; the log index it was
+  committed at becomes the client's id (so ids are never reused and need no coordination);
+- every write carries `(client_id, seq)`, `seq = 1, 2, 3, ...`, one command at a time; gaps are allowed (a
+  client that gave up on a command moves on to the next number);
+- `seq == last_seq` of the session, same operation: the first answer is returned, nothing is applied again
+  (a retried or redelivered command takes effect once); the same `seq` with a *different* operation is a
+  client bug, answered `BAD_REQUEST`, never with the cached answer of another command;
+- `seq < last_seq`: `BAD_REQUEST` (stale: the client has moved on; this copy never takes effect);
+- an unknown `client_id` (never registered, or evicted) is always `SESSION_EXPIRED`, whatever its `seq`:
+  an evicted client's retried first command can never run twice.
 
-Sessions are bounded (`max_sessions`); the least recently used is evicted. Eviction depends only on the
-log, so every replica evicts the same session at the same index.
+Sessions are bounded (`max_sessions`): registering one more evicts the least recently used. "Recently" is
+counted in replicated state: every command applied bumps `commands_applied`, and a session remembers the
+count of its last use (`Session.last_used`), which snapshots carry; the table is kept in that order, and a
+restored table is re-sorted by it, so every replica, restored or not, evicts the same session.
 
-Semantics: a key never written holds nothing (`get` returns None); `append` to it starts from "";
-`cas(key, expected, new)` succeeds iff the current value equals `expected` (None: the key is absent).
+Reads (`GET`) need no session: a linearizable read is served by the leader's read path (ReadIndex or
+lease) from `read()`; a `GET` ordered through the log (protocols without a read path) is a command with
+`client_id = 0`, applied without a session (a read has no effect, so running it twice is harmless).
+
+Semantics: a key never written holds nothing (`GET` returns None); `APPEND` to it starts from "";
+`CAS(key, expected, new)` succeeds iff the current value equals `expected` (None: the key is absent).
+
+Entry format. A NORMAL log entry holds a *batch*: one msgpack array of commands, each a flat array
+`[client_id, seq, op, key, a, b]` (`a`, `b`: the op's other fields in declaration order, nil where it has
+fewer). A leader groups many clients' commands into one entry (`encode_batch` concatenates encoded commands
+behind one array header, without re-encoding them), so the per-entry costs of consensus are shared. A
+REGISTER must be alone in its entry, since its id is the entry's index. Commands are checked field by field
+and applied without building objects: every replica decodes every entry, so this is the hottest decode in
+the system.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import msgpack
+
+from dscore.core.client_messages import ClientRequest, Op, Outcome
 from dscore.core.codec import decode_value, encode_value
 from dscore.core.errors import DecodeError, LocalError
 from dscore.core.registry import message
 from dscore.protocols.contract import EntryKind, LogEntry
 
-# The operations and `Command` are plain values, not wire messages: commands travel in the flat
-# encoding below, never as registered messages.
+# -- operations (plain values: commands travel in the flat encoding below) ---------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,118 +82,230 @@ class Append:
     suffix: str
 
 
-KvOp = Put | Get | Delete | Cas | Append
+@dataclass(frozen=True, slots=True)
+class Register:
+    pass
+
+
+KvOp = Put | Get | Delete | Cas | Append | Register
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    client_id: str
+    client_id: int
     seq: int
-    op: Put | Get | Delete | Cas | Append
+    op: KvOp
 
 
 @message("kv.result")
 @dataclass(frozen=True, slots=True)
 class KvResult:
-    """The answer to one command. `ok` False with `error` set means the command had no effect, except
-    `cas_mismatch`, which is a definite answer (the compare failed; `value` holds the current value)."""
+    """The answer to one command (see `dscore.core.client_messages.Outcome` for what each outcome means)."""
 
-    client_id: str
-    seq: int
-    ok: bool
+    outcome: Outcome
+    #: GET: the value read; CAS_MISMATCH: the current value
     value: str | None = None
+    #: why, for anything but OK
     error: str | None = None
+    #: REGISTER: the new session's id
+    client_id: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
 
 
 @message("kv.session")
 @dataclass(frozen=True, slots=True)
 class Session:
     last_seq: int
+    #: the last command's op, key and operands, to tell a retry from a reused seq
+    last_op: int
+    last_key: str
+    last_a: str | None
+    last_b: str | None
     last_result: KvResult
-    last_used_index: int
+    #: `commands_applied` when the session was last used (the eviction order)
+    last_used: int
 
 
 @message("kv.snapshot")
 @dataclass(frozen=True, slots=True)
 class KvSnapshot:
     applied_index: int
+    commands_applied: int
     data: dict[str, str]
-    sessions: dict[str, Session]
+    sessions: dict[int, Session]
+
+
+class StateMachine(Protocol):
+    """What the executor needs from a replicated state machine (kv here; tests plug in broken ones)."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    def command_for(self, request: ClientRequest) -> bytes:
+        """The encoded command for a client request (a write, a REGISTER or a GET through the log);
+        raises `BadCommandError` with a message for a request that cannot be one."""
+        ...
+
+    def apply_entry(self, entry: LogEntry) -> Sequence[KvResult]:
+        """Apply one committed entry; one result per command it holds (none for NOOP and CONFIG)."""
+        ...
+
+    def read(self, key: str) -> str | None: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+class BadCommandError(LocalError):
+    """A client request that cannot become a command (wrong fields for its op)."""
 
 
 # -- the command encoding ---------------------------------------------------------------------------
-#
-# A command is the hottest thing the system decodes: every replica decodes every entry. So it is not a
-# registered message (kind tag + nested op message + two objects built per decode) but one flat msgpack
-# array, `[client_id, seq, op_code, key, a, b]`, behind `encode_value`'s plain-value byte, checked field
-# by field and applied without building any object (about half the cost; `dscore bench raft`).
-# `a` and `b` are the op's other fields in declaration order, nil where the op has fewer.
 
-_PUT, _GET, _DELETE, _CAS, _APPEND = 1, 2, 3, 4, 5
-_MALFORMED = "malformed"
+_PUT, _GET, _DELETE, _CAS, _APPEND, _REGISTER = (
+    int(Op.PUT),
+    int(Op.GET),
+    int(Op.DELETE),
+    int(Op.CAS),
+    int(Op.APPEND),
+    int(Op.REGISTER),
+)
+_OK = KvResult(Outcome.OK)
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
-def encode_command(client_id: str, seq: int, op: KvOp) -> bytes:
-    if seq < 1:
-        raise LocalError("command seq numbers start at 1")
-    fields: tuple[object, ...]
+def _pack(fields: tuple[object, ...]) -> bytes:
+    data: bytes = _packer.pack(fields)
+    return data
+
+
+def encode_command(client_id: int, seq: int, op: KvOp) -> bytes:
+    """One command, as its flat msgpack array (put it in an entry with `encode_batch`)."""
+    if isinstance(op, Register):
+        return _pack((0, 0, _REGISTER, "", None, None))
+    if isinstance(op, Get):
+        return _pack((client_id, seq, _GET, op.key, None, None))
+    if client_id < 1 or seq < 1:
+        raise LocalError("a write needs a registered client id and a seq >= 1")
     if isinstance(op, Put):
-        fields = (client_id, seq, _PUT, op.key, op.value, None)
-    elif isinstance(op, Get):
-        fields = (client_id, seq, _GET, op.key, None, None)
-    elif isinstance(op, Delete):
-        fields = (client_id, seq, _DELETE, op.key, None, None)
-    elif isinstance(op, Cas):
-        fields = (client_id, seq, _CAS, op.key, op.expected, op.new)
-    elif isinstance(op, Append):
-        fields = (client_id, seq, _APPEND, op.key, op.suffix, None)
+        return _pack((client_id, seq, _PUT, op.key, op.value, None))
+    if isinstance(op, Delete):
+        return _pack((client_id, seq, _DELETE, op.key, None, None))
+    if isinstance(op, Cas):
+        return _pack((client_id, seq, _CAS, op.key, op.expected, op.new))
+    if isinstance(op, Append):
+        return _pack((client_id, seq, _APPEND, op.key, op.suffix, None))
+    raise LocalError(f"not a kv operation: {type(op).__name__}")
+
+
+_FIXARRAY = 0x90
+_ARRAY16 = struct.Struct(">BH")
+_ARRAY32 = struct.Struct(">BI")
+
+
+def encode_batch(commands: Sequence[bytes]) -> bytes:
+    """An entry's data: encoded commands behind one msgpack array header (no re-encoding)."""
+    count = len(commands)
+    if count < 16:
+        header = bytes((_FIXARRAY | count,))
+    elif count < 0x10000:
+        header = _ARRAY16.pack(0xDC, count)
     else:
-        raise LocalError(f"not a kv operation: {type(op).__name__}")
-    return encode_value(fields)
+        header = _ARRAY32.pack(0xDD, count)
+    return header + b"".join(commands)
 
 
-def _parse_command(data: bytes) -> tuple[str, int, int, str, str | None, str | None] | None:
-    """The checked fields of an encoded command, or None if `data` is not one (never raises)."""
+def _unpack_batch(data: bytes) -> tuple[Any, ...] | None:
     try:
-        fields = decode_value(data)
-    except DecodeError:
+        batch = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises many types on garbage; a bad entry is a deterministic error
         return None
+    return batch if type(batch) is tuple else None
+
+
+def _well_formed(fields: object) -> bool:
+    """Whether `fields` is a command `[client_id, seq, op, key, a, b]` with the right types for its op."""
     if type(fields) is not tuple or len(fields) != 6:
-        return None
+        return False
     client_id, seq, code, key, a, b = fields
-    if type(client_id) is not str or type(seq) is not int or seq < 1 or type(key) is not str:
-        return None
-    if type(code) is not int:
-        return None
+    if type(client_id) is not int or type(seq) is not int or type(code) is not int or type(key) is not str:
+        return False
+    if code == _GET:
+        return client_id >= 0 and a is None and b is None
+    if client_id < 1 or seq < 1:
+        return code == _REGISTER and client_id == 0 and seq == 0 and not key and a is None and b is None
     if code in (_PUT, _APPEND):
-        ok = type(a) is str and b is None
-    elif code in (_GET, _DELETE):
-        ok = a is None and b is None
-    elif code == _CAS:
-        ok = (a is None or type(a) is str) and type(b) is str
-    else:
-        ok = False
-    return fields if ok else None
+        return type(a) is str and b is None
+    if code == _DELETE:
+        return a is None and b is None
+    if code == _CAS:
+        return (a is None or type(a) is str) and type(b) is str
+    return False
 
 
-def decode_command(data: bytes) -> Command:
-    """An encoded command as a `Command` (for tools and invariants; replicas apply without building it)."""
-    fields = _parse_command(data)
-    if fields is None:
-        raise DecodeError("not a well-formed kv command")
-    client_id, seq, code, key, a, b = fields
-    op: KvOp
-    if code == _PUT:
-        op = Put(key, a)  # type: ignore[arg-type]
-    elif code == _GET:
-        op = Get(key)
-    elif code == _DELETE:
-        op = Delete(key)
-    elif code == _CAS:
-        op = Cas(key, a, b)  # type: ignore[arg-type]
-    else:
-        op = Append(key, a)  # type: ignore[arg-type]
-    return Command(client_id, seq, op)
+def decode_batch(data: bytes) -> tuple[Command, ...]:
+    """An entry's commands as `Command`s (for tools and invariants; replicas apply without building
+    them). Raises `DecodeError` if any command is malformed."""
+    batch = _unpack_batch(data)
+    if batch is None:
+        raise DecodeError("not a well-formed kv batch")
+    commands = []
+    for fields in batch:
+        if not _well_formed(fields):
+            raise DecodeError(f"not a well-formed kv command: {fields!r}")
+        client_id, seq, code, key, a, b = fields
+        op: KvOp
+        if code == _PUT:
+            op = Put(key, a)
+        elif code == _GET:
+            op = Get(key)
+        elif code == _DELETE:
+            op = Delete(key)
+        elif code == _CAS:
+            op = Cas(key, a, b)
+        elif code == _APPEND:
+            op = Append(key, a)
+        else:
+            op = Register()
+        commands.append(Command(client_id, seq, op))
+    return tuple(commands)
+
+
+def command_for(request: ClientRequest) -> bytes:
+    """The command a client request asks for; `BadCommandError` if its fields do not fit its op."""
+    op = request.op
+    if op is Op.REGISTER:
+        return _pack((0, 0, _REGISTER, "", None, None))
+    if op is Op.GET:
+        return _pack((0, 0, _GET, request.key, None, None))
+    if request.client_id < 1:
+        raise BadCommandError(
+            f"{op.name} needs a session: register first (client_id was {request.client_id})"
+        )
+    if request.seq < 1:
+        raise BadCommandError(f"{op.name} needs seq >= 1 (got {request.seq})")
+    if op in (Op.PUT, Op.APPEND):
+        if request.value is None:
+            raise BadCommandError(f"{op.name} needs a value")
+        return _pack((request.client_id, request.seq, int(op), request.key, request.value, None))
+    if op is Op.DELETE:
+        return _pack((request.client_id, request.seq, _DELETE, request.key, None, None))
+    if request.value is None:
+        raise BadCommandError("CAS needs a new value")
+    return _pack((request.client_id, request.seq, _CAS, request.key, request.expected, request.value))
+
+
+# -- the state machine ------------------------------------------------------------------------------
+
+_MALFORMED = KvResult(Outcome.BAD_REQUEST, error="malformed command")
+_REGISTER_NOT_ALONE = KvResult(Outcome.BAD_REQUEST, error="REGISTER must be alone in its entry")
+_EXPIRED = KvResult(Outcome.SESSION_EXPIRED, error="unknown session (evicted or never registered)")
+_STALE = KvResult(Outcome.BAD_REQUEST, error="stale seq: the session has moved past it")
+_REUSED = KvResult(Outcome.BAD_REQUEST, error="seq reused for a different command")
 
 
 class KvStateMachine:
@@ -181,9 +316,11 @@ class KvStateMachine:
             raise LocalError("max_sessions must be at least 1")
         self.max_sessions = max_sessions
         self.applied_index = 0
+        #: commands applied so far (replicated state: the clock of session recency)
+        self.commands_applied = 0
         self._data: dict[str, str] = {}
-        # Insertion order is recency order: a used session is moved to the end, the first is evicted.
-        self._sessions: dict[str, Session] = {}
+        # Kept in `last_used` order: a used session moves to the end, the first is the one to evict.
+        self._sessions: dict[int, Session] = {}
 
     # -- reads (served locally once a ReadIndex or lease allows) ------------------------------------
 
@@ -193,73 +330,108 @@ class KvStateMachine:
     def __len__(self) -> int:
         return len(self._data)
 
+    @property
+    def session_ids(self) -> tuple[int, ...]:
+        """Live sessions, least recently used first."""
+        return tuple(self._sessions)
+
+    def command_for(self, request: ClientRequest) -> bytes:
+        return command_for(request)
+
     # -- applying the log ---------------------------------------------------------------------------
 
-    def apply_entry(self, entry: LogEntry) -> KvResult | None:
-        """Apply one committed log entry; non-command entries only advance `applied_index`."""
-        if entry.kind is EntryKind.NORMAL:
-            return self.apply(entry.index, entry.data)
-        self._advance(entry.index)
-        return None
-
-    def apply(self, index: int, data: bytes) -> KvResult:
-        self._advance(index)
-        fields = _parse_command(data)
-        if fields is None:
-            # Deterministic on every replica: the same bytes fail the same way.
-            return KvResult("", 0, False, None, _MALFORMED)
-        client_id, seq = fields[0], fields[1]
-        sessions = self._sessions
-        session = sessions.get(client_id)
-        if session is None:
-            if seq != 1:
-                return KvResult(client_id, seq, False, None, "session_expired")
-        elif seq == session.last_seq:
-            return session.last_result
-        elif seq < session.last_seq:
-            return KvResult(client_id, seq, False, None, "stale_seq")
-        result = self._execute(fields)
-        if session is not None:
-            del sessions[client_id]  # re-inserted last: insertion order is recency order
-        sessions[client_id] = Session(seq, result, index)
-        if len(sessions) > self.max_sessions:
-            del sessions[next(iter(sessions))]
-        return result
-
-    def _advance(self, index: int) -> None:
+    def apply_entry(self, entry: LogEntry) -> Sequence[KvResult]:
+        """Apply one committed entry; one result per command, in the entry's order."""
+        index = entry.index
         if index <= self.applied_index:
             raise LocalError(f"entry {index} applied twice (applied index is {self.applied_index})")
         self.applied_index = index
+        if entry.kind is not EntryKind.NORMAL:
+            return ()
+        batch = _unpack_batch(entry.data)
+        if batch is None:
+            # Deterministic on every replica: the same bytes fail the same way.
+            return (_MALFORMED,)
+        if len(batch) == 1:
+            return (self._apply_one(batch[0], index, alone=True),)
+        return [self._apply_one(fields, index, alone=False) for fields in batch]
 
-    def _execute(self, fields: tuple[str, int, int, str, str | None, str | None]) -> KvResult:
-        client, seq, code, key, a, b = fields
+    def apply(self, index: int, commands: Iterable[bytes]) -> Sequence[KvResult]:
+        """Apply encoded commands as one NORMAL entry at `index` (tests and tools)."""
+        return self.apply_entry(LogEntry(index, 0, EntryKind.NORMAL, encode_batch(list(commands))))
+
+    def _apply_one(self, fields: Any, index: int, alone: bool) -> KvResult:
+        if not _well_formed(fields):
+            return _MALFORMED
+        client_id, seq, code, key, a, b = fields
+        self.commands_applied += 1
+        if code == _GET and client_id == 0:
+            return KvResult(Outcome.OK, self._data.get(key))
+        if code == _REGISTER:
+            return self._register(index) if alone else _REGISTER_NOT_ALONE
+        sessions = self._sessions
+        session = sessions.get(client_id)
+        if session is None:
+            return _EXPIRED
+        last_seq = session.last_seq
+        if seq == last_seq:
+            if (
+                code == session.last_op
+                and key == session.last_key
+                and a == session.last_a
+                and b == session.last_b
+            ):
+                result = session.last_result
+            else:
+                return _REUSED
+        elif seq < last_seq:
+            return _STALE
+        else:
+            result = self._execute(code, key, a, b)
+        del sessions[client_id]  # re-inserted last: the table stays in `last_used` order
+        sessions[client_id] = Session(seq, code, key, a, b, result, self.commands_applied)
+        return result
+
+    def _register(self, index: int) -> KvResult:
+        sessions = self._sessions
+        while len(sessions) >= self.max_sessions:
+            del sessions[next(iter(sessions))]  # the least recently used
+        sessions[index] = Session(0, 0, "", None, None, _OK, self.commands_applied)
+        return KvResult(Outcome.OK, client_id=index)
+
+    def _execute(self, code: int, key: str, a: str | None, b: str | None) -> KvResult:
         data = self._data
         if code == _PUT:
             data[key] = a  # type: ignore[assignment]
-            return KvResult(client, seq, True)
+            return _OK
         if code == _GET:
-            return KvResult(client, seq, True, data.get(key))
+            return KvResult(Outcome.OK, data.get(key))
         if code == _APPEND:
             data[key] = data.get(key, "") + a  # type: ignore[operator]
-            return KvResult(client, seq, True)
+            return _OK
         if code == _DELETE:
             data.pop(key, None)
-            return KvResult(client, seq, True)
+            return _OK
         current = data.get(key)
         if current != a:
-            return KvResult(client, seq, False, current, "cas_mismatch")
+            return KvResult(Outcome.CAS_MISMATCH, current, "compare failed")
         data[key] = b  # type: ignore[assignment]
-        return KvResult(client, seq, True)
+        return _OK
 
     # -- snapshots ----------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return encode_value(KvSnapshot(self.applied_index, dict(self._data), dict(self._sessions)))
+        return encode_value(
+            KvSnapshot(self.applied_index, self.commands_applied, dict(self._data), dict(self._sessions))
+        )
 
     def restore(self, data: bytes) -> None:
         value = decode_value(data)
         if not isinstance(value, KvSnapshot):
             raise DecodeError(f"expected a kv snapshot, got {type(value).__name__}")
         self.applied_index = value.applied_index
+        self.commands_applied = value.commands_applied
         self._data = dict(value.data)
-        self._sessions = dict(value.sessions)
+        # The eviction order is the replicated `last_used`, not whatever order the encoding kept.
+        ordered = sorted(value.sessions.items(), key=lambda item: item[1].last_used)
+        self._sessions = dict(ordered)

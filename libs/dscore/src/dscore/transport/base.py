@@ -11,15 +11,18 @@ The shape follows Kafka, so the aiokafka transport is a drop-in:
 - `send(frames)` appends each frame to its destination's inbox (Kafka: one produce batch);
 - `receive(max_batch)` waits for at least one delivery and returns up to `max_batch`, each carrying its
   `Delivery.channel` and `Delivery.offset` (Kafka: `getmany` on the inbox partition);
-- `commit(positions)` records that the effects of every input up to those offsets are durable (Kafka: the
-  consumer commits offsets; a crash before that redelivers, which is at-least-once);
-- `start(resume_after)` resumes consumption after the positions kept in the node's storage, so a
-  transport whose own offsets lag the storage (they are committed after it) skips what is known applied.
+- `start(resume_after)` seeks each channel past the position the node's storage kept for it: those stored
+  positions are the ONLY resume point, because they are saved in the same atomic write as the protocol
+  state they produced (see `dscore.replica.executor`); a channel with no stored position is read from
+  its beginning (what the transport still retains);
+- `commit(positions)` is a hint: positions already saved in the node's storage, handed over in batches
+  (every `commit_every_ticks`), for lag monitoring and tooling (Kafka: the consumer group's committed
+  offsets). Nothing is resumed from it.
 
-Delivery guarantees differ and the runtime is built for the weaker of both: Kafka is at-least-once (a crash
-before `commit` redelivers, and the dedup high-water marks drop the repeats), the memory transport is
-at-most-once per delivery (a message to a crashed or partitioned node is lost, as a crashed process that
-has no Kafka log loses it). Protocol cores tolerate loss, duplication is removed before them.
+Delivery is at-least-once on both transports: a crash redelivers everything after the stored positions,
+and the dedup high-water marks (saved with the state) drop the repeats. The memory transport keeps a
+retained log per inbox like a Kafka partition, so the embedded cluster runs the same resume path. Protocol
+cores tolerate loss; duplication is removed before them.
 """
 
 from __future__ import annotations
@@ -28,15 +31,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from dscore.core.envelope import Envelope
 from dscore.core.ids import NodeId
 
 
 @dataclass(frozen=True, slots=True)
 class OutboundFrame:
-    """An encoded, framed envelope for `destination`'s inbox."""
+    """An encoded, framed envelope for `destination`'s inbox (a transport sends `data` only; `envelope`,
+    when the sender kept it, is what `data` encodes, for traces)."""
 
     destination: NodeId
     data: bytes
+    envelope: Envelope | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +61,8 @@ class Transport(Protocol):
     def node_id(self) -> NodeId: ...
 
     async def start(self, resume_after: Mapping[str, int]) -> None:
-        """Begin consuming this node's inbox after the given per-channel positions (empty: from the
-        transport's own committed positions)."""
+        """Begin consuming this node's inbox after the given per-channel positions (a channel with none:
+        from its beginning)."""
         ...
 
     async def send(self, frames: Sequence[OutboundFrame]) -> None:
@@ -69,7 +75,8 @@ class Transport(Protocol):
         ...
 
     async def commit(self, positions: Mapping[str, int]) -> None:
-        """The effects of every delivery up to and including these offsets are durable."""
+        """A hint: these positions are saved in the node's storage (the effects of every delivery up to
+        them are durable). Nothing resumes from it; it may lag."""
         ...
 
     async def close(self) -> None: ...

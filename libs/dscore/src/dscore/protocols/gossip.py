@@ -1,4 +1,4 @@
-"""Executions to test clocks against: a gossip protocol that records every event it performs.
+"""A gossip protocol that carries vector and Lamport clocks and records every event it performs.
 
 `GossipCore` performs three kinds of events (the seed, section 4.2): local events, sends of a `Rumor`
 to a random peer, and receives. Each event increments the node's own vector entry and its Lamport clock
@@ -8,8 +8,6 @@ for a receive, which send it matches, so a test can rebuild happened-before from
 
 The clocks are persisted in `hard_state`, so a node that crashes and restarts continues its event
 numbering and its clocks (a restarted node with reset clocks would break both clock conditions).
-
-`NoopCore` does nothing at all; it measures the simulator's own cost (the benchmark baseline).
 """
 
 from __future__ import annotations
@@ -18,18 +16,13 @@ import enum
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from dscore.clocks import LamportClock, Order, VectorClock
+from dscore.clocks import LamportClock, VectorClock
 from dscore.core.envelope import Envelope
 from dscore.core.errors import ConfigError, NotLeaderError
 from dscore.core.ids import NodeId
 from dscore.core.registry import message
-from dscore.protocols.contract import EMPTY_READY, Counters, DurableState, Outgoing, Ready
-from dscore.sim.invariants import Invariant, InvariantViolation
-
-if TYPE_CHECKING:
-    from dscore.sim.simulator import Simulation
+from dscore.protocols.contract import Counters, DurableState, Outgoing, Ready
 
 
 class EventKind(enum.Enum):
@@ -179,71 +172,3 @@ def _load_hard_state(hard: object) -> tuple[tuple[tuple[NodeId, int], ...], int,
         raise ConfigError(f"not a gossip hard state: {hard!r}")
     entries, lamport, events = hard
     return tuple((str(n), int(c)) for n, c in entries), int(lamport), int(events)
-
-
-class NoopCore:
-    """A core that never does anything: what the simulator costs on its own."""
-
-    def __init__(self, node_id: NodeId) -> None:
-        self._node_id = node_id
-
-    @property
-    def node_id(self) -> NodeId:
-        return self._node_id
-
-    @property
-    def leader_id(self) -> NodeId | None:
-        return None
-
-    @property
-    def role(self) -> GossipRole:
-        return GossipRole.PEER
-
-    def step(self, envelope: Envelope) -> None:
-        return None
-
-    def tick(self) -> None:
-        return None
-
-    def propose(self, data: bytes) -> int:
-        raise NotLeaderError("noop has no log")
-
-    def read_index(self, request_id: int) -> None:
-        raise NotLeaderError("noop has no state machine")
-
-    def has_ready(self) -> bool:
-        return False
-
-    def ready(self) -> Ready:
-        return EMPTY_READY
-
-    def advance(self, ready: Ready) -> None:
-        return None
-
-
-class ClocksNeverGoBack:
-    """Gossip's own invariant: a node's clocks only grow, across restarts too (they are persisted)."""
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last: dict[NodeId, tuple[VectorClock, int]] = {}
-
-    def __call__(self, sim: Simulation) -> None:
-        for node_id, node in sim.nodes.items():
-            core = node.core
-            if not isinstance(core, GossipCore):
-                continue
-            previous = self._last.get(node_id)
-            if previous is not None:
-                if core.vector.compare(previous[0]) in (Order.BEFORE, Order.CONCURRENT):
-                    raise InvariantViolation(
-                        f"{node_id}'s vector clock went back: {previous[0]} -> {core.vector}"
-                    )
-                if core.lamport.time < previous[1]:
-                    raise InvariantViolation(f"{node_id}'s Lamport clock went back")
-            self._last[node_id] = (core.vector, core.lamport.time)
-
-
-def gossip_invariants() -> tuple[Invariant, ...]:
-    return (ClocksNeverGoBack(),)

@@ -1,0 +1,154 @@
+"""The protocols the simulator can run, by name, and the entry points that look them up.
+
+This module sits above the simulator: `Simulation` is handed a `ProtocolAdapter` and knows nothing
+else about protocols; here adapters are registered by name, with each protocol's invariants and the
+settings drawn per seed, and `run_simulation` / `swarm` find them.
+
+To add one, write a `ProtocolAdapter` in `_builtin_adapters` below (or call `register_protocol` from
+anywhere before the run):
+
+    ProtocolAdapter(
+        name="raft",
+        make_core=lambda node_id, peers, rng, durable: RaftCore(node_id, peers, rng, durable),
+        make_invariants=lambda: (*generic_invariants(), AtMostOneLeaderPerTerm(), LogMatching(), ...),
+        draw_options=draw_raft_options,   # every setting users can set, valid combinations only
+        configure=lambda options: RaftNode.factory(raft_config(options)),
+    )
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+from dscore.core.errors import ConfigError
+from dscore.protocols.gossip import GossipCore
+from dscore.protocols.noop import NoopCore
+from dscore.protocols.raft import RaftConfig, RaftNode
+from dscore.protocols.sequencer import SequencerCore
+from dscore.sim.adapter import CoreOptions, ProtocolAdapter
+from dscore.sim.config import SimConfig
+from dscore.sim.gossip_invariants import gossip_invariants
+from dscore.sim.host import ExecutorFactory
+from dscore.sim.raft_invariants import raft_invariants
+from dscore.sim.sequencer_invariants import sequencer_invariants
+from dscore.sim.simulator import SimResult, Simulation
+
+_registry: dict[str, ProtocolAdapter] = {}
+
+
+def register_protocol(adapter: ProtocolAdapter, *, replace: bool = False) -> None:
+    _ensure_builtins()
+    if adapter.name in _registry and not replace:
+        raise ConfigError(f"protocol {adapter.name!r} is already registered")
+    _registry[adapter.name] = adapter
+
+
+def get_protocol(name: str) -> ProtocolAdapter:
+    _ensure_builtins()
+    try:
+        return _registry[name]
+    except KeyError:
+        raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(protocol_names())}") from None
+
+
+def protocol_names() -> tuple[str, ...]:
+    _ensure_builtins()
+    return tuple(sorted(_registry))
+
+
+def swarm(seed: int, protocol: str = "sequencer", **options: Any) -> SimConfig:
+    """`SimConfig.swarm` with the protocol's own settings drawn too (see `ProtocolAdapter.draw_options`)."""
+    try:
+        draw = get_protocol(protocol).draw_options
+    except ConfigError:
+        draw = None  # a protocol only a test's adapter knows: nothing to draw
+    return SimConfig.swarm(seed, protocol, draw_core_options=draw, **options)
+
+
+def run_simulation(
+    protocol: str = "sequencer",
+    seed: int = 0,
+    *,
+    config: SimConfig | None = None,
+    adapter: ProtocolAdapter | None = None,
+    make_executor: ExecutorFactory | None = None,
+    **swarm_options: Any,
+) -> SimResult:
+    """Run one simulation and return its result (it never raises for a failed run; see `ok`).
+
+    With `config=None` the run is drawn from `seed` (`swarm(seed, protocol, **swarm_options)`: network
+    model, swarm fault plan, dedup, protocol settings). With a `config`, that exact run (its seed and
+    protocol win). `adapter` overrides the registry (a test's deliberately broken protocol, a recording
+    gossip); `make_executor` replaces the executor (a deliberately broken one, see
+    `dscore.sim.planted`).
+    """
+    if config is None:
+        config = swarm(seed, protocol, **swarm_options)
+    elif swarm_options:
+        raise ConfigError("pass either a config or swarm options, not both")
+    chosen = adapter if adapter is not None else get_protocol(config.protocol)
+    return Simulation(config, chosen, make_executor=make_executor).run()
+
+
+def _ensure_builtins() -> None:
+    if not _registry:
+        for adapter in _builtin_adapters():
+            _registry[adapter.name] = adapter
+
+
+def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
+    return (
+        ProtocolAdapter(
+            name="raft",
+            make_core=RaftNode.factory(),
+            make_invariants=raft_invariants,
+            description="Raft with pre-vote, check-quorum, ReadIndex reads and snapshots",
+            draw_options=draw_raft_options,
+            configure=lambda options: RaftNode.factory(raft_config(options)),
+        ),
+        ProtocolAdapter(
+            name="sequencer",
+            make_core=SequencerCore,
+            make_invariants=sequencer_invariants,
+            description="one fixed sequencer orders a replicated log (no failover)",
+        ),
+        ProtocolAdapter(
+            name="gossip",
+            make_core=GossipCore,
+            make_invariants=gossip_invariants,
+            serves_clients=False,
+            supports_read_index=False,
+            description="random gossip carrying vector and Lamport clocks (no state machine)",
+        ),
+        ProtocolAdapter(
+            name="noop",
+            make_core=lambda node_id, peers, rng, durable: NoopCore(node_id),
+            make_invariants=tuple,
+            serves_clients=False,
+            supports_read_index=False,
+            description="does nothing: the event loop's own cost, the benchmark baseline",
+        ),
+    )
+
+
+def draw_raft_options(rng: random.Random) -> dict[str, int | bool | str]:
+    """Half the seeds run Raft's defaults; the rest small batches and windows, where followers catch up
+    over many appends and probe/replicate transitions are frequent (the Figure 8 interleaving needs a
+    follower that catches up over several appends, which a 512-entry batch almost never produces)."""
+    options: dict[str, int | bool | str] = {}
+    if rng.random() < 0.5:
+        options["max_entries_per_msg"] = rng.choice((1, 2, 4))
+    if rng.random() < 0.25:
+        options["max_inflight_msgs"] = rng.choice((1, 4))
+    return options
+
+
+def raft_config(options: CoreOptions) -> RaftConfig:
+    """Raft's default settings with `options` replaced (unknown names are a `ConfigError`)."""
+    base = RaftConfig()
+    unknown = set(options) - set(RaftConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown raft settings: {', '.join(sorted(unknown))}")
+    return replace(base, **options)  # type: ignore[arg-type]
