@@ -235,8 +235,16 @@ def test_deep_nesting_is_a_typed_error() -> None:
 
 
 def test_every_error_has_a_metric_reason() -> None:
-    reasons = {cls.reason for cls in (MalformedError, ChecksumMismatchError, UnknownKindError, TooLargeError)}
-    assert reasons == {"malformed", "checksum", "unknown_kind", "too_large"}
+    classes = (
+        MalformedError,
+        ChecksumMismatchError,
+        UnknownKindError,
+        TooLargeError,
+        UnsupportedVersionError,
+        UnauthenticatedError,
+    )
+    reasons = {cls.reason for cls in classes}
+    assert reasons == {"malformed", "checksum", "unknown_kind", "too_large", "version", "unauthenticated"}
 
 
 def test_encoding_an_unregistered_object_is_a_local_error() -> None:
