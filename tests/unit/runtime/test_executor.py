@@ -23,7 +23,7 @@ from dscore.core.client_messages import (
 from dscore.core.codec import decode_envelope, encode_envelope, frame
 from dscore.core.envelope import Envelope, EnvelopeFactory
 from dscore.protocols.contract import DurableState, apply_persist
-from dscore.replica.executor import Executor, ExecutorConfig, LocalResponse, Work
+from dscore.replica.executor import Executor, ExecutorConfig, LocalResponse, PeerRefused, Work
 from dscore.statemachine.kv import KvStateMachine
 from dscore.storage.base import StoredState
 
@@ -385,3 +385,62 @@ def test_local_requests_are_answered_through_events() -> None:
     assert answers[7].outcome is Outcome.OK and answers[7].client_id == 1
     assert answers[8].outcome is Outcome.OK
     assert h.sent == []
+
+
+KEY = b"k" * 32
+
+
+def test_with_a_cluster_key_only_authenticated_frames_are_read() -> None:
+    peers = ("n1", "n2")
+    h = Harness(
+        Executor(
+            "n1",
+            MiniLogCore("n1", ("n2",), random.Random(1), None),
+            KvStateMachine(),
+            members=peers,
+            auth_key=KEY,
+        )
+    )
+    peer = EnvelopeFactory("n2", 1)
+    h.deliver(encode_envelope(peer.wrap("n1", MiniNote(1))))  # no MAC
+    h.deliver(encode_envelope(peer.wrap("n1", MiniNote(2)), key=b"x" * 32))  # another cluster's key
+    h.deliver(encode_envelope(peer.wrap("n1", MiniNote(3)), key=KEY))
+    h.run()
+    assert h.executor.counters.rejected == {"unauthenticated": 2}
+    assert [e.content for e in h.core.received] == [MiniNote(3)]
+
+
+def executor_with(settings: dict[str, str], node_id: str) -> Executor:
+    peers = tuple(p for p in ("n1", "n2") if p != node_id)
+    core = MiniLogCore(node_id, peers, random.Random(1), None)
+    return Executor(node_id, core, KvStateMachine(), members=("n1", "n2"), cluster_settings=settings)
+
+
+def test_a_peer_with_other_cluster_settings_is_refused_by_name() -> None:
+    n1 = Harness(executor_with({"cluster_id": "c", "raft.election_timeout_ticks": "10"}, "n1"))
+    n2 = Harness(executor_with({"cluster_id": "c", "raft.election_timeout_ticks": "20"}, "n2"))
+    # n2 writes to n1; n1 refuses it and tells n2 its settings once; n2 learns what differs.
+    n1.deliver(encode_envelope(n2.executor._factory.wrap("n1", MiniNote(1))))
+    n1.run()
+    assert n1.executor.counters.rejected == {"settings_mismatch": 1}
+    assert n1.core.received == []
+    (notice,) = [e for e in n1.sent if e.destination == "n2"]
+    n2.deliver(encode_envelope(notice))
+    n2.run()
+    (refusal,) = [e for e in n2.executor.events if isinstance(e, PeerRefused)]
+    assert refusal.peer == "n1"
+    assert "raft.election_timeout_ticks: 20 here, 10 on n1" in str(refusal.error)
+    # A second message from n2 is refused without telling it again.
+    n1.deliver(encode_envelope(n2.executor._factory.wrap("n1", MiniNote(2))))
+    n1.run()
+    assert n1.executor.counters.rejected == {"settings_mismatch": 2}
+    assert len([e for e in n1.sent if e.destination == "n2"]) == 1
+
+
+def test_members_with_the_same_settings_talk() -> None:
+    settings = {"cluster_id": "c", "protocol": "raft"}
+    n1 = Harness(executor_with(settings, "n1"))
+    n2 = Harness(executor_with(dict(settings), "n2"))
+    n1.deliver(encode_envelope(n2.executor._factory.wrap("n1", MiniNote(1))))
+    n1.run()
+    assert n1.executor.counters.rejected == {} and len(n1.core.received) == 1

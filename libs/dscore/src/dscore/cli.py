@@ -37,8 +37,8 @@ def _run_bench_sim(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dscore.bench.codec import add_bench_codec_parser, run_bench_codec
     from dscore.check.cli import add_bench_check_parser, add_check_parser, run_bench_check, run_check
-    from dscore.codec_bench import add_bench_codec_parser, run_bench_codec
     from dscore.demo import add_demo_parser, run_demo
     from dscore.runtime.bench import add_bench_raft_parser, run_bench_raft
     from dscore.sim.cli import add_sim_parser, run_sim

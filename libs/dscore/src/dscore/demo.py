@@ -87,6 +87,8 @@ class DemoOptions:
     raft: RaftConfig = field(default_factory=RaftConfig)
     #: the process's young-generation GC threshold (DSCORE_GC_GEN0_THRESHOLD; 0 keeps CPython's)
     gc_gen0_threshold: int = DEFAULT_GC_GEN0_THRESHOLD
+    #: the cluster-wide settings every node fingerprints (`ClusterSettings.description()`)
+    cluster_settings: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -105,6 +107,7 @@ class DemoOptions:
             tick_interval_s=settings.tick_interval_s,
             raft=settings.raft.raft_config(),
             gc_gen0_threshold=settings.gc_gen0_threshold,
+            cluster_settings=tuple(sorted(settings.cluster_settings().description().items())),
             seed=args.seed,
             nodes=args.nodes,
             duration_s=args.duration_s,
@@ -219,6 +222,7 @@ class _Demo:
             options.nodes,
             config=RuntimeConfig(tick_interval_s=options.tick_interval_s),
             seed=options.seed,
+            cluster_settings=dict(options.cluster_settings) or None,
         )
         self.history = HistoryRecorder()
         self.stats = ClientStats()

@@ -1,11 +1,53 @@
-"""Node settings, read from the environment (`DSCORE_` prefix, `__` between nested names).
+"""Settings, read from the environment (`DSCORE_` prefix, `__` between nested names).
 
-    DSCORE_NODE_ID=n1 DSCORE_PEERS=n2,n3 DSCORE_TICK_INTERVAL_S=0.01 DSCORE_QUEUES__INBOX_MAX_MESSAGES=20000
-    DSCORE_RAFT__ELECTION_TIMEOUT_TICKS=20 DSCORE_RAFT__READ_ONLY_OPTION=lease
+    DSCORE_NODE_ID=n1 DSCORE_PEERS=n2,n3 DSCORE_CLUSTER_ID=prod DSCORE_TICK_INTERVAL_S=0.01
+    DSCORE_RAFT__ELECTION_TIMEOUT_TICKS=20 DSCORE_RAFT__READ_ONLY_OPTION=lease DSCORE_AUTH_KEY=...
+
+Two models. `ClusterSettings` holds what must be equal on every member; `NodeSettings` (what
+`load_settings()` returns) holds everything one process reads, the cluster-wide settings included under
+the same environment names as before, and `NodeSettings.cluster_settings()` extracts them. A node
+stamps `ClusterSettings.fingerprint()` on every envelope and refuses a peer whose envelopes carry
+another one, naming the settings that differ (`dscore.core.cluster`). A joining process is described by
+its environment alone: its peers (`DSCORE_PEERS`) and `DSCORE_INITIAL_CLUSTER_STATE=existing` (etcd's
+flag: join a running cluster, never campaign for a fresh one).
+
+Cluster-wide, and why each must agree:
+
+- `cluster_id`: two clusters sharing a transport (one Kafka, one network) must never accept each
+  other's messages; it is part of the fingerprint, so they refuse each other by name.
+- `protocol`: a Raft node and a sequencer node do not understand each other's messages.
+- `tick_interval_s` and `raft.election_timeout_ticks`: lease reads assume every member's election
+  timeout lasts as long in real time and that tick rates drift by at most 12.5% (see raft.py); a member
+  with a shorter timeout or faster ticks could elect a leader while the old one still serves reads.
+- `raft.check_quorum` and `raft.read_only_option`: a lease holds only because every voter ignores
+  vote requests while it hears from a leader (stickiness needs check_quorum on the voter) and keeps
+  that stickiness across a restart (a voter does so only in lease mode); both are the voter's own
+  settings, so one member without them breaks the leader's lease.
+- `raft.lease_ticks`: must stay below every voter's election timeout minus the drift; the same on all
+  members, or the leader's lease is measured against the wrong timeout.
+- `raft.heartbeat_ticks`: liveness; a leader heartbeating slower than a follower's election timeout
+  would be deposed over and over.
+- `raft.pre_vote`: one member without pre-vote disrupts a healthy leader every time it rejoins after a
+  partition, which is what pre-vote exists to prevent; the guarantee is only as strong as the weakest
+  member.
+- `max_sessions`: session eviction must be decided by the log alone; with different bounds replicas
+  evict different sessions, and a retried command would be applied on one and refused on another.
+- `max_envelope_bytes`: every member must accept what any member sends; a smaller limit on one member
+  makes it drop appends it can never catch up without.
+
+Node-local, and why: `node_id`, `peers`, `initial_cluster_state` (they describe this process; the
+membership itself is Raft's replicated configuration, not a setting); `auth_key` (it must be equal, but
+a MAC that verifies proves that, and a description is sent to peers, so a secret can never be in one);
+`raft.max_inflight_msgs`, `raft.max_entries_per_msg`, `raft.max_bytes_per_msg` and
+`raft.snapshot_chunk_bytes` (they only shape what a leader sends, any receiver accepts any batch up to
+`max_envelope_bytes`, and keeping them local lets them be tuned by a rolling restart); the queues, the
+in-flight bounds, `snapshot_every_entries`, `max_catchup_ticks`, `gc_gen0_threshold` (one process's
+resources and pace) and `seed` (each node's own random stream).
 
 `load_settings()` turns every validation failure into one `ConfigError` that names the environment
 variable, the bad value and what is expected, so a wrong setting stops a node at start with a clear
-message instead of misbehaving later.
+message instead of misbehaving later. Values of secrets, and of settings it does not know (a misspelt
+`DSCORE_AUTH_KEY` would otherwise print the key), are never shown.
 
 Why the defaults (measured with `dscore bench raft`; see the README):
 
@@ -26,13 +68,23 @@ Why the defaults (measured with `dscore bench raft`; see the README):
 
 from __future__ import annotations
 
+import enum
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES
+from dscore.core.cluster import fingerprint_of
+from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES, MIN_KEY_BYTES, check_key
 from dscore.core.errors import ConfigError
 from dscore.protocols.raft import RaftConfig, ReadOnlyOption
 from dscore.replica.executor import ExecutorConfig
@@ -42,6 +94,19 @@ from dscore.statemachine.kv import KvStateMachine
 
 ENV_PREFIX = "DSCORE_"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: settings whose values never appear in an error, a repr or a dump
+SECRET_SETTINGS = frozenset({"auth_key"})
+
+# Each cluster-wide setting is declared on both models (NodeSettings reads it from the environment,
+# ClusterSettings is what must agree); one type per setting keeps their rules the same.
+ClusterId = Annotated[str, Field(pattern=_NODE_ID.pattern)]
+ProtocolName = Literal["raft", "sequencer"]
+TickIntervalS = Annotated[float, Field(gt=0, le=1.0)]
+MaxSessions = Annotated[int, Field(ge=1)]
+MaxEnvelopeBytes = Annotated[int, Field(ge=1024, le=512 * 1024 * 1024)]
+DEFAULT_CLUSTER_ID = "dscore"
+DEFAULT_PROTOCOL: ProtocolName = "raft"
+DEFAULT_TICK_INTERVAL_S = 0.01
 
 
 class QueueSettings(BaseModel):
@@ -60,9 +125,8 @@ class QueueSettings(BaseModel):
 _RAFT_DEFAULTS = RaftConfig()
 
 
-class RaftSettings(BaseModel):
-    """Raft's knobs (`dscore.protocols.raft.RaftConfig`), every duration in ticks:
-    `DSCORE_RAFT__ELECTION_TIMEOUT_TICKS=20`, `DSCORE_RAFT__READ_ONLY_OPTION=lease`, ..."""
+class _RaftAgreedFields(BaseModel):
+    """Raft's knobs every member must share (see the module doc for why)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -70,14 +134,6 @@ class RaftSettings(BaseModel):
     election_timeout_ticks: int = Field(default=_RAFT_DEFAULTS.election_timeout_ticks, ge=2, le=100_000)
     #: a leader's heartbeat period (smaller than the election timeout)
     heartbeat_ticks: int = Field(default=_RAFT_DEFAULTS.heartbeat_ticks, ge=1, le=100_000)
-    #: appends in flight per follower
-    max_inflight_msgs: int = Field(default=_RAFT_DEFAULTS.max_inflight_msgs, ge=1, le=1_000_000)
-    #: entries per AppendEntries
-    max_entries_per_msg: int = Field(default=_RAFT_DEFAULTS.max_entries_per_msg, ge=1, le=1_000_000)
-    #: payload bytes per AppendEntries (one entry is always sent)
-    max_bytes_per_msg: int = Field(default=_RAFT_DEFAULTS.max_bytes_per_msg, ge=1)
-    #: snapshot bytes per InstallSnapshot chunk
-    snapshot_chunk_bytes: int = Field(default=_RAFT_DEFAULTS.snapshot_chunk_bytes, ge=1)
     pre_vote: bool = _RAFT_DEFAULTS.pre_vote
     check_quorum: bool = _RAFT_DEFAULTS.check_quorum
     #: `read_index` (a heartbeat round confirms each batch of reads) or `lease` (see raft.py for the
@@ -87,15 +143,85 @@ class RaftSettings(BaseModel):
     lease_ticks: int | None = Field(default=_RAFT_DEFAULTS.lease_ticks, ge=1)
 
     @model_validator(mode="after")
-    def _check_with_raft(self) -> RaftSettings:
-        self.raft_config()  # Raft's own cross-field rules (heartbeat < election timeout, lease, ...)
+    def _check_with_raft(self) -> _RaftAgreedFields:
+        # Raft's own cross-field rules (heartbeat < election timeout, lease, ...)
+        try:
+            RaftConfig(**self.model_dump())
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
         return self
+
+
+class RaftClusterSettings(_RaftAgreedFields):
+    """The cluster-wide part of Raft's settings (`ClusterSettings.raft`)."""
+
+
+class RaftSettings(_RaftAgreedFields):
+    """Raft's knobs (`dscore.protocols.raft.RaftConfig`), every duration in ticks:
+    `DSCORE_RAFT__ELECTION_TIMEOUT_TICKS=20`, `DSCORE_RAFT__READ_ONLY_OPTION=lease`, ...
+    The fields after the shared ones are this node's own (flow control of what it sends as leader)."""
+
+    #: appends in flight per follower
+    max_inflight_msgs: int = Field(default=_RAFT_DEFAULTS.max_inflight_msgs, ge=1, le=1_000_000)
+    #: entries per AppendEntries
+    max_entries_per_msg: int = Field(default=_RAFT_DEFAULTS.max_entries_per_msg, ge=1, le=1_000_000)
+    #: payload bytes per AppendEntries (one entry is always sent)
+    max_bytes_per_msg: int = Field(default=_RAFT_DEFAULTS.max_bytes_per_msg, ge=1)
+    #: snapshot bytes per InstallSnapshot chunk
+    snapshot_chunk_bytes: int = Field(default=_RAFT_DEFAULTS.snapshot_chunk_bytes, ge=1)
 
     def raft_config(self) -> RaftConfig:
         try:
             return RaftConfig(**self.model_dump())
         except ConfigError as error:
             raise ValueError(str(error)) from None
+
+    def cluster_part(self) -> RaftClusterSettings:
+        return RaftClusterSettings(**{name: getattr(self, name) for name in RaftClusterSettings.model_fields})
+
+
+def _setting_text(value: object) -> str:
+    """A setting's value as it appears in a description: stable across builds and platforms."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return repr(value)
+    if value is None:
+        return "default"
+    return str(value)
+
+
+class ClusterSettings(BaseModel):
+    """What must be equal on every member (see the module doc for why each setting is here)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: names the cluster; clusters sharing a transport refuse each other
+    cluster_id: ClusterId = DEFAULT_CLUSTER_ID
+    #: the replication protocol every member runs
+    protocol: ProtocolName = DEFAULT_PROTOCOL
+    #: seconds per protocol tick; protocol timeouts are counted in ticks
+    tick_interval_s: TickIntervalS = DEFAULT_TICK_INTERVAL_S
+    #: client sessions kept by the state machine (least recently used evicted)
+    max_sessions: MaxSessions = KvStateMachine.DEFAULT_MAX_SESSIONS
+    #: largest envelope accepted or sent, in bytes
+    max_envelope_bytes: MaxEnvelopeBytes = DEFAULT_MAX_ENVELOPE_BYTES
+    raft: RaftClusterSettings = Field(default_factory=RaftClusterSettings)
+
+    def description(self) -> dict[str, str]:
+        """Flat `{dotted name: value}`, what `dscore.core.cluster` fingerprints and peers compare.
+
+        Values are as configured, not derived (an unset `raft.lease_ticks` is `default`), so each
+        difference a peer reports names one environment variable to change."""
+        out = {name: _setting_text(getattr(self, name)) for name in type(self).model_fields if name != "raft"}
+        for name in RaftClusterSettings.model_fields:
+            out[f"raft.{name}"] = _setting_text(getattr(self.raft, name))
+        return out
+
+    def fingerprint(self) -> int:
+        return fingerprint_of(self.description())
 
 
 class NodeSettings(BaseSettings):
@@ -108,12 +234,30 @@ class NodeSettings(BaseSettings):
         extra="forbid",
     )
 
+    # -- cluster-wide (`ClusterSettings`; every member must agree) --
+    cluster_id: ClusterId = DEFAULT_CLUSTER_ID
+    protocol: ProtocolName = DEFAULT_PROTOCOL
+    #: seconds per protocol tick; protocol timeouts are counted in ticks
+    tick_interval_s: TickIntervalS = DEFAULT_TICK_INTERVAL_S
+    #: client sessions kept by the state machine (least recently used evicted)
+    max_sessions: MaxSessions = KvStateMachine.DEFAULT_MAX_SESSIONS
+    #: largest envelope accepted or sent, in bytes
+    max_envelope_bytes: MaxEnvelopeBytes = DEFAULT_MAX_ENVELOPE_BYTES
+    #: Raft's settings; the shared ones (`RaftClusterSettings`) are cluster-wide, the rest this node's
+    raft: RaftSettings = Field(default_factory=RaftSettings)
+
+    # -- this node's own --
     #: this node's id (letters, digits, `_.-`; unique in the cluster)
     node_id: str = "n1"
-    #: the other members of the cluster (comma-separated in the environment); empty for a single node
+    #: the other members of the cluster (comma-separated in the environment); empty for a single node.
+    #: A joining node (`initial_cluster_state=existing`) lists the members it joins.
     peers: Annotated[tuple[str, ...], NoDecode] = ()
-    #: seconds per protocol tick; protocol timeouts are counted in ticks
-    tick_interval_s: float = Field(default=0.01, gt=0, le=1.0)
+    #: `new`: a founding member of a new cluster; `existing`: joins a running cluster (never campaigns,
+    #: learns its configuration from the leader), as etcd's `--initial-cluster-state`
+    initial_cluster_state: Literal["new", "existing"] = "new"
+    #: the cluster key that authenticates inter-node frames (HMAC-SHA256), at least 32 bytes of its UTF-8
+    #: encoding (e.g. `openssl rand -base64 48`); from a Kubernetes Secret, never in code or logs
+    auth_key: SecretStr | None = None
     #: overdue ticks replayed at once after a stall (the rest are skipped)
     max_catchup_ticks: int = Field(default=2, ge=1, le=100)
     #: applied entries between state-machine snapshots (log compaction)
@@ -122,16 +266,11 @@ class NodeSettings(BaseSettings):
     max_pending_proposals: int = Field(default=10_000, ge=1, le=10_000_000)
     #: linearizable reads in flight per node before new ones are refused
     max_pending_reads: int = Field(default=10_000, ge=1, le=10_000_000)
-    #: client sessions kept by the state machine (least recently used evicted)
-    max_sessions: int = Field(default=KvStateMachine.DEFAULT_MAX_SESSIONS, ge=1)
-    #: largest envelope accepted or sent, in bytes
-    max_envelope_bytes: int = Field(default=DEFAULT_MAX_ENVELOPE_BYTES, ge=1024, le=512 * 1024 * 1024)
     #: young-generation GC threshold of the node's process (0 keeps CPython's 700); see runtime/gc_tuning
     gc_gen0_threshold: int = Field(default=DEFAULT_GC_GEN0_THRESHOLD, ge=0, le=10_000_000)
     #: seeds every random choice (election timeouts, demo workloads), so one seed replays a run
     seed: int = 0
     queues: QueueSettings = Field(default_factory=QueueSettings)
-    raft: RaftSettings = Field(default_factory=RaftSettings)
 
     @field_validator("peers", mode="before")
     @classmethod
@@ -157,13 +296,44 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"duplicate peer ids in {','.join(value)}")
         return value
 
+    @field_validator("auth_key")
+    @classmethod
+    def _check_auth_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            length = len(value.get_secret_value().encode("utf-8", "surrogatepass"))
+            if length < MIN_KEY_BYTES:
+                raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes, got {length}")
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> NodeSettings:
         if self.node_id in self.peers:
             raise ValueError(f"peers must list the OTHER members; it contains node_id {self.node_id!r}")
+        if self.initial_cluster_state == "existing" and not self.peers:
+            raise ValueError(
+                f"{ENV_PREFIX}INITIAL_CLUSTER_STATE=existing needs {ENV_PREFIX}PEERS: the members to join"
+            )
         if self.queues.inbound_batch_messages > self.queues.inbound_buffer_messages:
             raise ValueError("queues.inbound_batch_messages must not exceed queues.inbound_buffer_messages")
+        for name in ("max_bytes_per_msg", "snapshot_chunk_bytes"):
+            value = getattr(self.raft, name)
+            if value >= self.max_envelope_bytes:
+                raise ValueError(
+                    f"{ENV_PREFIX}RAFT__{name.upper()} ({value}) must be smaller than "
+                    f"{ENV_PREFIX}MAX_ENVELOPE_BYTES ({self.max_envelope_bytes}), or they could not be sent"
+                )
         return self
+
+    def cluster_settings(self) -> ClusterSettings:
+        """The settings every member must agree on, read from this node's environment."""
+        shared = {name: getattr(self, name) for name in ClusterSettings.model_fields if name != "raft"}
+        return ClusterSettings(**shared, raft=self.raft.cluster_part())
+
+    def auth_key_bytes(self) -> bytes | None:
+        """The cluster key for `dscore.core.codec` (None: frames are not authenticated)."""
+        if self.auth_key is None:
+            return None
+        return check_key(self.auth_key.get_secret_value().encode("utf-8", "surrogatepass"))
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -200,6 +370,12 @@ def load_settings(**overrides: Any) -> NodeSettings:
         for item in error.errors():
             where = _env_name(item["loc"]) if item["loc"] else "settings"
             value = item.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            # Never echo a secret, nor a setting we do not know (it may be a misspelt secret).
+            hidden = (
+                isinstance(value, dict)
+                or item["type"] == "extra_forbidden"
+                or (bool(item["loc"]) and item["loc"][0] in SECRET_SETTINGS)
+            )
+            shown = "" if hidden else f" (got {value!r})"
             problems.append(f"{where}: {item['msg']}{shown}")
         raise ConfigError("invalid dscore settings:\n  " + "\n  ".join(problems)) from None

@@ -67,3 +67,23 @@ class UnsupportedVersionError(DecodeError):
     """The wire format version is not one this build reads."""
 
     reason = "version"
+
+
+class UnauthenticatedError(DecodeError):
+    """The frame's MAC is missing, wrong, or cannot be checked (see `dscore.core.codec`): forged,
+    replayed from another cluster, or sent by a node with another key."""
+
+    reason = "unauthenticated"
+
+
+class SettingsMismatchError(RemoteError):
+    """A peer runs with other cluster-wide settings (`dscore.core.cluster`); `differences` names each
+    setting that differs, one readable line per setting."""
+
+    reason = "settings_mismatch"
+
+    def __init__(self, peer: str, differences: list[str]) -> None:
+        shown = "; ".join(differences) if differences else "fingerprints differ"
+        super().__init__(f"peer {peer} runs with other cluster settings: {shown}")
+        self.peer = peer
+        self.differences = tuple(differences)

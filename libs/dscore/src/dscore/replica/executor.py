@@ -36,6 +36,13 @@ for a while, into a write of their own every `positions_every_deliveries` inputs
 ticks. `Work.commit` then hands the saved positions to the transport as a hint (Kafka's committed offsets,
 for lag monitoring), at most every `commit_every_ticks`: on Kafka each commit is a round trip.
 
+Authentication and agreement. With a cluster key, every frame in and out carries an HMAC-SHA256
+(`dscore.core.codec`): anything unauthenticated is dropped as `unauthenticated`, whoever claims to send
+it. With the cluster-wide settings' description, every envelope carries their fingerprint, and a peer
+whose envelopes carry another one is refused (`settings_mismatch`) and told ours once
+(`dscore.core.cluster.SettingsGate`); its own notice tells us which settings differ (a `PeerRefused`
+event, which the driver logs).
+
 Clients speak `dscore.core.client_messages`. Writes are batched: every command that arrives before the
 next `poll` goes into one log entry (up to `max_commands_per_entry`), so consensus costs are paid per batch,
 not per command. A pending batch is answered when its entry is applied (matched by index and data, so an
@@ -59,10 +66,11 @@ from dscore.core.client_messages import (
     Outcome,
     ReadMode,
 )
-from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES, decode_envelope, encode_envelope
+from dscore.core.cluster import SettingsGate, SettingsNotice
+from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES, check_key, decode_envelope, encode_envelope
 from dscore.core.dedup import DedupFilter
 from dscore.core.envelope import EnvelopeFactory
-from dscore.core.errors import ConfigError, DecodeError, LocalError, NotLeaderError
+from dscore.core.errors import ConfigError, DecodeError, LocalError, NotLeaderError, SettingsMismatchError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import (
     Compactable,
@@ -165,7 +173,16 @@ class LeadershipChanged:
     was_leader: bool
 
 
-Event = ChangeSettled | LocalResponse | LeadershipChanged
+@dataclass(frozen=True, slots=True)
+class PeerRefused:
+    """A peer runs with other cluster-wide settings: its messages are refused until it agrees.
+    `error` names each setting that differs (once per peer and fingerprint: log it)."""
+
+    peer: NodeId
+    error: SettingsMismatchError
+
+
+Event = ChangeSettled | LocalResponse | LeadershipChanged | PeerRefused
 
 
 class ChangeOutcomeUnknownError(LocalError):
@@ -238,6 +255,8 @@ class Executor:
         incarnation: int = 1,
         config: ExecutorConfig | None = None,
         known_peers: Iterable[NodeId] = (),
+        auth_key: bytes | None = None,
+        cluster_settings: Mapping[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.core = core
@@ -245,7 +264,15 @@ class Executor:
         self.config = config or ExecutorConfig()
         stored = stored or StoredState()
         self.incarnation = incarnation
-        self._factory = EnvelopeFactory(node_id, incarnation)
+        # Every frame in and out is authenticated with the cluster key (when there is one), and every
+        # envelope carries the fingerprint of the cluster-wide settings: peers that disagree are refused.
+        self._key = check_key(auth_key) if auth_key is not None else None
+        self._gate = SettingsGate(cluster_settings) if cluster_settings is not None else None
+        fingerprint = self._gate.fingerprint if self._gate is not None else 0
+        self._factory = EnvelopeFactory(node_id, incarnation, fingerprint=fingerprint)
+        #: peers refused for their settings, with the error that names the settings that differ
+        self.refused_peers: dict[NodeId, SettingsMismatchError] = {}
+        self._notices: list[OutboundFrame] = []
         self._dedup = DedupFilter(dict(stored.dedup_marks)) if self.config.dedup else None
         self._positions: dict[str, int] = dict(stored.input_positions)
         self._dirty_positions: dict[str, int] = {}
@@ -330,7 +357,7 @@ class Executor:
         self._dirty_positions[channel] = offset
         self._deliveries_unsaved += 1
         try:
-            envelope = decode_envelope(data, self.config.max_envelope_bytes)
+            envelope = decode_envelope(data, self.config.max_envelope_bytes, key=self._key)
         except DecodeError as error:
             self._reject(error.reason)
             return
@@ -342,6 +369,17 @@ class Executor:
         if sender != envelope.source:
             self._reject("unknown_sender")
             return
+        gate = self._gate
+        if gate is not None:
+            admission = gate.admit(envelope)
+            if not admission.accept:
+                self._reject("settings_mismatch")
+                if admission.notice is not None and sender in self._senders:
+                    self._send_notice(sender, admission.notice)
+                return
+            if type(content) is SettingsNotice:
+                self._on_settings_notice(sender, content)
+                return
         if type(content) is ClientRequests:
             # Any authenticated sender may be a client; sessions, not dedup marks, make retries safe.
             self._factory.observe(envelope)
@@ -359,6 +397,19 @@ class Executor:
         self._factory.observe(envelope)
         self.counters.messages_stepped += 1
         self.core.step(envelope)
+
+    def _send_notice(self, peer: NodeId, notice: SettingsNotice) -> None:
+        envelope = self._factory.wrap(peer, notice)
+        self._notices.append(OutboundFrame(peer, encode_envelope(envelope, key=self._key), envelope))
+
+    def _on_settings_notice(self, peer: NodeId, notice: SettingsNotice) -> None:
+        assert self._gate is not None
+        error = self._gate.on_notice(peer, notice)
+        if error is None:
+            self.refused_peers.pop(peer, None)
+        elif peer not in self.refused_peers or self.refused_peers[peer].differences != error.differences:
+            self.refused_peers[peer] = error
+            self.events.append(PeerRefused(peer, error))
 
     def tick(self) -> None:
         self.ticks += 1
@@ -422,6 +473,9 @@ class Executor:
         self._notice_leadership()
         self._flush_proposals()
         replies = self._take_replies() if self._replies else []
+        if self._notices:
+            replies.extend(self._notices)
+            self._notices = []
         if core.has_ready():
             ready = core.ready()
             self.counters.readies += 1
@@ -609,7 +663,7 @@ class Executor:
         limit = self.config.max_envelope_bytes
         for destination, responses in self._replies.items():
             envelope = wrap(destination, ClientResponses(tuple(responses)))
-            data = encode_envelope(envelope)
+            data = encode_envelope(envelope, key=self._key)
             if len(data) > limit:
                 self._count_send_drop("too_large")
                 continue
@@ -658,11 +712,12 @@ class Executor:
 
     def _frames_for(self, ready: Ready) -> list[OutboundFrame]:
         wrap = self._factory.wrap
+        key = self._key
         limit = self.config.max_envelope_bytes
         frames = []
         for outgoing in ready.messages:
             envelope = wrap(outgoing.to, outgoing.content)
-            data = encode_envelope(envelope)
+            data = encode_envelope(envelope, key=key)
             if len(data) > limit:
                 # The receiver would reject it; the protocol sees a lost message and retries smaller.
                 self._count_send_drop("too_large")

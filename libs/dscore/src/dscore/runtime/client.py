@@ -89,12 +89,14 @@ class ClientEndpoint:
         transport: Transport,
         nodes: Callable[[], Sequence[NodeId]],
         *,
+        key: bytes | None = None,
         sweep_interval_s: float = 0.005,
         max_batch: int = 4_096,
     ) -> None:
         self.transport = transport
         self.endpoint_id = transport.node_id
         self.nodes = nodes
+        self._key = key
         self._factory = EnvelopeFactory(self.endpoint_id, 1)
         self._sweep_interval_s = sweep_interval_s
         self._max_batch = max_batch
@@ -172,6 +174,7 @@ class ClientEndpoint:
     async def _send(self) -> None:
         ready = self._outbox_ready
         wrap = self._factory.wrap
+        key = self._key
         while True:
             await ready.wait()
             ready.clear()
@@ -181,16 +184,17 @@ class ClientEndpoint:
             for node, requests in outbox.items():
                 for start in range(0, len(requests), self._max_batch):
                     batch = ClientRequests(tuple(requests[start : start + self._max_batch]))
-                    frames.append(OutboundFrame(node, encode_envelope(wrap(node, batch))))
+                    frames.append(OutboundFrame(node, encode_envelope(wrap(node, batch), key=key)))
             await self.transport.send(frames)
 
     async def _read(self) -> None:
         receive = self.transport.receive
         waiting = self._waiting
+        key = self._key
         while True:
             for delivery in await receive(4_096):
                 try:
-                    envelope = decode_envelope(delivery.data)
+                    envelope = decode_envelope(delivery.data, key=key)
                 except DecodeError as error:
                     self._reject(error.reason)
                     continue

@@ -6,6 +6,10 @@ and so is its inbox, a retained log like a Kafka partition: `restart(node)` buil
 storage, with a bumped incarnation, which resumes reading its inbox after the positions the storage kept.
 This is the default way to run dscore: no servers, real protocol code, real codec, real faults.
 
+Every frame is authenticated (HMAC-SHA256) with a cluster key: a fresh random one per cluster unless
+`auth_key` is given; with `cluster_settings` (a `ClusterSettings.description()`), nodes also refuse
+peers whose cluster-wide settings differ.
+
 Clients talk to the nodes over the same network (`client_endpoint(name)` gives an endpoint with its own
 inbox for replies; `KvClient`s share it) with the wire client protocol: they find the leader from replies.
 `leader()`, `statuses()` and `wait_for_leader()` read the runtimes' memory, for reports and tests only.
@@ -28,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dscore.core.errors import ConfigError, LocalError, NotLeaderError
@@ -105,6 +110,8 @@ class EmbeddedCluster:
         storage_factory: Callable[[NodeId], Storage] | None = None,
         make_joining_core: CoreFactory | None = None,
         make_state_machine: StateMachineFactory | None = None,
+        auth_key: bytes | None = None,
+        cluster_settings: Mapping[str, str] | None = None,
     ) -> None:
         ids = tuple(node_ids) if node_ids is not None else tuple(f"n{i}" for i in range(1, size + 1))
         if not ids:
@@ -121,6 +128,9 @@ class EmbeddedCluster:
             make_joining_core = joining() if callable(joining) else None
         self._make_joining_core: CoreFactory | None = make_joining_core
         self._make_state_machine = make_state_machine
+        # Authenticated by default: a key of its own unless one is given (never shown anywhere).
+        self._auth_key = auth_key if auth_key is not None else secrets.token_bytes(32)
+        self.cluster_settings = dict(cluster_settings) if cluster_settings is not None else None
         self.network = MemoryNetwork(ids, inbox_max_messages)
         self._endpoints: list[ClientEndpoint] = []
         self._make_storage: Callable[[NodeId], Storage] = storage_factory or (lambda _node: MemoryStorage())
@@ -155,7 +165,7 @@ class EmbeddedCluster:
     async def client_endpoint(self, name: str) -> ClientEndpoint:
         """A started client endpoint on this cluster's network (its own inbox for replies), talking to the
         current members; closed with the cluster. `KvClient`s share it."""
-        endpoint = ClientEndpoint(self.network.add_client(name), lambda: self.node_ids)
+        endpoint = ClientEndpoint(self.network.add_client(name), lambda: self.node_ids, key=self._auth_key)
         await endpoint.start()
         self._endpoints.append(endpoint)
         return endpoint
@@ -184,6 +194,8 @@ class EmbeddedCluster:
             on_change=self._on_change,
             known_peers=self.node_ids,
             make_state_machine=self._make_state_machine,
+            auth_key=self._auth_key,
+            cluster_settings=self.cluster_settings,
         )
         self._runtimes[node_id] = runtime
         await runtime.start()
@@ -357,6 +369,11 @@ class EmbeddedCluster:
     def heal(self) -> None:
         self.network.heal()
         self._changed.set()
+
+    @property
+    def auth_key(self) -> bytes:
+        """The cluster key every frame is authenticated with (in-process tools and tests only)."""
+        return self._auth_key
 
     # -- inspection ---------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import enum
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dscore.core.client_messages import ClientRequest, ClientResponse, Outcome
@@ -53,6 +53,7 @@ from dscore.replica.executor import (
     ExecutorConfig,
     LeadershipChanged,
     LocalResponse,
+    PeerRefused,
     Work,
 )
 from dscore.runtime.errors import (
@@ -186,7 +187,10 @@ class NodeRuntime:
     `members` is the configuration the core is built from (the factory gets `members` without this node
     as its peers); for a Raft core, that is the cluster's bootstrap configuration, used only while the
     node's storage holds none. `known_peers` are further nodes to accept messages from before this node's
-    configuration lists them (`introduce()` adds more later).
+    configuration lists them (`introduce()` adds more later). `auth_key` authenticates every frame (the
+    cluster key, from settings or a Kubernetes Secret; never logged); `cluster_settings` is the description
+    of the cluster-wide settings (`dscore.settings.ClusterSettings.description()`), whose fingerprint every
+    envelope carries so that a peer set up differently is refused by name.
     """
 
     def __init__(
@@ -202,6 +206,8 @@ class NodeRuntime:
         on_change: Callable[[NodeRuntime], None] | None = None,
         known_peers: Iterable[NodeId] = (),
         make_state_machine: StateMachineFactory | None = None,
+        auth_key: bytes | None = None,
+        cluster_settings: Mapping[str, str] | None = None,
     ) -> None:
         if node_id not in members:
             raise ConfigError(f"node {node_id!r} is not one of the members {members}")
@@ -218,6 +224,8 @@ class NodeRuntime:
         )
         self._transport = transport
         self._storage = storage
+        self._auth_key = auth_key
+        self._cluster_settings = dict(cluster_settings) if cluster_settings is not None else None
         self._seed = seed
         self._on_change = on_change
         self._state = _State.NEW
@@ -259,6 +267,8 @@ class NodeRuntime:
             incarnation=self.incarnation,
             config=self.config.executor,
             known_peers=self._known_peers,
+            auth_key=self._auth_key,
+            cluster_settings=self._cluster_settings,
         )
         await self._transport.start(stored.input_positions)
         self._waker = _Waker(loop)
@@ -597,6 +607,8 @@ class NodeRuntime:
                     change.set_exception(LeadershipLostError(str(event.error), executor.leader_id))
             elif type(event) is LeadershipChanged:
                 changed = True
+            elif type(event) is PeerRefused:
+                log.error("node %s refuses %s: %s", self.node_id, event.peer, event.error)
         if changed and self._on_change is not None:
             self._on_change(self)
 

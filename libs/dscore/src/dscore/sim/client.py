@@ -115,6 +115,7 @@ class SimClient:
         nodes: tuple[NodeId, ...],
         *,
         recorder: HistoryRecorder,
+        auth_key: bytes | None = None,
     ) -> None:
         self.ctx = ctx
         self.index = index
@@ -123,6 +124,7 @@ class SimClient:
         self.workload = workload
         self.nodes = nodes
         self.recorder = recorder
+        self._key = auth_key
         self.factory = EnvelopeFactory(self.name, incarnation=1)
         self.process = index
         self.generation = 0
@@ -167,7 +169,7 @@ class SimClient:
 
     def receive(self, data: bytes) -> None:
         try:
-            envelope = decode_envelope(data)
+            envelope = decode_envelope(data, key=self._key)
         except DecodeError:
             self.ctx.count("client_decode_errors")
             return
@@ -250,7 +252,7 @@ class SimClient:
             )
         op.awaiting = True
         envelope = self.factory.wrap(target, ClientRequests((request,)))
-        self.ctx.transmit(self.name, target, encode_envelope(envelope), envelope)
+        self.ctx.transmit(self.name, target, encode_envelope(envelope, key=self._key), envelope)
         self._set_timer(self.workload.request_timeout_ticks * self.ctx.tick_us)
 
     def _on_response(self, op: _Operation, source: NodeId, response: ClientResponse) -> None:

@@ -20,7 +20,7 @@ that the nemesis can cut the node off before they leave.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
 from typing import Protocol
 
@@ -114,6 +114,8 @@ class SimNode:
         config: ExecutorConfig,
         max_sessions: int = KvStateMachine.DEFAULT_MAX_SESSIONS,
         make_executor: ExecutorFactory = Executor,
+        auth_key: bytes | None = None,
+        cluster_settings: Mapping[str, str] | None = None,
     ) -> None:
         self.ctx = ctx
         self.index = index
@@ -125,6 +127,8 @@ class SimNode:
         self._config = config
         self._max_sessions = max_sessions
         self._make_executor = make_executor
+        self._auth_key = auth_key
+        self._cluster_settings = cluster_settings
         # Durable: survives crashes (what a Storage keeps).
         self.durable = DurableState()
         self.incarnation = 0
@@ -168,6 +172,8 @@ class SimNode:
             stored=stored,
             incarnation=self.incarnation,
             config=self._config,
+            auth_key=self._auth_key,
+            cluster_settings=self._cluster_settings,
         )
         self.paused_until_us = 0
         self.was_leading = False

@@ -25,6 +25,7 @@ trace digest, and two runs of one seed have the same digest.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import time
 import traceback
@@ -167,6 +168,14 @@ class Simulation:
             dedup=config.dedup,
             reads_through_log=workload.reads is ReadMode.LOG or not adapter.supports_read_index,
         )
+        # Every frame is authenticated with a key of the run (drawn from the seed, so a run replays), and
+        # carries the fingerprint of the run's cluster-wide settings, as on a real cluster.
+        self.auth_key = hashlib.sha256(f"dscore-sim-key:{config.seed}".encode()).digest()
+        cluster_settings = {
+            "cluster_id": f"sim-{config.seed}",
+            "protocol": adapter.name,
+            **{f"{adapter.name}.{name}": str(value) for name, value in config.core_options},
+        }
         self.nodes: dict[NodeId, SimNode] = {}
         for index, node_id in enumerate(node_ids):
             self.nodes[node_id] = SimNode(
@@ -178,13 +187,21 @@ class Simulation:
                 make_rng=kernel.stream,
                 config=executor_config,
                 make_executor=make_executor or Executor,
+                auth_key=self.auth_key,
+                cluster_settings=cluster_settings,
             )
         self._node_list = list(self.nodes.values())
         self.recorder = HistoryRecorder()
         client_count = workload.clients if adapter.serves_clients else 0
         self.clients: list[SimClient] = [
             SimClient(
-                self, index, kernel.stream(f"client:{index}"), workload, node_ids, recorder=self.recorder
+                self,
+                index,
+                kernel.stream(f"client:{index}"),
+                workload,
+                node_ids,
+                recorder=self.recorder,
+                auth_key=self.auth_key,
             )
             for index in range(client_count)
         ]

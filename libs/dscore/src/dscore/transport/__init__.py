@@ -1,6 +1,3 @@
-"""Byte transports between nodes' inboxes: the `Transport` protocol and the in-memory network."""
-
-from dscore.transport.base import Delivery, OutboundFrame, Transport
-from dscore.transport.memory import MemoryNetwork, MemoryTransport
-
-__all__ = ["Delivery", "MemoryNetwork", "MemoryTransport", "OutboundFrame", "Transport"]
+"""Byte transports between endpoints' inboxes: the `Transport` protocol (`base`), the in-memory network
+(`memory`) and Kafka. Import the implementation you need from its module; this package imports none of
+them, so the sans-I/O executor can use the plain types of `base` alone."""
