@@ -20,9 +20,10 @@
 #   DSCORE_KAFKA_PORT       Kafka's port (scripts/kafka.sh)
 #   DSCORE_GATEWAY_PORT     the gateway's HTTP port, once it exists (default 23080)
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-NODES=(${DSCORE_NODES:-n1 n2 n3})
+read -ra NODES <<<"${DSCORE_NODES:-n1 n2 n3}"
 REDIS_PORT=${DSCORE_REDIS_PORT:-23380}
 GATEWAY_PORT=${DSCORE_GATEWAY_PORT:-23080}
 SHARED=${DSCORE_REDIS_SHARED:-0}

@@ -20,6 +20,7 @@
 #
 # Needs Java 17+ and Maven (installed with apt-get when missing and allowed; see scripts/lib.sh).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_DIR=$REPO_ROOT/scripts/kafka
@@ -33,8 +34,9 @@ LOG_FILE=$LOG_DIR/kafka.log
 START_TIMEOUT_S=${DSCORE_KAFKA_START_TIMEOUT_S:-120}
 STOP_TIMEOUT_S=${DSCORE_KAFKA_STOP_TIMEOUT_S:-30}
 # Small heap and the serial collector: a 2-core machine shared with tests. The broker needs little.
-JAVA_OPTS=(${DSCORE_KAFKA_HEAP_OPTS:--Xms128m -Xmx512m} -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError
-  -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_DIR/log4j2.properties")
+read -ra JAVA_OPTS <<<"${DSCORE_KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+JAVA_OPTS+=(-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$KAFKA_DIR/log4j2.properties")
 # Identifies our JVM among all processes (the config path is unique to this run folder).
 PATTERN="kafka.Kafka $CONF"
 
@@ -50,8 +52,9 @@ check_java() {
   local line major
   line=$(java -version 2>&1 | head -n 1)
   major=$(sed -E 's/.*version "([0-9]+)(\.[0-9]+)*.*/\1/' <<<"$line")
-  [[ $major =~ ^[0-9]+$ ]] && ((major >= 17)) ||
+  if ! [[ $major =~ ^[0-9]+$ ]] || ((major < 17)); then
     die "Kafka $VERSION needs Java 17 or newer; 'java -version' says: $line (sudo apt-get install openjdk-17-jre-headless)"
+  fi
 }
 
 fetch() {
@@ -70,7 +73,7 @@ fetch() {
   rm -rf "$JARS"
   mv "$tmp" "$JARS"
   touch "$JARS/.complete"
-  say "fetched $(ls "$JARS"/*.jar | wc -l) jars ($(du -sh "$JARS" | cut -f1)) in $((SECONDS - started))s"
+  say "fetched $(find "$JARS" -name '*.jar' | wc -l) jars ($(du -sh "$JARS" | cut -f1)) in $((SECONDS - started))s"
 }
 
 running_pid() {

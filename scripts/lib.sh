@@ -1,4 +1,6 @@
-# Shared helpers for scripts/*.sh (sourced, never run). Bash only.
+# shellcheck shell=bash disable=SC2034
+# Shared helpers for scripts/*.sh (sourced, never run). Bash only. (SC2034: the variables are for the
+# scripts that source this file.)
 #
 # Everything a script starts lives under DSCORE_RUN_DIR (default: <repo>/.run, ignored by git):
 #   <name>.pid        the pid of the process called <name> (kafka, redis-n1, ...), for `kill -9 $(cat ...)`
@@ -32,7 +34,7 @@ is_running() {
 }
 
 # pid_from FILE: the pid recorded in FILE, or nothing.
-pid_from() { [[ -f $1 ]] && tr -dc '0-9' <"$1" || true; }
+pid_from() { if [[ -f $1 ]]; then tr -dc '0-9' <"$1"; fi; }
 
 # stop_pid PID PATTERN TIMEOUT_S NAME: SIGTERM, wait (bounded) for the process to exit, then SIGKILL.
 stop_pid() {
@@ -72,7 +74,7 @@ port_in_use() {
 need() {
   local cmd=$1 pkg=$2 what=$3 sudo=()
   command -v "$cmd" >/dev/null 2>&1 && return 0
-  local hint="install it with: sudo apt-get install $pkg   (Debian/Ubuntu; any $what with '$cmd' on PATH will do)"
+  local hint="install it with 'sudo apt-get install $pkg' (Debian/Ubuntu), or put another '$cmd' on PATH"
   [[ ${DSCORE_NO_INSTALL:-0} == 1 ]] && die "$what is needed but '$cmd' is not on PATH; $hint"
   command -v apt-get >/dev/null 2>&1 || die "$what is needed but '$cmd' is not on PATH; $hint"
   if ((EUID != 0)); then

@@ -13,6 +13,7 @@
 # acknowledged write survives kill -9 of Redis and a crash of the machine; RDB snapshots are off (the AOF
 # is the record). Redis-server is Debian's package, installed with apt-get when missing.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 START_TIMEOUT_S=${DSCORE_REDIS_START_TIMEOUT_S:-30}
@@ -60,7 +61,9 @@ start() {
   port_in_use "$port" && die "port $port is in use by another process; pick another port for $name"
   local fsync=${DSCORE_REDIS_APPENDFSYNC:-always}
   # The server runs in its own session with no terminal and no inherited pipes, so a caller that
-  # captures this script's output (pytest) is not kept waiting for the server to exit.
+  # captures this script's output (pytest) is not kept waiting for the server to exit. Its stdout goes
+  # to the log too: errors in the arguments are printed before --logfile takes effect.
+  # shellcheck disable=SC2094
   setsid redis-server \
     --bind 127.0.0.1 --port "$port" --protected-mode yes \
     --dir "$data_dir" --appendonly yes --appendfsync "$fsync" --save "" \

@@ -34,6 +34,11 @@ newer than the stored `last_save`, treats the same token again as a duplicate (s
 written), and refuses an older one (`FencedError`): a late attempt, or a zombie process of a node that
 has restarted since (its incarnation is behind the stored one).
 
+Where: by default each node has its own Redis server (`make up` runs one per node): a node's durable
+state is then its own failure domain, as its disk would be, while one shared Redis would be a single
+point of failure for the whole quorum. Small setups may still share one server, since every node lives
+under its own key prefix.
+
 Durability is Redis's setting, not ours: with `appendonly yes` and `appendfsync always` an acknowledged
 save is on disk (it survives kill -9 of Redis and a power cut); with `everysec` the last second of
 writes can be lost in a power cut or kernel crash. `read_durability` / `require_durable` let a node read
@@ -168,13 +173,13 @@ local first_mark = first_entry + 2 * n_entries
 local first_position = first_mark + 3 * n_marks
 
 -- 1. checks, no writes
+local stored = redis.call('HMGET', state, 'incarnation', 'last_save', 'snapshot_index')
+local stored_inc, last, stored_snap = stored[1], stored[2], stored[3]
 if inc ~= '' then
-  local stored_inc = redis.call('HGET', state, 'incarnation')
   if stored_inc and not decimal(stored_inc) then return corrupt(state, 'incarnation') end
   if stored_inc and greater(stored_inc, inc) then
     return redis.error_reply('DSCORE_FENCED incarnation ' .. inc .. ' is behind the stored ' .. stored_inc)
   end
-  local last = redis.call('HGET', state, 'last_save')
   if last then
     local last_inc, last_seq = string.match(last, '^(%d+):(%d+)$')
     if not last_inc then return corrupt(state, 'last_save') end
@@ -190,9 +195,8 @@ if inc ~= '' then
 end
 local take_snapshot = false
 if snap ~= '' then
-  local stored = redis.call('HGET', state, 'snapshot_index')
-  if stored and not decimal(stored) then return corrupt(state, 'snapshot_index') end
-  take_snapshot = (not stored) or greater(snap_index, stored)
+  if stored_snap and not decimal(stored_snap) then return corrupt(state, 'snapshot_index') end
+  take_snapshot = (not stored_snap) or greater(snap_index, stored_snap)
 end
 local new_marks = {}
 for i = first_mark, first_position - 1, 3 do
@@ -221,11 +225,15 @@ for i = first_position, first_position + 2 * n_positions - 1, 2 do
 end
 
 -- 2. writes, in the order of Ready's rules
-redis.call('HSET', state, 'layout', '1')
-if inc ~= '' then redis.call('HSET', state, 'last_save', inc .. ':' .. seq) end
-if hard ~= '' then redis.call('HSET', state, 'hard', hard) end
+local fields = {'layout', '1'}
+if inc ~= '' then fields[#fields + 1] = 'last_save'; fields[#fields + 1] = inc .. ':' .. seq end
+if hard ~= '' then fields[#fields + 1] = 'hard'; fields[#fields + 1] = hard end
 if take_snapshot then
-  redis.call('HSET', state, 'snapshot', snap, 'snapshot_index', snap_index)
+  fields[#fields + 1] = 'snapshot'; fields[#fields + 1] = snap
+  fields[#fields + 1] = 'snapshot_index'; fields[#fields + 1] = snap_index
+end
+redis.call('HSET', state, unpack(fields))
+if take_snapshot then
   if replaced == '1' then
     redis.call('DEL', log)
   else
@@ -235,10 +243,10 @@ end
 if n_entries > 0 then
   redis.call('ZREMRANGEBYSCORE', log, ARGV[first_entry], '+inf')
   -- ARGV already holds (score, member) pairs; ZADD in slices that stay within Lua's stack limit
-  local last = first_mark - 1
+  local last_arg = first_mark - 1
   local i = first_entry
-  while i <= last do
-    local stop = math.min(i + 999, last)
+  while i <= last_arg do
+    local stop = math.min(i + 999, last_arg)
     redis.call('ZADD', log, unpack(ARGV, i, stop))
     i = stop + 1
   end
