@@ -19,7 +19,6 @@ Every test under tests/integration/ is marked `integration`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -215,9 +214,19 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
         raise AssertionError("unreachable")
 
     yield start
-    for server in servers:
-        with contextlib.suppress(pytest.fail.Exception):
-            server.stop()
+    # All at once: each stop waits for its server to fsync and exit.
+    stopping = [
+        subprocess.Popen(
+            [str(SCRIPTS / "redis.sh"), "stop", server.name],
+            env={**os.environ, **server._env()},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for server in servers
+    ]
+    for process in stopping:
+        process.wait(timeout=60)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
