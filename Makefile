@@ -1,5 +1,7 @@
 # The two commands a newcomer runs: `make demo` (the embedded demo) and `make test` (lint, types, tests).
 # Both bootstrap everything they need: a private uv in .tools/, then the locked environment in .venv/.
+# `make test` also starts the Kafka broker and Redis servers its integration tests use (through the
+# fixtures in tests/integration/conftest.py and scripts/); `make up` / `make down` run a local deployment.
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := .tools/bin/uv
@@ -10,7 +12,8 @@ PYTEST_ARGS ?=
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test test-fast test-slow lint typecheck bench sync clean
+.PHONY: demo test test-fast test-slow test-unit test-integration lint typecheck bench sync clean \
+	up down status kafka-prestart
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -32,8 +35,20 @@ lint: sync
 typecheck: sync
 	$(RUN) mypy
 
-test: lint typecheck
+test: kafka-prestart lint typecheck
 	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+
+# Boot the broker while lint and mypy run (a cold JVM takes 7-20 s); the tests' fixture waits for it,
+# and reports any failure to start with the broker's log.
+kafka-prestart:
+	@if [ -z "$$DSCORE_TEST_KAFKA_BOOTSTRAP" ]; then (scripts/kafka.sh ensure >/dev/null 2>&1 &); fi
+
+# Without the servers (no Java / Redis needed): everything but tests/integration/.
+test-unit: sync
+	$(RUN) pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+test-integration: sync
+	$(RUN) pytest -m "integration and not slow" $(PYTEST_ARGS)
 
 test-fast: sync
 	$(RUN) pytest -m "not slow" -x -q $(PYTEST_ARGS)
@@ -44,5 +59,18 @@ test-slow: sync
 bench: sync
 	$(RUN) dscore bench all
 
+# Kafka, one Redis per node (and, once they exist, the nodes and the gateway) in the background;
+# pids in .run/<name>.pid, logs in .run/logs/. See scripts/dev.sh for the settings.
+up:
+	scripts/dev.sh up
+
+status:
+	scripts/dev.sh status
+
+down:
+	scripts/dev.sh down
+
+# .run/ (data of the local deployment) and .cache/ (Kafka's jars) are kept; `make down` first, then
+# remove them by hand to start from nothing.
 clean:
 	rm -rf .venv .tools .mypy_cache .ruff_cache

@@ -1,0 +1,361 @@
+"""What only the Redis storage has: a server that can be killed, records that can rot, other writers,
+persistence settings, round trips and a key layout. (The shared contract is test_storage_contract.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+
+from dscore.protocols.contract import DurableState, EntryKind, LogEntry, Snapshot
+from dscore.protocols.raft import HardState, Membership
+from dscore.storage.base import StoredState, WriteBatch
+from dscore.storage.redis import (
+    CorruptStorageError,
+    FencedError,
+    RedisStorage,
+    StorageUnavailableError,
+    UnsafeDurabilityError,
+    read_durability,
+    require_durable,
+)
+
+
+def entries(first: int, count: int, term: int) -> tuple[LogEntry, ...]:
+    return tuple(LogEntry(i, term, EntryKind.NORMAL, b"cmd%d" % i) for i in range(first, first + count))
+
+
+FULL_BATCH = WriteBatch(
+    hard_state=HardState(2, "n1", 3),
+    snapshot=Snapshot(2, 1, b"image", Membership(("n1", "n2", "n3"))),
+    entries=entries(3, 3, 2),
+    dedup_marks={"n2": (1, 7)},
+    input_positions={"in/0": 12},
+)
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[Callable[[str, str], RedisStorage]]:
+    storages: list[RedisStorage] = []
+
+    def open_storage(url: str, prefix: str) -> RedisStorage:
+        storage = RedisStorage.from_url(url, prefix)
+        storages.append(storage)
+        return storage
+
+    yield open_storage
+    for storage in storages:
+        await storage.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+# -- kill -9 of Redis -----------------------------------------------------------------------------------
+
+
+async def saved_then_killed(
+    server: Any, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> tuple[StoredState, StoredState]:
+    """Save, kill -9 Redis right after the acknowledgement, restart it: (what was saved, what loads)."""
+    storage = opened(server.url, f"{namespace}:n1")
+    incarnation = await storage.bump_incarnation()
+    await storage.save(WriteBatch(entries=entries(1, 2, 1)))
+    await storage.save(FULL_BATCH)
+    saved = await storage.load()
+    assert saved.incarnation == incarnation and saved.durable.hard_state == FULL_BATCH.hard_state
+    server.kill()
+    with pytest.raises(StorageUnavailableError):
+        await storage.save(WriteBatch(hard_state=HardState(9, None, 0)))
+    server.restart()
+    return saved, await opened(server.url, f"{namespace}:n1").load()
+
+
+async def test_an_acknowledged_save_survives_kill_9_of_redis(
+    redis_server_factory: Callable[..., Any], opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    server = redis_server_factory()  # appendonly yes, appendfsync always
+    saved, loaded = await saved_then_killed(server, opened, namespace)
+    assert loaded == saved
+
+
+async def test_without_an_append_only_file_the_same_kill_loses_the_save(
+    redis_server_factory: Callable[..., Any], opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    # The control: the kill and restart above really go through the disk.
+    server = redis_server_factory("--appendonly", "no")
+    _, loaded = await saved_then_killed(server, opened, namespace)
+    assert loaded == StoredState()
+
+
+# -- persistence settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fsyncs"),
+    [
+        ((), True),
+        (("--appendfsync", "everysec"), False),
+        (("--appendfsync", "no"), False),
+        (("--appendonly", "no"), False),
+        (("--rename-command", "CONFIG", ""), False),  # settings unreadable: unknown is unsafe
+    ],
+)
+async def test_a_node_can_refuse_a_server_that_does_not_fsync_every_write(
+    redis_server_factory: Callable[..., Any], args: tuple[str, ...], fsyncs: bool
+) -> None:
+    server = redis_server_factory(*args)
+    async with aioredis.Redis.from_url(server.url) as client:
+        durability = await read_durability(client)
+        assert durability.fsyncs_every_write is fsyncs
+        if fsyncs:
+            assert await require_durable(client) == durability
+        else:
+            with pytest.raises(UnsafeDurabilityError, match="appendfsync always"):
+                await require_durable(client)
+            assert await require_durable(client, allow_unsafe=True) == durability
+    storage = RedisStorage.from_url(server.url, "x")
+    try:
+        assert (await storage.durability(allow_unsafe=True)).fsyncs_every_write is fsyncs
+    finally:
+        await storage.close()
+
+
+# -- corrupt records --------------------------------------------------------------------------------------
+
+
+def flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
+
+
+async def _rewrite_field(r: aioredis.Redis, key: str, field: bytes, change: Callable[[bytes], bytes]) -> None:
+    await r.hset(key, field, change(await r.hget(key, field)))
+
+
+async def _rewrite_entry(r: aioredis.Redis, s: RedisStorage) -> None:
+    [(member, score)] = await r.zrange(s.log_key, 0, 0, withscores=True)
+    await r.zrem(s.log_key, member)
+    await r.zadd(s.log_key, {flip(member, len(member) - 2): score})
+
+
+async def _move_entry(r: aioredis.Redis, s: RedisStorage) -> None:
+    [(member, _)] = await r.zrange(s.log_key, 0, 0, withscores=True)
+    await r.zadd(s.log_key, {member: 100})
+
+
+async def _copy_entry_into_snapshot(r: aioredis.Redis, s: RedisStorage) -> None:
+    [member] = await r.zrange(s.log_key, 0, 0)
+    await r.hset(s.state_key, "snapshot", member)
+
+
+CORRUPTIONS: dict[str, Callable[[aioredis.Redis, RedisStorage], Awaitable[Any]]] = {
+    # a bit flipped in a record: the CRC catches what msgpack might read as another value
+    "hard bit flip": lambda r, s: _rewrite_field(r, s.state_key, b"hard", lambda v: flip(v, len(v) - 1)),
+    "snapshot bit flip": lambda r, s: _rewrite_field(r, s.state_key, b"snapshot", lambda v: flip(v, 8)),
+    "hard not a record": lambda r, s: r.hset(s.state_key, "hard", b"\x01garbage"),
+    "snapshot index disagrees": lambda r, s: r.hset(s.state_key, "snapshot_index", 1),
+    "snapshot index not a number": lambda r, s: r.hset(s.state_key, "snapshot_index", "two"),
+    "incarnation not a number": lambda r, s: r.hset(s.state_key, "incarnation", "-1"),
+    "future layout": lambda r, s: r.hset(s.state_key, "layout", 2),
+    "entry garbage": lambda r, s: r.zadd(s.log_key, {b"\x00\x00": 9}),
+    "entry under the wrong index": _move_entry,
+    "entry bit flip": _rewrite_entry,
+    "mark not inc:seq": lambda r, s: r.hset(s.marks_key, "n2", "7"),
+    "position not a number": lambda r, s: r.hset(s.positions_key, "in/0", "12.5"),
+    "snapshot record is an entry": _copy_entry_into_snapshot,
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+async def test_a_corrupt_record_is_an_error_naming_its_key_never_a_wrong_state(
+    corruption: str,
+    redis_url: str,
+    raw: aioredis.Redis,
+    opened: Callable[[str, str], RedisStorage],
+    namespace: str,
+) -> None:
+    storage = opened(redis_url, namespace)
+    await storage.bump_incarnation()
+    await storage.save(FULL_BATCH)
+    await CORRUPTIONS[corruption](raw, storage)
+    with pytest.raises(CorruptStorageError) as error:
+        await opened(redis_url, namespace).load()
+    assert error.value.key in storage.keys and error.value.key in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "value"),
+    [("marks", "n2", "garbage"), ("positions", "in/0", "x"), ("state", "snapshot_index", "-3")],
+)
+async def test_a_save_over_a_corrupt_record_writes_nothing(
+    key: str,
+    field: str,
+    value: str,
+    redis_url: str,
+    raw: aioredis.Redis,
+    opened: Callable[[str, str], RedisStorage],
+    namespace: str,
+) -> None:
+    storage = opened(redis_url, namespace)
+    await storage.save(FULL_BATCH)
+    await raw.hset(f"{{{namespace}}}:{key}", field, value)
+    with pytest.raises(CorruptStorageError, match=field):
+        await storage.save(
+            WriteBatch(
+                hard_state=HardState(5, None, 0),
+                snapshot=Snapshot(4, 2, b"newer"),
+                dedup_marks={"n2": (2, 0)},
+                input_positions={"in/0": 13},
+            )
+        )
+    assert await raw.hget(storage.state_key, "hard") == await _record_of(FULL_BATCH.hard_state)
+
+
+async def _record_of(value: object) -> bytes:
+    from dscore.core.codec import encode_value, frame
+
+    return frame(encode_value(value))
+
+
+async def test_a_corrupt_incarnation_stops_the_bump(
+    redis_url: str, raw: aioredis.Redis, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    storage = opened(redis_url, namespace)
+    await raw.hset(storage.state_key, "incarnation", "many")
+    with pytest.raises(CorruptStorageError, match="incarnation"):
+        await storage.bump_incarnation()
+
+
+# -- other writers: fencing -------------------------------------------------------------------------------
+
+
+async def test_a_restarted_node_fences_off_its_previous_process(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    zombie = opened(redis_url, namespace)
+    await zombie.bump_incarnation()
+    await zombie.save(WriteBatch(hard_state=HardState(1, "n1", 0), entries=entries(1, 3, 1)))
+    restarted = opened(redis_url, namespace)
+    await restarted.load()
+    await restarted.bump_incarnation()
+    await restarted.save(WriteBatch(hard_state=HardState(2, "n2", 0), entries=entries(2, 1, 2)))
+    expected = await restarted.load()
+    with pytest.raises(FencedError, match="behind"):
+        await zombie.save(WriteBatch(hard_state=HardState(1, "n3", 0), entries=entries(2, 5, 1)))
+    assert await opened(redis_url, namespace).load() == expected
+
+
+async def test_a_late_copy_of_a_save_changes_nothing(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    # A save retried after a timeout can reach Redis twice, and the first attempt late, after newer saves.
+    storage = opened(redis_url, namespace)
+    incarnation = await storage.bump_incarnation()
+    first = WriteBatch(hard_state=HardState(1, None, 0), entries=entries(1, 4, 1))
+    await storage.save(first)
+    first_args = storage._save_args(first, str(incarnation), 1)
+    assert not await storage._run_save(first_args)  # the same attempt again: a duplicate, not applied
+    await storage.save(WriteBatch(hard_state=HardState(2, "n2", 0), entries=entries(3, 1, 2)))
+    expected = await storage.load()
+    with pytest.raises(FencedError, match="older"):
+        await storage._run_save(first_args)  # the first attempt, arriving after the second save
+    assert await storage.load() == expected
+    assert [(e.index, e.term) for e in expected.durable.entries] == [(1, 1), (2, 1), (3, 2)]
+
+
+async def test_a_storage_that_never_bumps_saves_unfenced(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    first = opened(redis_url, namespace)
+    await first.bump_incarnation()
+    await first.save(WriteBatch(entries=entries(1, 1, 1)))
+    tool = opened(redis_url, namespace)  # an inspection tool, say: it loads and writes without a bump
+    await tool.save(WriteBatch(entries=entries(2, 1, 1)))
+    await first.save(WriteBatch(entries=entries(3, 1, 1)))
+    assert [e.index for e in (await tool.load()).durable.entries] == [1, 2, 3]
+
+
+# -- round trips, layout, size ----------------------------------------------------------------------------
+
+
+class CountingConnection(Connection):
+    """Counts the writes to the socket: each is one round trip (a pipeline's commands go in one)."""
+
+    sends = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sends += 1
+        await super().send_packed_command(command, check_health)
+
+
+async def test_a_save_and_a_load_are_one_round_trip_each(redis_url: str, namespace: str) -> None:
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    storage = RedisStorage(client, namespace)
+    try:
+        await client.ping()  # connect (the handshake's commands are not ours to count)
+        await client.script_load(storage._save_script.script)
+        counts = []
+        for operation in (
+            storage.bump_incarnation,
+            lambda: storage.save(FULL_BATCH),
+            lambda: storage.save(WriteBatch(hard_state=HardState(3, None, 5), entries=entries(6, 100, 3))),
+            storage.load,
+        ):
+            CountingConnection.sends = 0
+            await operation()
+            counts.append(CountingConnection.sends)
+        assert counts == [1, 1, 1, 1]
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_a_node_owns_exactly_its_keys_and_nodes_can_share_a_server(
+    redis_url: str, raw: aioredis.Redis, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    n1, n2 = opened(redis_url, f"{namespace}:n1"), opened(redis_url, f"{namespace}:n2")
+    await n1.bump_incarnation()
+    await n1.save(FULL_BATCH)
+    await n2.save(WriteBatch(hard_state=HardState(7, None, 0)))
+    found = {key.decode() async for key in raw.scan_iter(match=f"{{{namespace}:n1}}*")}
+    assert (
+        found
+        == set(n1.keys)
+        == {
+            f"{{{namespace}:n1}}:state",
+            f"{{{namespace}:n1}}:log",
+            f"{{{namespace}:n1}}:marks",
+            f"{{{namespace}:n1}}:positions",
+        }
+    )
+    assert (await n1.load()).durable.hard_state == FULL_BATCH.hard_state
+    assert await n2.load() == StoredState(DurableState(HardState(7, None, 0)))
+
+
+async def test_big_batches_and_snapshots_round_trip(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    storage = opened(redis_url, namespace)
+    many = entries(1, 2500, 1)  # more than one ZADD slice in the script
+    image = bytes(range(256)) * (5 * 4096)  # 5 MiB: past the codec's envelope limit, which is for the wire
+    await storage.save(WriteBatch(entries=many))
+    await storage.save(WriteBatch(snapshot=Snapshot(1000, 1, image)))
+    state = await opened(redis_url, namespace).load()
+    assert state.durable.entries == many[1000:] and state.durable.snapshot == Snapshot(1000, 1, image)
+
+
+async def test_an_unreachable_server_is_a_storage_error(namespace: str) -> None:
+    storage = RedisStorage.from_url("redis://127.0.0.1:1/0", namespace, connect_timeout_s=1)
+    try:
+        for operation in (storage.load(), storage.bump_incarnation(), storage.save(FULL_BATCH)):
+            with pytest.raises(StorageUnavailableError):
+                await operation
+    finally:
+        await storage.close()
