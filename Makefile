@@ -74,3 +74,15 @@ down:
 # remove them by hand to start from nothing.
 clean:
 	rm -rf .venv .tools .mypy_cache .ruff_cache
+
+# --- Local Kubernetes control plane (scripts/k8s.sh): Debian's etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kwok (fake nodes, pods reach Running), on loopback. `k8s-up` prints the kubeconfig path.
+.PHONY: k8s-build k8s-up k8s-down
+k8s-build:
+	@scripts/k8s-build.sh
+k8s-up:
+	@scripts/k8s.sh up
+k8s-down:
+	@scripts/k8s.sh down
+# The k8s tests need the binaries: build them (cold ~10-15 min, once; cached in .cache/k8s) before pytest.
+test: k8s-build
