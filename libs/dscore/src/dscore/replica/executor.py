@@ -53,6 +53,7 @@ after `request_timeout_ticks`, and `OVERLOADED` at once beyond `max_pending_prop
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -311,7 +312,8 @@ class Executor:
         self._replies: dict[str, list[ClientResponse]] = {}
         self._change: _PendingChange | None = None
         self._next_change_token = 0
-        self._local_requests = 0
+        #: local requests, handed to the core at the next poll (see `submit_local`)
+        self._local: deque[Callable[[], None]] = deque()
         self._was_leader = core.leader_id == node_id
         self._last_leader: NodeId | None = core.leader_id
         #: what the driver should know about; it drains this list
@@ -428,12 +430,19 @@ class Executor:
         self._senders = self._senders | {node_id}
 
     def submit_local(self, request: ClientRequest) -> None:
-        """A client request made in-process (no transport): answered by a `LocalResponse` event."""
-        self._on_client_requests(LOCAL, (request,))
+        """A client request made in-process (no transport): answered by a `LocalResponse` event.
+
+        Like every local request, it is only queued here and handed to the core by the next `poll`: a
+        driver may call this while a `Work` is being carried out, between the core's `ready` and
+        `advance`, when the core must not be touched."""
+        self._local.append(lambda: self._on_client_requests(LOCAL, (request,)))
 
     def barrier(self, request_id: int) -> None:
         """On the leader: a no-op through the log behind every entry it holds now; the `LocalResponse`
         with `request_id` (OK) says they are all committed and applied here."""
+        self._local.append(lambda: self._barrier(request_id))
+
+    def _barrier(self, request_id: int) -> None:
         if self.core.leader_id != self.node_id:
             self._reply(
                 LOCAL, ClientResponse(request_id, Outcome.NOT_LEADER, leader_hint=self.core.leader_id)
@@ -441,6 +450,32 @@ class Executor:
             return
         self._batch.append(self.sm.command_for(ClientRequest(request_id, Op.GET)))
         self._batch_waiters.append((LOCAL, request_id))
+
+    def hand_over(self) -> NodeId | None:
+        """On a leader that is about to stop: ask its core to transfer leadership to the voter whose log
+        is the most up to date (Raft's TimeoutNow), at the next `poll`. Returns that voter, or None when
+        this node does not lead or its protocol cannot transfer."""
+        core = self.core
+        transfer = getattr(core, "transfer_leadership", None)
+        progress = getattr(core, "progress", None)
+        if core.leader_id != self.node_id or transfer is None or progress is None:
+            return None
+        candidates = [v for v in self.voters if v != self.node_id]
+        if not candidates:
+            return None
+
+        def match_index(voter: NodeId) -> int:
+            state = progress(voter)
+            return int(getattr(state, "match", 0)) if state is not None else 0
+
+        target: NodeId = max(candidates, key=lambda v: (match_index(v), v))
+
+        def start() -> None:
+            if self.core.leader_id == self.node_id:
+                transfer(target)
+
+        self._local.append(start)
+        return target
 
     def request_change(self, what: str, propose: Callable[[Reconfigurable], int]) -> int:
         """Ask the leader's core for one membership change (`propose(core)` returns its log index); the
@@ -471,6 +506,8 @@ class Executor:
         ):
             self._refresh_senders()
         self._notice_leadership()
+        while self._local:
+            self._local.popleft()()
         self._flush_proposals()
         replies = self._take_replies() if self._replies else []
         if self._notices:

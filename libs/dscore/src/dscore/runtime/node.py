@@ -245,6 +245,7 @@ class NodeRuntime:
         self.saves = 0
         self.failure: BaseException | None = None
         self._failed = asyncio.Event()
+        self._leadership_changed = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -419,6 +420,24 @@ class NodeRuntime:
             raise NotLeaderError(f"{self.node_id} is not the leader", response.leader_hint)
         if response.outcome is not Outcome.OK:
             raise ReadFailedError(f"barrier failed: {response.outcome.name} {response.error}", self.leader_id)
+
+    async def hand_over(self, timeout_s: float) -> NodeId | None:
+        """If this node leads, hand leadership to its most caught-up voter and wait (at most `timeout_s`,
+        then `TimeoutError`) until it no longer leads; returns the voter asked, or None if there was
+        nothing to hand over. A graceful stop calls this first, so the cluster does not wait an election
+        timeout for a new leader."""
+        self._check_running()
+        target = self.executor.hand_over()
+        if target is None:
+            return None
+        self._kick()
+        assert self._loop is not None
+        deadline = self._loop.time() + timeout_s
+        async with asyncio.timeout_at(deadline):
+            while self.is_leader:
+                self._leadership_changed.clear()
+                await self._leadership_changed.wait()
+        return target
 
     async def request(self, request: ClientRequest, timeout_s: float) -> ClientResponse:
         """Serve one client request in-process (tools and tests; clients use the transport)."""
@@ -607,6 +626,7 @@ class NodeRuntime:
                     change.set_exception(LeadershipLostError(str(event.error), executor.leader_id))
             elif type(event) is LeadershipChanged:
                 changed = True
+                self._leadership_changed.set()
             elif type(event) is PeerRefused:
                 log.error("node %s refuses %s: %s", self.node_id, event.peer, event.error)
         if changed and self._on_change is not None:
