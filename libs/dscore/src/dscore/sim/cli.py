@@ -3,6 +3,7 @@
     dscore sim --protocol sequencer --seed 42 --verbose      # replay one seed, with its trace
     dscore sim --protocol sequencer --seeds 500              # a sweep; failures list their seeds
     dscore sim --seeds 100 --faults crash,partition --network partial
+    dscore sim --protocol raft --plant apply_before_persist --seeds 200   # must fail: a planted bug
 
 One seed prints the run's configuration, statistics and trace digest (and with `--verbose` every trace
 line); the same seed always prints the same digest. Many seeds print a summary table. The exit status
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from dscore.core.errors import ConfigError
 from dscore.sim.config import FAULT_KINDS, NetworkModel, SimConfig
+from dscore.sim.planted import PLANTED, planted
 from dscore.sim.registry import protocol_names, run_simulation, swarm
 from dscore.sim.simulator import SimResult
 
@@ -52,6 +54,12 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="network model (default: drawn from each seed)",
     )
     parser.add_argument("--no-check", action="store_true", help="skip the linearizability check")
+    parser.add_argument(
+        "--plant",
+        choices=sorted(PLANTED),
+        default=None,
+        help="run a deliberately broken variant (dscore.sim.planted); its failures are expected",
+    )
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="print every trace line of a single seed"
     )
@@ -89,11 +97,13 @@ def _config(args: argparse.Namespace, seed: int, keep_trace: bool) -> SimConfig:
 def run_sim(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     try:
+        if args.plant and planted(args.plant).protocol != args.protocol:
+            raise ConfigError(f"--plant {args.plant} breaks protocol {planted(args.plant).protocol!r}")
         if args.protocol not in protocol_names():
             raise ConfigError(f"unknown protocol {args.protocol!r}; known: {', '.join(protocol_names())}")
         if args.seeds is None:
             seed = args.seed if args.seed is not None else args.first_seed
-            return _single(console, _config(args, seed, keep_trace=args.verbose), verbose=args.verbose)
+            return _single(console, args, _config(args, seed, keep_trace=args.verbose), verbose=args.verbose)
         if args.seeds < 1:
             raise ConfigError("--seeds must be at least 1")
         return _sweep(console, args)
@@ -112,11 +122,18 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
         parts.append(f"--network {args.network}")
     if args.no_check:
         parts.append("--no-check")
+    if args.plant:
+        parts.append(f"--plant {args.plant}")
     return " ".join([*parts, "--verbose"])
 
 
-def _single(console: Console, config: SimConfig, *, verbose: bool) -> int:
-    result = run_simulation(config=config)
+def _run(args: argparse.Namespace, config: SimConfig) -> SimResult:
+    make_executor = planted(args.plant).make_executor if args.plant else None
+    return run_simulation(config=config, make_executor=make_executor)
+
+
+def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, verbose: bool) -> int:
+    result = _run(args, config)
     if verbose:
         for line in result.trace:
             console.print(line, markup=False)
@@ -157,7 +174,7 @@ def _sweep(console: Console, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results: list[SimResult] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        results.append(run_simulation(config=_config(args, seed, keep_trace=False)))
+        results.append(_run(args, _config(args, seed, keep_trace=False)))
     wall_s = time.perf_counter() - started
     failed = [r for r in results if not r.ok]
     sim_s = sum(r.stats.sim_seconds for r in results)

@@ -38,6 +38,13 @@ from dscore.storage.base import DedupMark, StoredState
 MAX_WORK_ROUNDS = 1000
 #: the channel name of every node's simulated inbox (the simulated network has no replay)
 SIM_CHANNEL = "sim"
+#: where a kill -9 can land inside one `Work`: after its replies left, after its write is durable, after
+#: its messages left (before `done` applies anything)
+CRASH_POINTS = ("replies", "write", "messages")
+
+
+class CrashedMidWork(Exception):
+    """Internal: the node was killed in the middle of carrying out a `Work`."""
 
 
 class HostContext(Protocol):
@@ -56,6 +63,10 @@ class HostContext(Protocol):
     def leader_event(self, node_id: NodeId, *, took_lead: bool) -> None: ...
 
     def applied(self, entry: AppliedEntry) -> None: ...
+
+    def crashed_mid_work(self, node: SimNode, point: str) -> None:
+        """The node was killed at `point` of a `Work` (see `SimNode.crash_point`)."""
+        ...
 
 
 #: builds the executor of one incarnation (the simulator's planted bugs swap it)
@@ -143,6 +154,8 @@ class SimNode:
         self.was_leading = False
         #: inputs rejected by earlier incarnations' executors, by reason
         self._rejected_before: dict[str, int] = {}
+        #: when set (one of `CRASH_POINTS`), the next `Work` this node carries out is cut there by a kill -9
+        self.crash_point: str | None = None
 
     @property
     def core(self) -> ProtocolCore | None:
@@ -220,15 +233,26 @@ class SimNode:
                 if ctx.watch_leaders:
                     self.was_leading = executor.is_leader
                 return
-            self._carry_out(executor, work)
+            try:
+                self._carry_out(executor, work)
+            except CrashedMidWork:
+                point = self.crash_point
+                assert point is not None
+                self.crash_point = None
+                self.crash()
+                ctx.crashed_mid_work(self, point)
+                return
             executor.done(work)
         raise InvariantViolation(f"{self.node_id} produced {MAX_WORK_ROUNDS} works for one input (livelock)")
 
     def _carry_out(self, executor: Executor, work: Work) -> None:
         ctx = self.ctx
         node_id = self.node_id
+        crash_point = self.crash_point
         for frame in work.replies:
             ctx.transmit(node_id, frame.destination, frame.data, frame.envelope)
+        if crash_point == "replies":
+            raise CrashedMidWork
         write = work.write
         if write is not None:
             entries = write.entries
@@ -240,10 +264,14 @@ class SimNode:
                 if mark > marks.get(sender, (0, 0)):
                     marks[sender] = mark
             self.positions.update(write.input_positions)
+        if crash_point == "write":
+            raise CrashedMidWork
         if ctx.watch_leaders and work.ready is not None:
             self._watch_leader(executor, work.ready)
         for frame in work.messages:
             ctx.transmit(node_id, frame.destination, frame.data, frame.envelope)
+        if crash_point == "messages":
+            raise CrashedMidWork
 
     def _watch_leader(self, executor: Executor, ready: Ready) -> None:
         """Report a leader event: the core took the lead, or committed entries while leading."""

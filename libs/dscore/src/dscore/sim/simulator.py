@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import random
 import time
 import traceback
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ from dscore.replica.executor import Executor, ExecutorConfig
 from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.client import SimClient
 from dscore.sim.config import NetworkModel, ReadMode, SimConfig
-from dscore.sim.host import ExecutorFactory, SimNode
+from dscore.sim.host import CRASH_POINTS, ExecutorFactory, SimNode
 from dscore.sim.kernel import Kernel, QueueFull
 from dscore.sim.network import Isolation, Partition, SimNetwork
 from dscore.sim.view import AppliedEntry, InvariantViolation
@@ -218,6 +219,7 @@ class Simulation:
         self.watch_leaders = config.faults.flaky_leader_probability > 0
         # Its own stream, so that turning it on leaves every other fault's draws where they were.
         self._leader_rng = kernel.stream("flaky-leader")
+        self._crash_point_rng = kernel.stream("crash-points")
         self._isolation_serial = 0
         self.accepting_ops = True
         self._partition_serial = 0
@@ -439,15 +441,19 @@ class Simulation:
                 return
             down = sum(1 for node in self._node_list if node.core is None)
             candidates = [node for node in self._node_list if node.core is not None]
-            if candidates and down < plan.max_down:
+            armed = sum(1 for node in self._node_list if node.crash_point is not None)
+            if candidates and down + armed < plan.max_down:
                 victim = self._pick_victim(candidates)
-                victim.crash()
-                self.count("crashes")
-                low, high = plan.crash_down_ticks
-                self._push(
-                    self.now_us + rng.randint(low, high) * tick_us, _RESTART, victim.index, victim.incarnation
-                )
-                self.trace(f"crash {victim.node_id} incarnation={victim.incarnation}")
+                # Half the kills land inside the victim's next Work (its own stream, so turning this on
+                # moved no other draw): between replies, write and messages, as kill -9 can.
+                points = self._crash_point_rng
+                if points.random() < 0.5:
+                    victim.crash_point = points.choice(CRASH_POINTS)
+                    self.trace(f"crash-armed {victim.node_id} at={victim.crash_point}")
+                else:
+                    victim.crash()
+                    self._crashed(victim, rng)
+                    self.trace(f"crash {victim.node_id} incarnation={victim.incarnation}")
             self._push(self._next_fault_us(plan.crash_interval_ticks), _CRASH_TIMER, None, None)
         elif kind == _RESTART:
             node = self._node_list[a]
@@ -488,6 +494,7 @@ class Simulation:
             self.network.partition = None
             self.network.isolation = None
             for node in self._node_list:
+                node.crash_point = None  # a kill armed but not landed yet is called off
                 if node.core is None:
                     self._restart(node)
             self.trace("faults end")
@@ -508,6 +515,17 @@ class Simulation:
             self._push(self.now_us + tick_us, _DRAIN_CHECK, None, None)
         else:
             raise ConfigError(f"unknown event kind {kind}")
+
+    def crashed_mid_work(self, node: SimNode, point: str) -> None:
+        self._crashed(node, self._fault_rng)
+        self.trace(f"crash {node.node_id} incarnation={node.incarnation} mid-work after {point}")
+
+    def _crashed(self, node: SimNode, rng: random.Random) -> None:
+        self.count("crashes")
+        low, high = self.config.faults.crash_down_ticks
+        self._push(
+            self.now_us + rng.randint(low, high) * self.config.tick_us, _RESTART, node.index, node.incarnation
+        )
 
     def _pick_victim(self, candidates: list[SimNode]) -> SimNode:
         rng = self._fault_rng

@@ -1,0 +1,115 @@
+"""Planted bugs: deliberately broken variants the simulator must catch, each by name and replayable.
+
+A checker that never fails proves nothing. Each bug here breaks one rule the code depends on, in the
+executor (the code every node runs) or in a protocol core; `dscore sim --plant NAME --seeds 200` runs the
+default swarm against it, and every failure prints the command that replays its seed. `make test-slow`
+checks that each is caught within 200 seeds of the default swarm (`tests/sim/test_sim_planted.py`);
+`make test` runs a few of them on seeds known to catch them.
+
+Executor bugs (protocol: raft):
+
+- `apply_before_persist`: committed entries are applied when a `Work` is handed out, before its write is
+  durable (the `Ready` order broken at step 3 before step 1). Caught by the host's check that every
+  applied entry is durable on that node.
+- `send_before_persist`: protocol messages go out with the replies, before the write (step 2 before
+  step 1): a vote or an acknowledgement promises what a crash forgets. Caught when a kill lands between
+  the two (the simulator's mid-work crashes) and a node votes twice in one term, or a leader counts an
+  acknowledgement its follower lost.
+- `ack_on_propose`: a client command is answered OK as soon as it is proposed, not once applied. Caught
+  by the linearizability check (an acknowledged write that never took effect, or a read that misses it).
+- `unknown_as_not_leader`: a command pending on a leader that lost the lead is answered NOT_LEADER ("no
+  effect") instead of UNKNOWN, though the next leader may still commit it. Caught by the linearizability
+  check when a client records `fail` for a write that took effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dscore.core.client_messages import ClientResponse, Outcome
+from dscore.core.errors import ConfigError
+from dscore.replica.executor import Executor, Work, _PendingEntry, _Waiter
+from dscore.sim.host import ExecutorFactory
+
+
+class ApplyBeforePersist(Executor):
+    def poll(self) -> Work | None:
+        work = super().poll()
+        if work is not None and work.ready is not None and work.ready.committed:
+            self._apply_ready(work.ready)  # `done` skips what is already applied
+        return work
+
+
+class SendBeforePersist(Executor):
+    def poll(self) -> Work | None:
+        work = super().poll()
+        if work is not None and work.messages:
+            work.replies.extend(work.messages)
+            work.messages = []
+        return work
+
+
+class AckOnPropose(Executor):
+    def _propose(self, data: bytes, waiters: list[_Waiter]) -> None:
+        pending = len(self._pending)
+        super()._propose(data, waiters)
+        if len(self._pending) > pending:  # proposed: answer at once, and forget the waiters
+            index = next(reversed(self._pending))
+            entry = self._pending.pop(index)
+            self._pending_count -= len(entry.waiters)
+            for source, request_id in entry.waiters:
+                self._reply(source, ClientResponse(request_id, Outcome.OK))
+
+
+class UnknownAsNotLeader(Executor):
+    def _answer_unknown(self, pending: _PendingEntry, why: str) -> None:
+        for source, request_id in pending.waiters:
+            self._reply(
+                source, ClientResponse(request_id, Outcome.NOT_LEADER, leader_hint=self.core.leader_id)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class PlantedBug:
+    name: str
+    protocol: str
+    description: str
+    make_executor: ExecutorFactory | None = None
+
+
+PLANTED: dict[str, PlantedBug] = {
+    bug.name: bug
+    for bug in (
+        PlantedBug(
+            "apply_before_persist",
+            "raft",
+            "the executor applies committed entries before their write is durable",
+            ApplyBeforePersist,
+        ),
+        PlantedBug(
+            "send_before_persist",
+            "raft",
+            "the executor sends protocol messages before the write they announce is durable",
+            SendBeforePersist,
+        ),
+        PlantedBug(
+            "ack_on_propose",
+            "raft",
+            "the executor answers a client OK when it proposes the command, not once it is applied",
+            AckOnPropose,
+        ),
+        PlantedBug(
+            "unknown_as_not_leader",
+            "raft",
+            "a leader that loses the lead answers its pending commands 'no effect' instead of 'unknown'",
+            UnknownAsNotLeader,
+        ),
+    )
+}
+
+
+def planted(name: str) -> PlantedBug:
+    try:
+        return PLANTED[name]
+    except KeyError:
+        raise ConfigError(f"unknown planted bug {name!r}; known: {', '.join(sorted(PLANTED))}") from None
