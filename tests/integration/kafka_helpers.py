@@ -11,7 +11,7 @@ from dscore.transport.kafka import open_kafka_transport
 from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig
 from dscore.transport.kafka_layout import delete_topics
 
-CLIENTS = [KafkaClient.AIOKAFKA]
+CLIENTS = [KafkaClient.AIOKAFKA, KafkaClient.CONFLUENT]
 
 
 class Endpoints:

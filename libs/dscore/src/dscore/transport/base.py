@@ -11,13 +11,17 @@ The shape follows Kafka, so the aiokafka transport is a drop-in:
 - `send(frames)` appends each frame to its destination's inbox (Kafka: one produce batch);
 - `receive(max_batch)` waits for at least one delivery and returns up to `max_batch`, each carrying its
   `Delivery.channel` and `Delivery.offset` (Kafka: `getmany` on the inbox partition);
-- `commit(positions)` records that the effects of every input up to those offsets are durable (Kafka: the
-  consumer commits offsets; a crash before that redelivers, which is at-least-once);
-- `start(resume_after)` resumes consumption after the positions kept in the node's storage, so a
-  transport whose own offsets lag the storage (they are committed after it) skips what is known applied.
+- `commit(positions)` says that the effects of every input up to those offsets are durable. It is a hint
+  (Kafka: the consumer group's committed offsets, for lag monitoring and Kafka's tools): a transport may
+  batch it and let it lag, and never resumes from it;
+- `start(resume_after)` resumes consumption after the positions kept in the node's storage, which are
+  saved in the same atomic write as the protocol state and are the ONLY resume point. A channel without
+  a position is read from its beginning for a node (nothing of it is durable yet) or from its end for a
+  client endpoint that keeps no storage (see `dscore.transport.kafka_config.StartWithoutPosition`).
 
 Delivery guarantees differ and the runtime is built for the weaker of both: Kafka is at-least-once (a crash
-before `commit` redelivers, and the dedup high-water marks drop the repeats), the memory transport is
+before the storage saved an input's position redelivers it, and the dedup high-water marks drop the
+repeats), the memory transport is
 at-most-once per delivery (a message to a crashed or partitioned node is lost, as a crashed process that
 has no Kafka log loses it). Protocol cores tolerate loss, duplication is removed before them.
 """
@@ -55,13 +59,15 @@ class Transport(Protocol):
     def node_id(self) -> NodeId: ...
 
     async def start(self, resume_after: Mapping[str, int]) -> None:
-        """Begin consuming this node's inbox after the given per-channel positions (empty: from the
-        transport's own committed positions)."""
+        """Begin consuming this node's inbox right after the given per-channel positions (the stored ones;
+        a channel without one: see the module docstring). Positions of channels this endpoint does not
+        read are ignored."""
         ...
 
     async def send(self, frames: Sequence[OutboundFrame]) -> None:
         """Hand frames to the network, in order per destination. Delivery is not confirmed: a lost frame
-        is a message loss, which protocols tolerate."""
+        is a message loss, which protocols tolerate. Returns within a bound whatever the network does, and
+        raises only for misuse (a closed transport), never for a frame that could not be sent."""
         ...
 
     async def receive(self, max_batch: int) -> list[Delivery]:
@@ -69,7 +75,8 @@ class Transport(Protocol):
         ...
 
     async def commit(self, positions: Mapping[str, int]) -> None:
-        """The effects of every delivery up to and including these offsets are durable."""
+        """The effects of every delivery up to and including these offsets are durable (a hint: may be
+        batched and lag; never the resume point)."""
         ...
 
     async def close(self) -> None: ...

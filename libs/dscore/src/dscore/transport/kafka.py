@@ -1,7 +1,8 @@
 """The Kafka transport: each endpoint (node or client) reads its own single-partition inbox topic and
 produces to the others' (layout and why: `dscore.transport.kafka_layout`; settings:
 `dscore.transport.kafka_config`). Two clients implement it: `AioKafkaTransport` here (aiokafka, pure
-asyncio) and `ConfluentKafkaTransport` (librdkafka); `open_kafka_transport` picks by the config.
+asyncio) and `ConfluentKafkaTransport` (librdkafka, the default: less CPU per record, see `KafkaClient`);
+`open_kafka_transport` picks by the config.
 
 Contract with the runtime (`dscore.transport.base`), as both implement it:
 
@@ -67,8 +68,10 @@ class _State(enum.Enum):
 
 def open_kafka_transport(config: KafkaTransportConfig, endpoint: NodeId) -> Transport:
     """The endpoint's transport, with the client the config names (not started)."""
-    if config.client is not KafkaClient.AIOKAFKA:
-        raise ConfigError(f"Kafka client {config.client.value!r} is not available yet")
+    if config.client is KafkaClient.CONFLUENT:
+        from dscore.transport.kafka_confluent import ConfluentKafkaTransport
+
+        return ConfluentKafkaTransport(config, endpoint)
     return AioKafkaTransport(config, endpoint)
 
 
