@@ -11,6 +11,9 @@ from dscore.transport.kafka import open_kafka_transport
 from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig
 from dscore.transport.kafka_layout import delete_topics
 
+#: a node's tick: how often the tests' "node" loop sends while it waits for something
+TICK_S = 0.01
+
 CLIENTS = [KafkaClient.AIOKAFKA, KafkaClient.CONFLUENT]
 
 
@@ -27,7 +30,7 @@ class Endpoints:
     ) -> Any:
         config = self.config
         if overrides:
-            config = KafkaTransportConfig(**{**_fields(config), **overrides})
+            config = KafkaTransportConfig(**{**config_fields(config), **overrides})
         transport = open_kafka_transport(config, endpoint)
         self.opened.append(transport)
         self.ids.add(endpoint)
@@ -41,7 +44,7 @@ class Endpoints:
             await delete_topics(self.config, self.ids)
 
 
-def _fields(config: KafkaTransportConfig) -> dict[str, Any]:
+def config_fields(config: KafkaTransportConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
 
@@ -71,3 +74,41 @@ async def receive_until(transport: Any, marker: bytes, timeout_s: float = 30.0) 
 
 def frames(destination: str, payloads: Sequence[bytes]) -> list[OutboundFrame]:
     return [OutboundFrame(destination, p) for p in payloads]
+
+
+async def tick_until(sender: Any, destination: str, done: Any, label: bytes, limit_s: float = 60.0) -> int:
+    """Send `label + tick` to `destination` every tick until `done()`; every send is bounded."""
+    bound_s = sender.config.send_timeout_s + 1.0
+    tick = 0
+    async with asyncio.timeout(limit_s):
+        while not done():
+            async with asyncio.timeout(bound_s):  # a send that hangs fails the test here
+                await sender.send(frames(destination, [label + str(tick).encode()]))
+            tick += 1
+            await asyncio.sleep(TICK_S)
+    return tick
+
+
+async def ticks_until(done: Any, limit_s: float = 60.0) -> None:
+    """Let the loop run tick after tick (a node with nothing to send) until `done()`."""
+    async with asyncio.timeout(limit_s):
+        while not done():
+            await asyncio.sleep(TICK_S)
+
+
+async def get_through(sender: Any, receiver: Any, destination: str, label: bytes) -> None:
+    """Resend a marker every tick until the receiver gets one (some may be lost while a producer
+    reconnects); the receiver must deliver it."""
+    received = asyncio.ensure_future(_receive_until_prefix(receiver, label))
+    try:
+        await tick_until(sender, destination, received.done, label)
+        received.result()
+    finally:
+        received.cancel()
+
+
+async def _receive_until_prefix(receiver: Any, prefix: bytes) -> None:
+    while True:
+        for delivery in await receiver.receive(1000):
+            if delivery.data.startswith(prefix):
+                return

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from kafka_helpers import CLIENTS, Endpoints, frames, receive_n, receive_until
+from kafka_helpers import CLIENTS, Endpoints, config_fields, frames, get_through, receive_n, receive_until
 
 from dscore.transport.base import OutboundFrame
 from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig, StartWithoutPosition
@@ -169,6 +169,24 @@ async def test_oversized_frames_are_dropped_and_counted(endpoints: Endpoints) ->
     fits = b"y" * (64 * 1024)
     await sender.send(frames("r", [fits, b"end"]))
     assert [len(d.data) for d in await receive_until(receiver, b"end")] == [len(fits), 3]
+
+
+async def test_records_over_the_brokers_limit_are_counted_and_the_sender_recovers(
+    endpoints: Endpoints,
+) -> None:
+    """The receiver's inbox was created with a smaller limit than the sender allows itself (settings that
+    differ between endpoints): the broker refuses the record; it is counted, and later frames get through."""
+    small = KafkaTransportConfig(**{**config_fields(endpoints.config), "max_record_bytes": 16 * 1024})
+    await ensure_topics(small, ["r"])  # broker limit: 16 KiB + 64 KiB
+    await ensure_topics(endpoints.config, ["s"])
+    sender = await endpoints.open("s")  # allows itself 4 MiB records
+    receiver = await endpoints.open("r", max_record_bytes=16 * 1024)
+    await sender.send(frames("r", [b"z" * (200 * 1024)]))
+    async with asyncio.timeout(30):
+        while sender.stats.send_failures["too_large"] + sender.stats.send_failures["broker_error"] == 0:
+            await sender.wait_delivered(1)
+    assert sender.stats.send_failures["too_large"] == 1
+    await get_through(sender, receiver, "r", b"after ")
 
 
 async def test_many_endpoints_topics_created_up_front(endpoints: Endpoints) -> None:

@@ -10,20 +10,16 @@ every send must return within the send bound, whatever the broker does.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from kafka_broker import BrokerProcess
-from kafka_helpers import CLIENTS, Endpoints, frames, receive_n
+from kafka_helpers import CLIENTS, Endpoints, frames, get_through, receive_n, tick_until, ticks_until
 
 from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig
 from dscore.transport.kafka_layout import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-TICK_S = 0.01
 
 
 @pytest.fixture(params=CLIENTS, ids=lambda c: c.value)
@@ -48,44 +44,6 @@ async def endpoints(
     opened = Endpoints(config)
     yield opened
     await opened.close_all()
-
-
-async def tick_until(sender: Any, destination: str, done: Any, label: bytes, limit_s: float = 60.0) -> int:
-    """Send `label + tick` to `destination` every tick until `done()`; every send is bounded."""
-    bound_s = sender.config.send_timeout_s + 1.0
-    tick = 0
-    async with asyncio.timeout(limit_s):
-        while not done():
-            async with asyncio.timeout(bound_s):  # a send that hangs fails the test here
-                await sender.send(frames(destination, [label + str(tick).encode()]))
-            tick += 1
-            await asyncio.sleep(TICK_S)
-    return tick
-
-
-async def ticks_until(done: Any, limit_s: float = 60.0) -> None:
-    """Let the loop run tick after tick (a node with nothing to send) until `done()`."""
-    async with asyncio.timeout(limit_s):
-        while not done():
-            await asyncio.sleep(TICK_S)
-
-
-async def get_through(sender: Any, receiver: Any, destination: str, label: bytes) -> None:
-    """Resend a marker every tick until the receiver gets one (some may be lost while a producer
-    reconnects); the receiver must deliver it."""
-    received = asyncio.ensure_future(_receive_until_prefix(receiver, label))
-    try:
-        await tick_until(sender, destination, received.done, label)
-        received.result()
-    finally:
-        received.cancel()
-
-
-async def _receive_until_prefix(receiver: Any, prefix: bytes) -> None:
-    while True:
-        for delivery in await receiver.receive(1000):
-            if delivery.data.startswith(prefix):
-                return
 
 
 async def test_sends_stay_bounded_while_the_broker_is_frozen(

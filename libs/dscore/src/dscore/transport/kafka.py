@@ -58,6 +58,10 @@ _RECEIVE_POLL_MS = 1_000
 #: pause after a consumer error before fetching again
 _RECEIVE_ERROR_BACKOFF_S = 0.1
 _MAX_RECONNECT_BACKOFF_S = 2.0
+#: destinations looked up at once; frames to a further unknown destination are dropped
+_MAX_LOOKUPS = 64
+#: remembered destination names (topic names, failed lookups); forgotten all at once beyond it
+MAX_REMEMBERED_DESTINATIONS = 4_096
 
 
 class _State(enum.Enum):
@@ -201,7 +205,7 @@ class AioKafkaTransport:
             try:
                 async with asyncio.timeout(self.config.close_timeout_s):
                     await producer.stop()
-            except Exception:
+            except Exception:  # stuck or failed: let go of it
                 await self._abandon(producer)
 
     def _make_consumer(self) -> Any:
@@ -256,6 +260,8 @@ class AioKafkaTransport:
             except ConfigError:
                 self.stats.fail("unknown_destination")
                 return
+            if len(self._topic_of) >= MAX_REMEMBERED_DESTINATIONS:
+                self._topic_of.clear()
             self._topic_of[destination] = topic
         producer = self._producer
         if producer is None:
@@ -323,6 +329,9 @@ class AioKafkaTransport:
             del self._unknown_until[topic]
         parked = self._parked.get(topic)
         if parked is None:
+            if len(self._lookups) >= _MAX_LOOKUPS:
+                self.stats.fail("unknown_destination")
+                return
             parked = self._parked[topic] = deque()
             self._lookups[topic] = self._spawn(self._look_up(topic, self._generation), f"lookup {topic}")
         if len(parked) >= self.config.max_parked_frames:
@@ -357,6 +366,8 @@ class AioKafkaTransport:
             del self._parked[topic]
             self.stats.fail("unknown_destination", len(parked))
             assert self._loop is not None
+            if len(self._unknown_until) >= MAX_REMEMBERED_DESTINATIONS:
+                self._unknown_until.clear()
             self._unknown_until[topic] = self._loop.time() + self.config.unknown_destination_retry_s
             log.warning("%s: destination topic %s not found; dropping frames to it", self._node_id, topic)
             return

@@ -42,12 +42,12 @@ class KafkaClient(enum.Enum):
     """Which Kafka client library moves the records. Both pass the same integration tests.
 
     The default is librdkafka (confluent-kafka), chosen by CPU in a same-run comparison through this
-    `Transport` (`bench/kafka/compare.py`; numbers in bench/kafka/README.md): about 2.7x less CPU per
-    record end to end (produce + consume), 3x the records/s of one process, a fifth of the idle CPU per
-    endpoint, and the same or lower one-hop latency. On two cores shared by three nodes, a broker and
-    Redis, the transport's CPU is not noise: a committed Raft op costs the whole embedded cluster ~17 µs,
-    and a client's request and reply alone are two records. aiokafka stays available (pure Python, no
-    native wheel)."""
+    `Transport` (`bench/kafka/compare.py`; numbers in bench/kafka/README.md): 2.7-4.4x less CPU per
+    record end to end (produce + consume), 3.4-4.9x the records/s of one process, half the CPU per
+    isolated hop, a quarter of the idle CPU per endpoint, and the same or lower one-hop latency. On two
+    cores shared by three nodes, a broker and Redis, the transport's CPU is not noise: a committed Raft
+    op costs the whole embedded cluster ~17 µs, and a client's request and reply alone are two records.
+    aiokafka stays available (pure Python, no native wheel)."""
 
     #: librdkafka through confluent-kafka (default)
     CONFLUENT = "confluent"
@@ -128,7 +128,9 @@ class KafkaTransportConfig:
         if not isinstance(self.client, KafkaClient):
             raise ConfigError(f"client must be a KafkaClient, got {self.client!r}")
         if not isinstance(self.start_without_position, StartWithoutPosition):
-            raise ConfigError(f"start_without_position must be a StartWithoutPosition, got {self.client!r}")
+            raise ConfigError(
+                f"start_without_position must be a StartWithoutPosition, got {self.start_without_position!r}"
+            )
         positive_ints = (
             "fetch_max_wait_ms",
             "max_partition_fetch_bytes",

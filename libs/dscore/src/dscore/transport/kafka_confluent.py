@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
 from dscore.transport.base import Delivery, OutboundFrame
-from dscore.transport.kafka import check_resume_after, resume_offset
+from dscore.transport.kafka import MAX_REMEMBERED_DESTINATIONS, check_resume_after, resume_offset
 from dscore.transport.kafka_config import KafkaTransportConfig
 from dscore.transport.kafka_layout import KafkaLayout, KafkaUnavailableError, ensure_topics
 from dscore.transport.kafka_stats import KafkaTransportStats
@@ -251,6 +251,8 @@ class ConfluentKafkaTransport:
                 except ConfigError:
                     stats.fail("unknown_destination")
                     continue
+                if len(topic_of) >= MAX_REMEMBERED_DESTINATIONS:
+                    topic_of.clear()
                 topic_of[frame.destination] = topic
             try:
                 producer.produce(topic, data, partition=0)
