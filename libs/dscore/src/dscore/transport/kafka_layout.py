@@ -84,7 +84,9 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the inbox of every endpoint that has none (one request; with `create=False` a missing one
     is an error), then check that each inbox exists with exactly one partition. Returns the topics
-    created by this call. Idempotent.
+    created by this call. Idempotent. An inbox that exists keeps its settings (they are not altered): a
+    smaller `max.message.bytes` there makes the broker refuse larger records, which senders count as
+    `too_large`.
 
     Raises `ConfigError` when an inbox exists with another partition count or a name collides, and
     `KafkaUnavailableError` when the broker does not answer within `config.start_timeout_s`."""
