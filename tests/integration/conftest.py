@@ -11,8 +11,12 @@ The fixture contract (other tests code against these names):
   starts one more server on a free port with its own data folder (per-node Redis, kill/restart tests).
   A `RedisServer` has `url`, `port`, `pid`, `data_dir`, `kill()` (SIGKILL, returns once it is gone),
   `restart()` (start again on the same port and data) and `stop()`. All are stopped at session end.
-- `namespace` (function) -> a string unique to the test and the run (letters, digits and '-'): use it
-  in topic names and key prefixes, so reruns and parallel sessions never see each other's data.
+- `namespace` (function) -> a string unique to the test and the run (letters, digits and '-', at most
+  55 characters: it may be a cluster id, which names Kafka topics): use it in topic names and key
+  prefixes, so reruns and parallel sessions never see each other's data.
+- `kafka_broker` (module) -> a broker process of the test module's own, which its tests may freeze,
+  stop and start (outage tests); its jars come from `$DSCORE_TEST_KAFKA_LIBS`, else from
+  `scripts/kafka.sh fetch` (the cached jars of the dev broker).
 
 Every test under tests/integration/ is marked `integration`.
 """
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from kafka_broker import LIBS_ENV, BrokerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -243,5 +248,23 @@ def redis_url(redis_server_factory: Callable[..., RedisServer]) -> str:
 
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest) -> str:
-    test = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:48]
-    return f"dscore-test-{uuid.uuid4().hex[:12]}-{test}"
+    test = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:40].strip("-")
+    return f"t-{uuid.uuid4().hex[:12]}-{test}"
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A broker of this test module's own, which its tests may freeze, stop and start (outage tests)."""
+    libs = os.environ.get(LIBS_ENV, "").strip()
+    if not libs:
+        _script("kafka.sh", "fetch")
+        found = sorted(p.parent for p in (REPO / ".cache" / "kafka").glob("*/kafka_2.13-*.jar"))
+        if not found:
+            pytest.fail("scripts/kafka.sh fetch left no jars under .cache/kafka/", pytrace=False)
+        libs = str(found[-1])
+    broker = BrokerProcess(Path(libs), tmp_path_factory.mktemp("kafka-broker"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -13,11 +13,12 @@ The shape follows Kafka, so the aiokafka transport is a drop-in:
   `Delivery.channel` and `Delivery.offset` (Kafka: `getmany` on the inbox partition);
 - `start(resume_after)` seeks each channel past the position the node's storage kept for it: those stored
   positions are the ONLY resume point, because they are saved in the same atomic write as the protocol
-  state they produced (see `dscore.replica.executor`); a channel with no stored position is read from
-  its beginning (what the transport still retains);
+  state they produced (see `dscore.replica.executor`). A channel without a position is read from its
+  beginning for a node (nothing of it is durable yet) or from its end for a client endpoint that keeps
+  no storage (see `dscore.transport.kafka_config.StartWithoutPosition`);
 - `commit(positions)` is a hint: positions already saved in the node's storage, handed over in batches
   (every `commit_every_ticks`), for lag monitoring and tooling (Kafka: the consumer group's committed
-  offsets). Nothing is resumed from it.
+  offsets). A transport may batch it and let it lag; nothing is resumed from it.
 
 Delivery is at-least-once on both transports: a crash redelivers everything after the stored positions,
 and the dedup high-water marks (saved with the state) drop the repeats. The memory transport keeps a
@@ -61,13 +62,15 @@ class Transport(Protocol):
     def node_id(self) -> NodeId: ...
 
     async def start(self, resume_after: Mapping[str, int]) -> None:
-        """Begin consuming this node's inbox after the given per-channel positions (a channel with none:
-        from its beginning)."""
+        """Begin consuming this node's inbox right after the given per-channel positions (the stored ones;
+        a channel without one: see the module docstring). Positions of channels this endpoint does not
+        read are ignored."""
         ...
 
     async def send(self, frames: Sequence[OutboundFrame]) -> None:
         """Hand frames to the network, in order per destination. Delivery is not confirmed: a lost frame
-        is a message loss, which protocols tolerate."""
+        is a message loss, which protocols tolerate. Returns within a bound whatever the network does, and
+        raises only for misuse (a closed transport), never for a frame that could not be sent."""
         ...
 
     async def receive(self, max_batch: int) -> list[Delivery]:
@@ -76,7 +79,7 @@ class Transport(Protocol):
 
     async def commit(self, positions: Mapping[str, int]) -> None:
         """A hint: these positions are saved in the node's storage (the effects of every delivery up to
-        them are durable). Nothing resumes from it; it may lag."""
+        them are durable). Nothing resumes from it; it may be batched and lag."""
         ...
 
     async def close(self) -> None: ...
