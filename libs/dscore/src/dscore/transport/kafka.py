@@ -47,7 +47,8 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError, KafkaTimeoutError,
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
 from dscore.transport.base import Delivery, OutboundFrame, Transport
-from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig, StartWithoutPosition
+from dscore.transport.kafka_common import MAX_REMEMBERED_DESTINATIONS, check_resume_after, resume_offset
+from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig
 from dscore.transport.kafka_layout import KafkaLayout, KafkaUnavailableError, close_quietly, ensure_topics
 from dscore.transport.kafka_stats import KafkaTransportStats
 
@@ -61,13 +62,21 @@ _MAX_RECONNECT_BACKOFF_S = 2.0
 #: destinations looked up at once; frames to a further unknown destination are dropped
 _MAX_LOOKUPS = 64
 #: remembered destination names (topic names, failed lookups); forgotten all at once beyond it
-MAX_REMEMBERED_DESTINATIONS = 4_096
 
 
 class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
+
+
+__all__ = [
+    "MAX_REMEMBERED_DESTINATIONS",
+    "AioKafkaTransport",
+    "check_resume_after",
+    "open_kafka_transport",
+    "resume_offset",
+]
 
 
 def open_kafka_transport(config: KafkaTransportConfig, endpoint: NodeId) -> Transport:
@@ -77,34 +86,6 @@ def open_kafka_transport(config: KafkaTransportConfig, endpoint: NodeId) -> Tran
 
         return ConfluentKafkaTransport(config, endpoint)
     return AioKafkaTransport(config, endpoint)
-
-
-def resume_offset(
-    stored: int | None, begin: int, end: int, without_position: StartWithoutPosition
-) -> tuple[int, int]:
-    """The offset to read first and how many unread records retention deleted, given the stored position
-    (None: none stored) and the inbox's first retained and next offsets. Shared by both clients."""
-    if stored is None:
-        return (begin if without_position is StartWithoutPosition.EARLIEST else end), 0
-    following = stored + 1
-    if following < begin:
-        return begin, begin - following
-    if following > end:
-        # The log is shorter than what this endpoint already consumed: the topic was deleted and created
-        # again (or the broker lost data). Everything in it is unread.
-        return begin, 0
-    return following, 0
-
-
-def check_resume_after(channel: str, resume_after: Mapping[str, int], endpoint: NodeId) -> int | None:
-    """This inbox's stored position (or None); other channels are logged and ignored."""
-    foreign = sorted(c for c in resume_after if c != channel)
-    if foreign:
-        log.warning("%s: ignoring stored positions of channels it does not read: %s", endpoint, foreign)
-    stored = resume_after.get(channel)
-    if stored is not None and (type(stored) is not int or stored < -1):
-        raise ConfigError(f"stored position of {channel} must be an offset >= -1, got {stored!r}")
-    return stored
 
 
 class AioKafkaTransport:

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
 from dscore.transport.base import Delivery, OutboundFrame
-from dscore.transport.kafka import MAX_REMEMBERED_DESTINATIONS, check_resume_after, resume_offset
+from dscore.transport.kafka_common import MAX_REMEMBERED_DESTINATIONS, check_resume_after, resume_offset
 from dscore.transport.kafka_config import KafkaTransportConfig
 from dscore.transport.kafka_layout import KafkaLayout, KafkaUnavailableError, ensure_topics
 from dscore.transport.kafka_stats import KafkaTransportStats
