@@ -67,7 +67,7 @@ from dscore.core.client_messages import (
     Outcome,
     ReadMode,
 )
-from dscore.core.cluster import SettingsGate, SettingsNotice
+from dscore.core.cluster import IncarnationNotice, SettingsGate, SettingsNotice, StorageHello
 from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES, check_key, decode_envelope, encode_envelope
 from dscore.core.dedup import DedupFilter
 from dscore.core.envelope import EnvelopeFactory
@@ -183,7 +183,25 @@ class PeerRefused:
     error: SettingsMismatchError
 
 
-Event = ChangeSettled | LocalResponse | LeadershipChanged | PeerRefused
+@dataclass(frozen=True, slots=True)
+class StorageWentBack:
+    """A peer has seen this node at an incarnation above the one its storage gave it: the storage lost
+    writes or was restored from an old copy. The node must stop (a driver fails it); going on, it could
+    vote twice in a term it forgot. Restore the storage, or remove the node and add it under a new id."""
+
+    peer: NodeId
+    seen: int
+    incarnation: int
+
+    def describe(self) -> str:
+        return (
+            f"storage went back in time: {self.peer} has seen this node at incarnation {self.seen}, but its "
+            f"storage started it at incarnation {self.incarnation}; it stops rather than risk voting twice "
+            "in a term (restore its storage, or remove it from the cluster and add it under a new id)"
+        )
+
+
+Event = ChangeSettled | LocalResponse | LeadershipChanged | PeerRefused | StorageWentBack
 
 
 class ChangeOutcomeUnknownError(LocalError):
@@ -199,6 +217,18 @@ class ChangeRejectedError(LocalError):
 
 
 # -- internals --------------------------------------------------------------------------------------
+
+#: stored-marks keys that hold storage epochs (ours, and the peers'): no node id contains a '/'
+_EPOCH_PREFIX = "epoch/"
+
+
+def _epoch_key(node: NodeId) -> str:
+    return _EPOCH_PREFIX + node
+
+
+def _epoch_mark(epoch: int) -> DedupMark:
+    return (epoch >> 32, epoch & 0xFFFFFFFF)
+
 
 _Waiter = tuple[str, int]  # (reply address, request id)
 
@@ -258,6 +288,7 @@ class Executor:
         known_peers: Iterable[NodeId] = (),
         auth_key: bytes | None = None,
         cluster_settings: Mapping[str, str] | None = None,
+        storage_epoch: int = 1,
     ) -> None:
         self.node_id = node_id
         self.core = core
@@ -274,6 +305,8 @@ class Executor:
         #: peers refused for their settings, with the error that names the settings that differ
         self.refused_peers: dict[NodeId, SettingsMismatchError] = {}
         self._notices: list[OutboundFrame] = []
+        #: per peer, the stale incarnation it was last told about (`IncarnationNotice`), so it is told once
+        self._told_incarnation: dict[NodeId, int] = {}
         self._dedup = DedupFilter(dict(stored.dedup_marks)) if self.config.dedup else None
         self._positions: dict[str, int] = dict(stored.input_positions)
         self._dirty_positions: dict[str, int] = {}
@@ -319,6 +352,21 @@ class Executor:
         #: what the driver should know about; it drains this list
         self.events: list[Event] = []
         self.counters = _Counters()
+        # Storage epochs (see `StorageHello`): ours and the ones peers said hello with, kept in the stored
+        # marks under keys no node id can have; peers that came back on another storage are refused.
+        self._marks_extra: dict[str, DedupMark] = {
+            k: v for k, v in stored.dedup_marks.items() if k.startswith(_EPOCH_PREFIX)
+        }
+        self._impostors: set[NodeId] = set()
+        own = self._marks_extra.get(_epoch_key(node_id))
+        if own is not None:
+            self.storage_epoch = (own[0] << 32) | own[1]
+        else:
+            if not 0 < storage_epoch < 1 << 64:
+                raise ConfigError("storage_epoch must be a non-zero unsigned 64-bit integer")
+            self.storage_epoch = storage_epoch
+            self._dirty_marks[_epoch_key(node_id)] = _epoch_mark(storage_epoch)
+        self._say_hello()
 
     # -- views --------------------------------------------------------------------------------------
 
@@ -390,17 +438,61 @@ class Executor:
         if sender not in self._senders:
             self._reject("unknown_sender")
             return
+        if isinstance(content, StorageHello):
+            self._on_hello(sender, content)
+            return
+        if isinstance(content, IncarnationNotice):
+            if content.seen > self.incarnation or content.epoch != self.storage_epoch:
+                self.events.append(StorageWentBack(sender, content.seen, self.incarnation))
+            return
+        if sender in self._impostors:
+            self._reject("stale_storage")
+            return
         dedup = self._dedup
         if dedup is not None:
             if not dedup.accept(envelope.msg_id):
                 self._reject("duplicate")
+                mark = dedup.marks[sender]
+                claimed = envelope.msg_id.incarnation
+                if claimed < mark[0] and self._told_incarnation.get(sender) != claimed:
+                    # An older incarnation of the sender: a stale redelivery, or its storage went back.
+                    # Tell it (once per claimed incarnation); only the sender can tell which.
+                    self._told_incarnation[sender] = claimed
+                    self._send_notice(sender, IncarnationNotice(mark[0], self._peer_epoch(sender)))
                 return
             self._dirty_marks[sender] = dedup.marks[sender]
         self._factory.observe(envelope)
         self.counters.messages_stepped += 1
         self.core.step(envelope)
 
-    def _send_notice(self, peer: NodeId, notice: SettingsNotice) -> None:
+    def _on_hello(self, sender: NodeId, hello: StorageHello) -> None:
+        """A peer says which storage it runs on (its first message of every incarnation)."""
+        known = self._peer_epoch(sender)
+        if known == 0:  # never heard of it: remember, durably, with the next write
+            mark = _epoch_mark(hello.epoch)
+            self._marks_extra[_epoch_key(sender)] = mark
+            self._dirty_marks[_epoch_key(sender)] = mark
+            return
+        if known == hello.epoch:
+            self._impostors.discard(sender)
+            return
+        # Another storage under a known id: wiped or replaced. Refuse it, and tell it why (once).
+        self._reject("stale_storage")
+        if sender not in self._impostors:
+            self._impostors.add(sender)
+            seen = self._dedup.marks.get(sender, (0, 0))[0] if self._dedup is not None else 0
+            self._send_notice(sender, IncarnationNotice(seen, known))
+
+    def _peer_epoch(self, peer: NodeId) -> int:
+        mark = self._marks_extra.get(_epoch_key(peer))
+        return (mark[0] << 32) | mark[1] if mark is not None else 0
+
+    def _say_hello(self) -> None:
+        hello = StorageHello(self.storage_epoch, self.incarnation)
+        for peer in sorted(self._senders):
+            self._send_notice(peer, hello)
+
+    def _send_notice(self, peer: NodeId, notice: SettingsNotice | IncarnationNotice | StorageHello) -> None:
         envelope = self._factory.wrap(peer, notice)
         self._notices.append(OutboundFrame(peer, encode_envelope(envelope, key=self._key), envelope))
 

@@ -38,6 +38,7 @@ import asyncio
 import enum
 import logging
 import random
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from dscore.replica.executor import (
     LeadershipChanged,
     LocalResponse,
     PeerRefused,
+    StorageWentBack,
     Work,
 )
 from dscore.runtime.errors import (
@@ -61,6 +63,7 @@ from dscore.runtime.errors import (
     MembershipChangeRejectedError,
     ReadFailedError,
     RuntimeStoppedError,
+    StorageWentBackError,
 )
 from dscore.statemachine.kv import KvStateMachine, StateMachine
 from dscore.storage.base import Storage
@@ -270,6 +273,8 @@ class NodeRuntime:
             known_peers=self._known_peers,
             auth_key=self._auth_key,
             cluster_settings=self._cluster_settings,
+            # used only if the storage has none yet (its first start): then kept there for good
+            storage_epoch=secrets.randbits(63) + 1,
         )
         await self._transport.start(stored.input_positions)
         self._waker = _Waker(loop)
@@ -629,6 +634,8 @@ class NodeRuntime:
                 self._leadership_changed.set()
             elif type(event) is PeerRefused:
                 log.error("node %s refuses %s: %s", self.node_id, event.peer, event.error)
+            elif type(event) is StorageWentBack:
+                raise StorageWentBackError(f"node {self.node_id}: {event.describe()}")
         if changed and self._on_change is not None:
             self._on_change(self)
 

@@ -187,6 +187,7 @@ class SimNode:
             config=self._config,
             auth_key=self._auth_key,
             cluster_settings=self._cluster_settings,
+            storage_epoch=self._make_rng(f"storage-epoch:{self.node_id}").randrange(1, 1 << 63),
         )
         self.paused_until_us = 0
         self.was_leading = False
