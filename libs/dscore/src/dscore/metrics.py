@@ -16,9 +16,9 @@ Nodes cost the hot path (almost) nothing:
   through the `NodeMetrics` handle that `NodeCollector.add_node` returns: `observe_persist_seconds(s)`,
   `observe_commit_seconds(s)`, `observe_hop_seconds(s)`, `count_in(kind)`, `count_out(kind)`. These
   update plain Python accumulators (a bucket list, a dict), which the same collector turns into families
-  at scrape time. Measured on this machine: an observation costs about 0.5 µs, against 1.8 µs for
-  prometheus_client's labelled `Histogram.observe` (its lock and per-bucket values); a `count_in` about
-  0.25 µs, against 0.9 µs for `Counter.inc`.
+  at scrape time. Measured in one run (CPU time, best of 3 x 300k calls, prometheus-client 0.26): an
+  observation costs 0.18 µs, against 0.79 µs for prometheus_client's labelled `Histogram.observe` (its
+  lock and per-bucket values); a `count_in` 0.10 µs, against 0.35-0.39 µs for `Counter.inc`.
 
 One `NodeCollector` serves every node of a process (the embedded cluster runs several): each family
 appears once in the exposition, with one sample per node. A scrape may run on another thread (the
