@@ -1,0 +1,70 @@
+"""The gateway's transport: Kafka, through `dscore.transport.kafka` (one single-partition inbox topic per
+endpoint, `dscore.<cluster_id>.inbox.<endpoint_id>`; the nodes answer a client by producing to its
+endpoint id's inbox).
+
+The gateway is a client endpoint: it keeps no storage, so it starts reading its inbox from the end (replies
+already there answer a previous process's requests, and nobody waits for them), and it creates its own
+inbox topic at start so the nodes can answer it. Its request ids start at a random point
+(`first_request_id`), so a restarted gateway with the same endpoint id never takes a late reply to its
+predecessor's request for the answer to its own.
+
+The Kafka transport is built on another branch; until it is merged, `dscore.transport.kafka` is imported
+when `open_transport` is called (not when this module is), and a build without it fails at start with a
+`ConfigError` that says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import secrets
+from typing import Any
+
+from dscore.core.errors import ConfigError
+from dscore.runtime.client import ClientEndpoint
+from dscore.transport.base import Transport
+from dscore_gateway.settings import GatewaySettings
+
+KAFKA_MODULE = "dscore.transport.kafka"
+
+
+def kafka_transport_available() -> bool:
+    """Whether this build has the Kafka transport."""
+    try:
+        return importlib.util.find_spec(KAFKA_MODULE) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def open_transport(settings: GatewaySettings) -> Transport:
+    """The gateway's transport on Kafka, as its settings describe (not started)."""
+    try:
+        kafka: Any = importlib.import_module(KAFKA_MODULE)
+    except ModuleNotFoundError as error:
+        raise ConfigError(
+            f"the Kafka transport ({KAFKA_MODULE}) is not in this build ({error}); the gateway needs it"
+        ) from None
+    fields: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
+        "cluster_id": settings.cluster_id,
+    }
+    start = getattr(kafka, "StartWithoutPosition", None)
+    if start is not None:
+        fields["start_without_position"] = start.LATEST  # a client endpoint: only new replies matter
+    config = kafka.KafkaTransportConfig(**fields)
+    transport: Transport = kafka.open_kafka_transport(config, settings.gateway.endpoint_id)
+    return transport
+
+
+def first_request_id() -> int:
+    """A random start for request ids (see the module doc): 2^48 values apart from any other process's
+    start with probability ~1 - n / 2^16 for n requests, which is plenty for restarts."""
+    return secrets.randbits(48) << 8
+
+
+def make_endpoint(settings: GatewaySettings, transport: Transport) -> ClientEndpoint:
+    """The gateway's client endpoint on `transport`: the configured members, the cluster key."""
+    nodes = settings.nodes
+    return ClientEndpoint(
+        transport, lambda: nodes, key=settings.auth_key_bytes(), first_request_id=first_request_id()
+    )
