@@ -23,7 +23,7 @@ TIMEOUT_S = 10.0
 TEST_OPTIONS: dict[str, Any] = {
     "endpoint_id": "gw-test",
     "request_timeout_s": 5.0,
-    "attempt_timeout_s": 0.3,
+    "attempt_timeout_s": 1.0,
     "retry_backoff_s": 0.005,
     "probe_interval_s": 0.0,
     "drain_timeout_s": 5.0,

@@ -639,6 +639,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         summary="The client HTTP API of a dscore cluster: a replicated key-value store",
         description=__doc__,
         lifespan=lifespan,
+        redirect_slashes=False,  # /v1/kv is a 404 with a JSON body, not a redirect to /v1/kv/
     )
     app.state.gateway = gateway
     app.include_router(router)

@@ -6,7 +6,10 @@ matched by request id, authenticated with the cluster key), so what reaches the 
 wire protocol of `dscore.core.client_messages`. Routing and leadership knowledge are shared by all
 requests (`dscore_gateway.routing.LeaderTracker`).
 
-Retries (until the request's deadline):
+Retries: a new attempt starts while the request's deadline (`request_timeout_s`) has not passed, and
+each attempt gets its full `attempt_timeout_s` (an attempt is never cut short by the deadline: a reply
+that was about to say NOT_LEADER would otherwise turn "certainly nothing happened" into "unknown"), so an
+HTTP request is answered within `request_timeout_s + attempt_timeout_s`.
 
 - `NOT_LEADER`: next to the hinted leader, else the next member; after a full round of refusals a pause
   of `retry_backoff_s`, so an election is not flooded;
@@ -97,10 +100,10 @@ class ClusterClient:
         attempts = 0
         misses = 0
         last_error = "no node answered in time"
-        while (remaining := deadline - loop.time()) > 0:
+        while deadline - loop.time() > 0:
             node = tracker.stale_target() if mode is ReadMode.STALE else tracker.target()
             attempts += 1
-            response = await self._call(node, Op.GET, key, remaining, read_mode=mode)
+            response = await self._call(node, Op.GET, key, read_mode=mode)
             now = loop.time()
             if response is None:
                 last_error = f"{node} did not answer within {self._attempt_timeout_s} s"
@@ -136,12 +139,12 @@ class ClusterClient:
         misses = 0
         refusal = Outcome.NOT_LEADER
         last_error = "no node answered in time"
-        while (remaining := deadline - loop.time()) > 0:
+        while deadline - loop.time() > 0:
             if session.client_id == 0:
                 if maybe_applied:
                     break  # the session that may have applied it is gone: the outcome is unknown
                 node = tracker.target()
-                response = await self._call(node, Op.REGISTER, "", remaining)
+                response = await self._call(node, Op.REGISTER, "")
                 now = loop.time()
                 if response is None:
                     last_error = f"{node} did not answer a registration within {self._attempt_timeout_s} s"
@@ -165,7 +168,6 @@ class ClusterClient:
                 node,
                 write.op,
                 write.key,
-                remaining,
                 value=write.value,
                 expected=write.expected,
                 client_id=session.client_id,
@@ -214,7 +216,6 @@ class ClusterClient:
         node: NodeId,
         op: Op,
         key: str,
-        remaining_s: float,
         *,
         value: str | None = None,
         expected: str | None = None,
@@ -233,7 +234,7 @@ class ClusterClient:
             client_id=client_id,
             seq=seq,
             read_mode=read_mode,
-            timeout_s=min(self._attempt_timeout_s, remaining_s),
+            timeout_s=self._attempt_timeout_s,
         )
         if response is None:
             self.tracker.timed_out(node, loop.time())

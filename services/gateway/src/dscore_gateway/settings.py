@@ -75,7 +75,8 @@ class GatewayOptions(BaseModel):
     #: the gateway's endpoint id on the transport (its reply inbox); default `gw-<hostname>`. Unique among
     #: running gateways and different from every node id.
     endpoint_id: str = Field(default_factory=default_endpoint_id)
-    #: an HTTP request gets its answer (or 503 / 504) within about this long
+    #: no new attempt starts after this long; an HTTP request is answered (at the latest 503 / 504)
+    #: within request_timeout_s + attempt_timeout_s
     request_timeout_s: float = Field(default=5.0, gt=0, le=600)
     #: wait this long for one node's answer before trying the next
     attempt_timeout_s: float = Field(default=0.5, gt=0, le=60)
