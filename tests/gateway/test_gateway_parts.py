@@ -300,3 +300,40 @@ async def test_stop_closes_what_the_gateway_owns() -> None:
         await gateway.stop()
         assert closed.is_set() and gateway.draining
         await gateway.stop()  # idempotent
+
+
+async def test_request_ids_from_a_random_start_round_trip() -> None:
+    """A gateway's endpoint numbers its requests from a random point (`first_request_id`, so a restarted
+    gateway on the same Kafka inbox never matches its predecessor's late replies); ids that large travel
+    through the codec and back."""
+    import httpx
+
+    from dscore.runtime.client import ClientEndpoint
+    from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+    from dscore_gateway.app import create_app
+    from dscore_gateway.service import Gateway
+    from dscore_gateway.settings import GatewayOptions
+    from dscore_gateway.transport import first_request_id
+
+    starts = {first_request_id() for _ in range(100)}
+    assert len(starts) == 100 and max(starts) < 2**56
+    async with EmbeddedCluster(raft_factory(), 3) as cluster:
+        await cluster.wait_for_leader(TIMEOUT_S)
+        transport = cluster.network.add_client("gw-big-ids")
+        endpoint = ClientEndpoint(
+            transport, lambda: cluster.node_ids, key=cluster.auth_key, first_request_id=2**56 - 10
+        )
+        await endpoint.start()
+        gateway = Gateway(
+            endpoint, GatewayOptions(endpoint_id="gw-big-ids"), cluster_id="c", close=endpoint.close
+        )
+        await gateway.start()
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(gateway)), base_url="http://g"
+            ) as http:
+                for i in range(20):  # crosses 2**56
+                    assert (await http.put(f"/v1/kv/k{i}", json={"value": str(i)})).status_code == 204
+                assert (await http.get("/v1/kv/k19")).json()["value"] == "19"
+        finally:
+            await gateway.stop()

@@ -9,7 +9,11 @@ skipped (the lead removes the skip on merge). No mocks: a real broker from `kafk
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,6 +83,12 @@ async def deployment(
             await runtime.stop()
         for transport in opened:
             await transport.close()
+        layout: Any = pytest.importorskip("dscore.transport.kafka_layout")
+        kafka: Any = pytest.importorskip("dscore.transport.kafka")
+        config = kafka.KafkaTransportConfig(
+            bootstrap_servers=settings.kafka.bootstrap_servers, cluster_id=settings.cluster_id
+        )
+        await layout.delete_topics(config, {*MEMBERS, settings.gateway.endpoint_id})
 
 
 async def test_gateway_serves_and_follows_the_leader_over_kafka(
@@ -108,3 +118,58 @@ async def test_gateway_serves_and_follows_the_leader_over_kafka(
     assert (await http.get("/v1/kv/k")).json()["value"] == "v3"
     view = (await http.get("/v1/cluster")).json()
     assert view["leader"] == gateway.client.tracker.leader
+
+
+def test_the_process_on_kafka_starts_and_exits_cleanly_on_sigterm(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """`dscore-gateway` with the Kafka transport: it opens its inbox, serves HTTP (not ready: no node
+    runs), and on SIGTERM closes the transport and exits 0."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "DSCORE_NODES": ",".join(MEMBERS),
+        "DSCORE_CLUSTER_ID": namespace[:63].rstrip("-"),
+        "DSCORE_AUTH_KEY": secrets.token_urlsafe(48),
+        "DSCORE_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DSCORE_GATEWAY__HOST": "127.0.0.1",
+        "DSCORE_GATEWAY__PORT": str(port),
+        "DSCORE_GATEWAY__ENDPOINT_ID": "gw-process-it",
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dscore_gateway"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        for line in child.stdout:
+            if "Uvicorn running on" in line:
+                break
+        else:
+            pytest.fail("the gateway exited before serving")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            assert http.get("/healthz").status_code == 200
+            ready = http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["reason"] == "no leader known"
+        child.send_signal(signal.SIGTERM)
+        output = child.communicate(timeout=60)[0]
+        assert child.returncode == 0, output
+        assert "stopped (drained)" in output
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=30)
+        layout: Any = pytest.importorskip("dscore.transport.kafka_layout")
+        kafka: Any = pytest.importorskip("dscore.transport.kafka")
+        config = kafka.KafkaTransportConfig(
+            bootstrap_servers=kafka_bootstrap, cluster_id=env["DSCORE_CLUSTER_ID"]
+        )
+        asyncio.run(layout.delete_topics(config, {"gw-process-it"}))

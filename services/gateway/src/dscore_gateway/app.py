@@ -567,6 +567,7 @@ class GatewayMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                scope[OUTCOME_SCOPE_KEY] = "client_disconnected"
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -578,7 +579,7 @@ class GatewayMiddleware:
                 break
         body = b"".join(chunks)
         if body and scope["method"] in ("PUT", "POST") and not _is_json(headers.get("content-type", "")):
-            shown = headers.get("content-type", "none")
+            shown = headers.get("content-type", "none")[:100]
             await self._reply(
                 scope,
                 send,
