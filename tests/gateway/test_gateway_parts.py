@@ -206,18 +206,18 @@ async def test_pool_is_bounded_and_pins_sessions_outside_the_bound() -> None:
     waiter = asyncio.create_task(pool.acquire(10))
     await asyncio.sleep(0)
     assert not waiter.done()
-    await pool.release(a)
+    pool.release(a)
     assert await waiter is a
     a.registered(7)
     a.seq = 5
-    await pool.pin(a, "key")
+    pool.pin(a, "key")
     assert pool.busy == 1 and pool.pinned == {"key": a}
     c = await pool.acquire(0.01)  # a pinned session frees its place in the pool
     assert c not in (a, b)
     resumed = pool.resume("key")
     assert resumed is a and a.seq == 5 and a.pinned_to is None
-    await pool.pin(a, "key")
-    assert await pool.unpin("key") and a.seq == 6  # the abandoned seq is skipped
+    pool.pin(a, "key")
+    assert pool.unpin("key") and a.seq == 6  # the abandoned seq is skipped
     assert pool.idle == 1
 
 
@@ -337,3 +337,58 @@ async def test_request_ids_from_a_random_start_round_trip() -> None:
                 assert (await http.get("/v1/kv/k19")).json()["value"] == "19"
         finally:
             await gateway.stop()
+
+
+async def test_pool_waiters_in_order_and_cancellation_loses_no_session() -> None:
+    pool = SessionPool(1)
+    held = await pool.acquire(1)
+    first = asyncio.create_task(pool.acquire(10))
+    second = asyncio.create_task(pool.acquire(10))
+    await asyncio.sleep(0)
+    first.cancel()  # a waiter that goes away passes its turn on
+    pool.release(held)
+    assert await second is held
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert pool.busy == 1
+    pool.release(held)
+    # a session handed over just as its waiter is cancelled goes back to the pool
+    taken = await pool.acquire(1)
+    late = asyncio.create_task(pool.acquire(10))
+    await asyncio.sleep(0)
+    pool.release(taken)  # hands `taken` to `late`...
+    late.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert pool.busy == 0 and pool.idle == 1
+
+
+async def test_a_cancelled_write_is_kept_resumable() -> None:
+    """An HTTP request cancelled while its write is in flight (uvicorn past its grace period) gives its
+    session back pinned to its Idempotency-Key: the retry applies the write at most once."""
+    async with harness(request_timeout_s=30.0) as h:
+        assert (await h.http.put("/v1/kv/k", json={"value": "v"})).status_code == 204
+        h.cluster.partition([[n] for n in h.cluster.node_ids])
+        await h.cluster.wait_for(
+            lambda: (
+                not any((rt := h.cluster.runtime(n)) is not None and rt.is_leader for n in h.cluster.node_ids)
+            ),
+            TIMEOUT_S,
+        )
+        headers = {"Idempotency-Key": "cancelled-1"}
+        before = h.metric("dscore_gateway_node_attempts_total")
+        request = asyncio.create_task(h.http.post("/v1/kv/k/append", json={"value": "+"}, headers=headers))
+        # cancelled after its write went out at least once
+        await h.cluster.wait_for(lambda: h.metric("dscore_gateway_node_attempts_total") > before, TIMEOUT_S)
+        assert h.gateway.in_flight == 1
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert h.gateway.pool.busy == 0
+        assert list(h.gateway.pool.pinned) == ["cancelled-1"]
+        h.cluster.heal()
+        await h.cluster.wait_for_leader(TIMEOUT_S)
+        retry = await h.http.post("/v1/kv/k/append", json={"value": "+"}, headers=headers)
+        assert retry.status_code == 204
+        assert (await h.http.get("/v1/kv/k")).json()["value"] == "v+"
+        assert not h.gateway.pool.pinned and h.gateway.pool.busy == 0

@@ -182,14 +182,12 @@ class Gateway:
             session = await self._acquire(deadline)
             if session is None:
                 return WriteResult(WriteVerdict.BUSY)
-            answer, maybe_applied = await self.client.write(write, session, deadline)
-            await self._settle(session, answer, maybe_applied, None)
-            return WriteResult(WriteVerdict.ANSWERED, answer)
+            return WriteResult(WriteVerdict.ANSWERED, await self._run(write, session, deadline, None))
 
         key = idempotent.key
         table = self.idempotency
         begin = table.begin(key, idempotent.fingerprint, loop.time())
-        await self._unpin_dropped()
+        self._unpin_dropped()
         verdict = begin.verdict
         if verdict is Verdict.MISMATCH:
             return WriteResult(WriteVerdict.KEY_REUSED)
@@ -209,17 +207,41 @@ class Gateway:
                 )
                 table.finish(key, answer, loop.time())
                 return WriteResult(WriteVerdict.ANSWERED, answer)
-            session = resumed
-            answer, maybe_applied = await self.client.write(write, session, deadline, maybe_applied=True)
-        else:
+            answer = await self._run(write, resumed, deadline, key, maybe_applied=True)
+            return WriteResult(WriteVerdict.ANSWERED, answer)
+        try:
             acquired = await self._acquire(deadline)
-            if acquired is None:
-                table.forget(key)
-                return WriteResult(WriteVerdict.BUSY)
-            session = acquired
-            answer, maybe_applied = await self.client.write(write, session, deadline)
-        await self._settle(session, answer, maybe_applied, key)
-        return WriteResult(WriteVerdict.ANSWERED, answer)
+        except BaseException:
+            table.forget(key)  # cancelled while waiting for a session: nothing was sent
+            raise
+        if acquired is None:
+            table.forget(key)
+            return WriteResult(WriteVerdict.BUSY)
+        return WriteResult(WriteVerdict.ANSWERED, await self._run(write, acquired, deadline, key))
+
+    async def _run(
+        self,
+        write: WriteOp,
+        session: Session,
+        deadline: float,
+        key: str | None,
+        *,
+        maybe_applied: bool = False,
+    ) -> Answer:
+        """Carry `write` in `session`, then settle the session (and the key) whatever happens: a request
+        cancelled mid-write (a shutdown past its grace period) leaves its write unknown, not lost."""
+        try:
+            answer, maybe_applied = await self.client.write(
+                write, session, deadline, maybe_applied=maybe_applied
+            )
+        except BaseException:
+            cancelled = Answer(
+                Outcome.UNKNOWN, error="the request was cancelled while its write was in flight"
+            )
+            self._settle(session, cancelled, True, key)
+            raise
+        self._settle(session, answer, maybe_applied, key)
+        return answer
 
     async def _acquire(self, deadline: float) -> Session | None:
         remaining = deadline - asyncio.get_running_loop().time()
@@ -228,16 +250,16 @@ class Gateway:
         except PoolExhaustedError:
             return None
 
-    async def _settle(self, session: Session, answer: Answer, maybe_applied: bool, key: str | None) -> None:
+    def _settle(self, session: Session, answer: Answer, maybe_applied: bool, key: str | None) -> None:
         """Give the session back (or pin it to `key`) and record the key's state, after one write."""
         now = asyncio.get_running_loop().time()
         table = self.idempotency
         outcome = answer.outcome
         if outcome is Outcome.UNKNOWN:
             if key is not None and session.client_id != 0 and self.options.max_pinned_sessions > 0:
-                await self.pool.pin(session, key)  # its seq stays: a retry re-sends this command
+                self.pool.pin(session, key)  # its seq stays: a retry re-sends this command
                 table.unknown(key, answer, now)
-                await self._bound_pinned(now)
+                self._bound_pinned(now)
                 return
             if session.client_id != 0:
                 session.seq += 1  # a late copy of the abandoned command is then refused as stale
@@ -253,15 +275,15 @@ class Gateway:
                 session.seq += 1
             if key is not None:
                 table.finish(key, answer, now)
-        await self.pool.release(session)
+        self.pool.release(session)
 
-    async def _bound_pinned(self, now: float) -> None:
+    def _bound_pinned(self, now: float) -> None:
         pool = self.pool
         while len(pool.pinned) > self.options.max_pinned_sessions:
             oldest = pool.oldest_pinned()
             if oldest is None:
                 return
-            await pool.unpin(oldest)
+            pool.unpin(oldest)
             self.idempotency.finish(
                 oldest,
                 Answer(
@@ -273,9 +295,9 @@ class Gateway:
                 now,
             )
 
-    async def _unpin_dropped(self) -> None:
+    def _unpin_dropped(self) -> None:
         for key in self.idempotency.take_dropped_unknown():
-            await self.pool.unpin(key)
+            self.pool.unpin(key)
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -317,7 +339,7 @@ class Gateway:
             await asyncio.sleep(_HOUSEKEEPING_S)
             now = loop.time()
             self.idempotency.expire(now)
-            await self._unpin_dropped()
+            self._unpin_dropped()
             interval = self.options.probe_interval_s
             if interval <= 0 or self.draining:
                 continue

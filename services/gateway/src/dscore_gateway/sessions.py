@@ -57,7 +57,8 @@ class PoolExhaustedError(Exception):
 
 
 class SessionPool:
-    """At most `size` sessions carrying writes, plus pinned ones (see the module doc)."""
+    """At most `size` sessions carrying writes, plus pinned ones (see the module doc). Everything but
+    `acquire` is synchronous, so a cancelled request can always give its session back."""
 
     def __init__(self, size: int, name: str = "gw") -> None:
         if size < 1:
@@ -67,7 +68,8 @@ class SessionPool:
         self._idle: deque[Session] = deque()
         self._busy = 0
         self._made = 0
-        self._freed = asyncio.Condition()
+        #: writes waiting for a session, first come first served
+        self._waiters: deque[asyncio.Future[Session]] = deque()
         #: sessions pinned to an Idempotency-Key, oldest first
         self.pinned: dict[str, Session] = {}
 
@@ -79,36 +81,47 @@ class SessionPool:
     def idle(self) -> int:
         return len(self._idle)
 
+    def _available(self) -> bool:
+        return bool(self._idle) or self._busy < self.size
+
     async def acquire(self, timeout_s: float) -> Session:
         """An idle session, a new one (unregistered) if the pool is not full, or the first one freed
-        within `timeout_s` (else `PoolExhaustedError`)."""
-        async with self._freed:
-            if not self._idle and self._busy >= self.size:
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        await self._freed.wait_for(lambda: bool(self._idle) or self._busy < self.size)
-                except TimeoutError:
-                    raise PoolExhaustedError(f"all {self.size} sessions are carrying writes") from None
-            self._busy += 1
-            if self._idle:
-                return self._idle.popleft()
-            self._made += 1
-            return Session(f"{self._name}-{self._made}")
+        within `timeout_s` (else `PoolExhaustedError`). Waiters are served in order."""
+        if not self._waiters and self._available():
+            return self._take()
+        waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await waiter
+        except BaseException as error:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed to us, but we timed out or were cancelled first
+            if isinstance(error, TimeoutError):
+                raise PoolExhaustedError(f"all {self.size} sessions are carrying writes") from None
+            raise
 
-    async def release(self, session: Session) -> None:
-        """Give back a session taken by `acquire`."""
-        async with self._freed:
-            self._busy -= 1
-            self._idle.append(session)
-            self._freed.notify()
+    def _take(self) -> Session:
+        self._busy += 1
+        if self._idle:
+            return self._idle.popleft()
+        self._made += 1
+        return Session(f"{self._name}-{self._made}")
 
-    async def pin(self, session: Session, key: str) -> None:
+    def release(self, session: Session) -> None:
+        """Give back a session taken by `acquire` (or `resume`)."""
+        self._busy -= 1
+        self._idle.append(session)
+        self._wake()
+
+    def pin(self, session: Session, key: str) -> None:
         """Hold `session` (taken by `acquire`, its `seq` unchanged) for the retry of `key`'s write."""
-        async with self._freed:
-            self._busy -= 1
-            session.pinned_to = key
-            self.pinned[key] = session
-            self._freed.notify()
+        self._busy -= 1
+        session.pinned_to = key
+        self.pinned[key] = session
+        self._wake()
 
     def resume(self, key: str) -> Session | None:
         """Take the session pinned to `key` for its retry (give it back with `release` or `pin`)."""
@@ -118,7 +131,7 @@ class SessionPool:
             self._busy += 1  # may exceed `size` briefly: a pinned write must never wait for the pool
         return session
 
-    async def unpin(self, key: str) -> bool:
+    def unpin(self, key: str) -> bool:
         """Let the session pinned to `key` go back to the pool; its abandoned `seq` is skipped, so a late
         copy of that command is refused as stale. False if no session was pinned to `key`."""
         session = self.pinned.pop(key, None)
@@ -126,10 +139,16 @@ class SessionPool:
             return False
         session.pinned_to = None
         session.seq += 1
-        async with self._freed:
-            self._idle.append(session)
-            self._freed.notify()
+        self._idle.append(session)
+        self._wake()
         return True
 
     def oldest_pinned(self) -> str | None:
         return next(iter(self.pinned), None)
+
+    def _wake(self) -> None:
+        """Hand free sessions to the waiters, first come first served."""
+        while self._waiters and self._available():
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(self._take())
