@@ -51,6 +51,7 @@ from dscore.core.client_messages import (
     ClientResponses,
     Op,
     Outcome,
+    ReadMode,
 )
 from dscore.core.codec import decode_envelope, encode_envelope
 from dscore.core.envelope import EnvelopeFactory
@@ -82,6 +83,9 @@ class ClientEndpoint:
     """One client endpoint: its transport, batching of requests, matching of responses, timeouts.
 
     `nodes()` returns the ids of the nodes to talk to (it may change as the cluster's membership does).
+    `first_request_id`: request ids count up from it. A process that reuses an endpoint id (a restarted
+    gateway on a Kafka inbox) starts from a random point, so late replies to its predecessor's requests
+    cannot match its own.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class ClientEndpoint:
         key: bytes | None = None,
         sweep_interval_s: float = 0.005,
         max_batch: int = 4_096,
+        first_request_id: int = 0,
     ) -> None:
         self.transport = transport
         self.endpoint_id = transport.node_id
@@ -100,7 +105,7 @@ class ClientEndpoint:
         self._factory = EnvelopeFactory(self.endpoint_id, 1)
         self._sweep_interval_s = sweep_interval_s
         self._max_batch = max_batch
-        self._next_request_id = 0
+        self._next_request_id = first_request_id
         self._waiting: dict[int, asyncio.Future[ClientResponse | None]] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
         self._outbox: dict[NodeId, list[ClientRequest]] = {}
@@ -147,6 +152,7 @@ class ClientEndpoint:
         expected: str | None = None,
         client_id: int = 0,
         seq: int = 0,
+        read_mode: ReadMode = ReadMode.LINEARIZABLE,
         timeout_s: float,
     ) -> asyncio.Future[ClientResponse | None]:
         """Send one request to `node`; the future resolves to its response, or None if none came within
@@ -162,7 +168,7 @@ class ClientEndpoint:
         request_id = self._next_request_id
         self._waiting[request_id] = future
         heapq.heappush(self._deadlines, (loop.time() + timeout_s, request_id))
-        request = ClientRequest(request_id, op, key, value, expected, client_id, seq)
+        request = ClientRequest(request_id, op, key, value, expected, client_id, seq, read_mode)
         queue = self._outbox.get(node)
         if queue is None:
             self._outbox[node] = [request]
