@@ -146,7 +146,9 @@ class ProgressTracker:
             if node not in wanted:
                 del progress[node]
         added = False
-        for node in wanted:
+        # In configuration order, never a set's: the progress map's order is the order appends and
+        # heartbeats go out, and a set's order changes with PYTHONHASHSEED.
+        for node in (*self.voters, *self.members.learners, own):
             if node not in progress:
                 progress[node] = Progress(next_index, now)
                 added = True
