@@ -40,6 +40,7 @@ from dscore.protocols.raft import (
         {"max_entries_per_msg": 0},
         {"max_bytes_per_msg": -1},
         {"snapshot_chunk_bytes": 0},
+        {"max_snapshot_bytes": 0},
         {"pre_vote": 1},
         {"election_timeout_ticks": 10.5},
         {"lease_ticks": 10},
@@ -72,7 +73,7 @@ MESSAGES = [
     AppendResponse(2, 9, True, 4, 1),
     Heartbeat(2, 5, 17),
     HeartbeatResponse(2, 17),
-    InstallSnapshot(2, 5, 2, Membership(("a",)), 0, b"\x00\x01", True, (ENTRY,)),
+    InstallSnapshot(2, 5, 2, Membership(("a",)), 0, b"\x00\x01", True, (ENTRY,), total_bytes=2),
     SnapshotResponse(2, 5, 1024),
     TimeoutNow(9),
 ]
@@ -112,7 +113,11 @@ def fresh() -> RaftNode:
         ("a", "b", VoteRequest(2, -1, 0), "invalid"),
         ("z", "b", AppendResponse(1, 0), "non_member"),
         ("z", "b", VoteResponse(1, True), "non_member"),
-        ("a", "b", InstallSnapshot(1, 0, 1, Membership(()), 0, b"", True), "invalid"),
+        ("a", "b", InstallSnapshot(1, 0, 1, Membership(()), 0, b"", True, total_bytes=0), "invalid"),
+        # a chunk reaching past the snapshot's size, one ending at it but not done, one done too early
+        ("a", "b", InstallSnapshot(1, 1, 1, Membership(("a",)), 0, b"abc", False, total_bytes=2), "invalid"),
+        ("a", "b", InstallSnapshot(1, 1, 1, Membership(("a",)), 0, b"ab", False, total_bytes=2), "invalid"),
+        ("a", "b", InstallSnapshot(1, 1, 1, Membership(("a",)), 0, b"a", True, total_bytes=2), "invalid"),
         ("a", "b", SnapshotResponse(1, 1, -1), "invalid"),
         ("a", "b", TimeoutNow(0), "invalid"),
         ("a", "b", TimeoutNow(1), "ignored_timeout_now"),  # not from our leader

@@ -46,6 +46,9 @@ class RaftConfig:
     read_only_option: ReadOnlyOption = ReadOnlyOption.READ_INDEX
     #: lease length for `ReadOnlyOption.LEASE`; None means `election_timeout_ticks - 2`
     lease_ticks: int | None = None
+    #: largest snapshot a follower accepts from a leader: the bound of its InstallSnapshot receive
+    #: buffer (a transfer that announces more is refused and counted; see `snapshot`)
+    max_snapshot_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         _check_int("election_timeout_ticks", self.election_timeout_ticks, 2)
@@ -59,6 +62,7 @@ class RaftConfig:
         _check_int("max_entries_per_msg", self.max_entries_per_msg, 1)
         _check_int("max_bytes_per_msg", self.max_bytes_per_msg, 1)
         _check_int("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1)
+        _check_int("max_snapshot_bytes", self.max_snapshot_bytes, 1)
         for name in ("pre_vote", "check_quorum"):
             if type(getattr(self, name)) is not bool:
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")

@@ -3,13 +3,19 @@
 Every class is a registered message (`dscore.core.registry`): its kind (`raft.append`, ...) and the order
 of its fields are its wire format, so neither changes without a version note here.
 
+Wire changes:
+
+- `InstallSnapshot.total_bytes` (appended after `entries`): every chunk carries the snapshot's size, so a
+  follower can refuse a transfer larger than `RaftConfig.max_snapshot_bytes` before buffering it, and
+  notice chunks that disagree. Chunks without it no longer decode.
+
 The checks (`valid_append`, `valid_install`) look at one message alone (no node state): a message that
 fails them is dropped and counted as `invalid` by the node, never raised.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dscore.core.ids import NodeId
 from dscore.core.registry import message
@@ -122,8 +128,10 @@ class HeartbeatResponse:
 @message("raft.install_snapshot")
 @dataclass(frozen=True, slots=True)
 class InstallSnapshot:
-    """One chunk of the leader's snapshot. The final chunk (`done`) carries the entries right after the
-    snapshot, so the follower's `Ready` that installs it also rewrites its stored log suffix."""
+    """One chunk of the leader's snapshot: `data` is bytes [offset, offset + len(data)) of a snapshot of
+    `total_bytes`; `done` marks the last chunk (it ends at `total_bytes`). The final chunk carries the
+    entries right after the snapshot, so the follower's `Ready` that installs it also rewrites its stored
+    log suffix."""
 
     term: int
     index: int
@@ -133,6 +141,7 @@ class InstallSnapshot:
     data: bytes
     done: bool
     entries: tuple[LogEntry, ...] = ()
+    total_bytes: int = field(kw_only=True)
 
 
 @message("raft.snapshot_response")
@@ -183,6 +192,9 @@ def valid_append(m: AppendEntries) -> bool:
 
 def valid_install(m: InstallSnapshot) -> bool:
     if m.term < 1 or m.index < 1 or m.snap_term < 1 or m.snap_term > m.term or m.offset < 0:
+        return False
+    end = m.offset + len(m.data)
+    if end > m.total_bytes or m.done != (end == m.total_bytes):
         return False
     config: object = m.config
     if not isinstance(config, Membership):

@@ -124,8 +124,10 @@ class RaftNode:
     `conflicting_leader`, `vote_in_lease` (leader stickiness), `ignored_timeout_now`; anomalies
     `conflict_with_committed` (a leader tried to overwrite a committed entry: only a broken commit rule
     can cause it), `bad_config_entry`, `bad_snapshot_config`, `missing_snapshot`,
-    `restore_discarded_entries`; events `check_quorum_step_down`, `removed_leader_step_down`,
-    `transfer_aborted`, `snapshot_sent`, `snapshot_installed`.
+    `restore_discarded_entries`; refused snapshot transfers `snapshot_too_large` (beyond
+    `max_snapshot_bytes`) and `snapshot_chunks_disagree` (chunks announcing different sizes); events
+    `check_quorum_step_down`, `removed_leader_step_down`, `transfer_aborted`, `snapshot_sent`,
+    `snapshot_installed`.
     """
 
     def __init__(
@@ -162,7 +164,7 @@ class RaftNode:
         self._prev_hs: tuple[int, NodeId | None, int] = (self._term, self._vote, self._log.committed)
         self._tracker = ProgressTracker(self._confs.current)
         self._read_only = ReadOnly(config.effective_lease_ticks if lease_mode else None)
-        self._snap_recv = SnapshotReceiver()
+        self._snap_recv = SnapshotReceiver(config.max_snapshot_bytes)
         self._msgs: list[Outgoing] = []
 
         self._role = Role.FOLLOWER
@@ -885,7 +887,15 @@ class RaftNode:
         self._send(
             to,
             InstallSnapshot(
-                self._term, snap.index, snap.term, config, offset, data[offset:end], done, entries
+                self._term,
+                snap.index,
+                snap.term,
+                config,
+                offset,
+                data[offset:end],
+                done,
+                entries,
+                total_bytes=len(data),
             ),
         )
 
