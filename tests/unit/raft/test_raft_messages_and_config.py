@@ -67,6 +67,7 @@ MESSAGES = [
     HardState(3, "a", 7),
     HardState(3, None, 0),
     Membership(("a", "b"), ("c",)),
+    Membership(("a", "b"), ("c",), ("d", "e")),
     VoteRequest(4, 10, 3, pre_vote=True, transfer=False),
     VoteResponse(4, True, pre_vote=True),
     AppendEntries(2, 2, 1, (ENTRY,), 2),

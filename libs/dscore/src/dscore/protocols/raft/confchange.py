@@ -16,11 +16,21 @@ or shrink one node at a time). Two rules make it safe (`check_can_change`):
   entry of its own term (its NOOP), otherwise a change from a previous term and one from this term could
   both be "one step" from different bases.
 
-A CONFIG entry's data is `codec.encode_value(Membership(voters, learners))`: the whole new membership,
-not a delta, so replaying or truncating the log restores the configuration exactly (a truncated config
-entry reverts the node to the previous one: `ConfigHistory`). `Snapshot.config` is the `Membership` at the
-snapshot index. A leader that removes itself keeps leading (without counting itself) until the removal is
-committed, then steps down and sends TimeoutNow to the most up-to-date voter (4.2.2).
+A CONFIG entry's data is `codec.encode_value(Membership(voters, learners, removed))`: the whole new
+membership, not a delta, so replaying or truncating the log restores the configuration exactly (a truncated
+config entry reverts the node to the previous one: `ConfigHistory`). `Snapshot.config` is the `Membership`
+at the snapshot index. A leader that removes itself keeps leading (without counting itself) until the
+removal is committed, then steps down and sends TimeoutNow to the most up-to-date voter (4.2.2).
+
+Removed ids are never reused
+----------------------------
+
+`Membership.removed` lists every id ever removed (a voter or a learner), and adding one again, as a voter
+or a learner, is refused (`REUSED_ID_REASON`). Node ids key the duplicate filters of every peer: a fresh
+node under a removed id would restart its message numbering (a new incarnation that starts from nothing)
+while the others still hold the old one's marks, so its messages could be taken for duplicates. The list
+is part of the replicated configuration, carried by CONFIG entries and snapshots, so every leader, a new
+one included, knows it without any bookkeeping outside Raft.
 
 Learners are non-voting members that receive the log, never campaign and never count for a quorum or an
 election. (Like etcd's, a learner still answers vote requests: it may have been promoted without knowing
@@ -38,6 +48,7 @@ from dscore.protocols.contract import LogEntry
 from dscore.protocols.raft.messages import Membership
 
 __all__ = [
+    "REUSED_ID_REASON",
     "ConfChangeRejectedError",
     "ConfChangeType",
     "ConfigHistory",
@@ -59,6 +70,12 @@ class ConfChangeRejectedError(LocalError):
     """A membership change was refused (not leader, another change pending, no commit in this term, ...)."""
 
 
+REUSED_ID_REASON = (
+    "node ids are never reused: a fresh node under a removed id would restart its message numbering "
+    "under the others' duplicate filters"
+)
+
+
 def check_can_change(*, term_committed: bool, pending: bool) -> None:
     """The two rules of single-server changes (see the module docstring)."""
     if not term_committed:
@@ -71,6 +88,9 @@ def apply_change(members: Membership, change: ConfChangeType, node: NodeId) -> M
     """The configuration after `change` of `node`; raises `ConfChangeRejectedError` if it does not apply."""
     voters = set(members.voters)
     learners = set(members.learners)
+    removed = set(members.removed)
+    if node in removed and change in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER):
+        raise ConfChangeRejectedError(f"{node!r} was removed from this cluster; {REUSED_ID_REASON}")
     if change is ConfChangeType.ADD_VOTER:
         if node in voters or node in learners:
             raise ConfChangeRejectedError(f"{node!r} is already a member (promote a learner instead)")
@@ -81,6 +101,7 @@ def apply_change(members: Membership, change: ConfChangeType, node: NodeId) -> M
         if len(voters) == 1:
             raise ConfChangeRejectedError("cannot remove the last voter")
         voters.discard(node)
+        removed.add(node)
     elif change is ConfChangeType.ADD_LEARNER:
         if node in voters or node in learners:
             raise ConfChangeRejectedError(f"{node!r} is already a member")
@@ -89,12 +110,13 @@ def apply_change(members: Membership, change: ConfChangeType, node: NodeId) -> M
         if node not in learners:
             raise ConfChangeRejectedError(f"{node!r} is not a learner")
         learners.discard(node)
+        removed.add(node)
     else:  # PROMOTE_LEARNER
         if node not in learners:
             raise ConfChangeRejectedError(f"{node!r} is not a learner")
         learners.discard(node)
         voters.add(node)
-    return Membership(tuple(sorted(voters)), tuple(sorted(learners)))
+    return Membership(tuple(sorted(voters)), tuple(sorted(learners)), tuple(sorted(removed)))
 
 
 def decode_config(entry: LogEntry) -> Membership | None:

@@ -8,6 +8,9 @@ Wire changes:
 - `InstallSnapshot.total_bytes` (appended after `entries`): every chunk carries the snapshot's size, so a
   follower can refuse a transfer larger than `RaftConfig.max_snapshot_bytes` before buffering it, and
   notice chunks that disagree. Chunks without it no longer decode.
+- `Membership.removed` (appended after `learners`): the ids ever removed, carried by every CONFIG entry and
+  snapshot, so the cluster itself refuses to reuse one (see `confchange`). A membership of two fields no
+  longer decodes.
 
 The checks (`valid_append`, `valid_install`) look at one message alone (no node state): a message that
 fails them is dropped and counted as `invalid` by the node, never raised.
@@ -51,16 +54,23 @@ class HardState:
 @message("raft.membership")
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """A configuration: sorted voter and learner ids (disjoint)."""
+    """A configuration: sorted voter and learner ids, and the sorted ids ever removed from the cluster
+    (never reused); the three are disjoint."""
 
     voters: tuple[NodeId, ...]
     learners: tuple[NodeId, ...] = ()
+    removed: tuple[NodeId, ...] = ()
 
     def __post_init__(self) -> None:
-        if len(set(self.voters)) != len(self.voters) or len(set(self.learners)) != len(self.learners):
+        voters, learners, removed = set(self.voters), set(self.learners), set(self.removed)
+        if len(voters) != len(self.voters) or len(learners) != len(self.learners):
             raise ValueError("duplicate node ids in a membership")
-        if set(self.voters) & set(self.learners):
+        if len(removed) != len(self.removed):
+            raise ValueError("duplicate removed node ids in a membership")
+        if voters & learners:
             raise ValueError("a node cannot be both voter and learner")
+        if removed & (voters | learners):
+            raise ValueError("a removed node cannot be a member")
 
 
 @message("raft.vote_request")
