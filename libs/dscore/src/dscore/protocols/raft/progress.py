@@ -160,6 +160,8 @@ class ProgressTracker:
     def committed(self, default: int) -> int:
         """The largest index a majority of voters stores (`default` without voters)."""
         voters = self.voters
+        if len(voters) == 1:  # a majority of one is that voter: every proposal of a lone leader
+            return self.progress[voters[0]].match
         if not voters:
             return default
         progress = self.progress
