@@ -157,12 +157,6 @@ class RaftLog:
 
     # -- writing ----------------------------------------------------------------------------------------
 
-    def append(self, entry: LogEntry) -> None:
-        self.entries.append(entry)
-
-    def extend(self, entries: tuple[LogEntry, ...]) -> None:
-        self.entries.extend(entries)
-
     def truncate_from(self, index: int) -> None:
         """Drop the entries from `index` on (they conflict with the leader's)."""
         del self.entries[index - self.offset :]
@@ -208,21 +202,22 @@ class RaftLog:
             or self.pending_snapshot is not None
         )
 
-    def take_unstable(self) -> tuple[LogEntry, ...]:
-        """The entries not yet handed out for persisting."""
+    def take_ready(self) -> tuple[Snapshot | None, bool, tuple[LogEntry, ...], tuple[LogEntry, ...]]:
+        """What the log hands out in a `Ready`: the pending snapshot (and whether it replaces the stored
+        log), the entries not yet handed out for persisting, the committed ones not yet handed out for
+        applying."""
+        snapshot = self.pending_snapshot
+        log_replaced = self.log_replaced
+        self.pending_snapshot = None
+        self.log_replaced = False
         offset = self.offset
         last = offset + len(self.entries) - 1
-        if self.unstable_from > last:
-            return ()
-        entries = tuple(self.entries[self.unstable_from - offset :])
-        self.unstable_from = last + 1
-        return entries
-
-    def take_committed(self) -> tuple[LogEntry, ...]:
-        """The committed entries not yet handed out for applying."""
-        if self.committed <= self.handed:
-            return ()
-        offset = self.offset
-        entries = tuple(self.entries[self.handed + 1 - offset : self.committed + 1 - offset])
-        self.handed = self.committed
-        return entries
+        entries: tuple[LogEntry, ...] = ()
+        if self.unstable_from <= last:
+            entries = tuple(self.entries[self.unstable_from - offset :])
+            self.unstable_from = last + 1
+        committed: tuple[LogEntry, ...] = ()
+        if self.committed > self.handed:
+            committed = tuple(self.entries[self.handed + 1 - offset : self.committed + 1 - offset])
+            self.handed = self.committed
+        return snapshot, log_replaced, entries, committed

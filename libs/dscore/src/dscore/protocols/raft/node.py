@@ -356,7 +356,7 @@ class RaftNode:
                 return False
             self._truncate_from(conflict)
         new = entries[k:] if k else entries
-        log.extend(new)
+        log.entries.extend(new)
         changed = False
         for e in new:
             if e.kind == EntryKind.CONFIG:
@@ -533,12 +533,7 @@ class RaftNode:
         if hs_tuple != self._prev_hs:
             self._prev_hs = hs_tuple
             hard_state = HardState(*hs_tuple)
-        snapshot = log.pending_snapshot
-        log.pending_snapshot = None
-        log_replaced = log.log_replaced
-        log.log_replaced = False
-        entries = log.take_unstable()
-        committed = log.take_committed()
+        snapshot, log_replaced, entries, committed = log.take_ready()
         messages: tuple[Outgoing, ...] = ()
         if self._msgs:
             messages = tuple(self._msgs)
@@ -639,7 +634,8 @@ class RaftNode:
             self._count("unknown_message")
 
     def _is_member(self, src: NodeId) -> bool:
-        if self._tracker.is_member(src):
+        tracker = self._tracker
+        if src in tracker.voter_set or src in tracker.learner_set:
             return True
         self._count("non_member")
         return False
@@ -907,49 +903,23 @@ class RaftNode:
             self._count("unknown_peer")
             return
         pr.recent_active = True
+        log = self._log
         if m.reject:
-            if self._maybe_decrease(pr, m):
+            probe = m.hint_index
+            if m.hint_term > 0:
+                probe = log.find_conflict_by_term(probe, m.hint_term)  # skip the conflicting term at once
+            if pr.maybe_decrease(m.index, probe):
                 self._append_dirty = True
             return
-        if m.index > self._log.last_index:
+        if m.index > log.last_index:
             self._count("invalid")
             return
-        inflight = pr.inflight
-        while inflight and inflight[0] <= m.index:
-            inflight.popleft()
-        if m.index > pr.match or (pr.state is ProgressState.PROBE and m.index == pr.match):
-            if m.index > pr.match:
-                pr.match = m.index
-                pr.last_progress_tick = self._ticks
-            if pr.next <= pr.match:
-                pr.next = pr.match + 1
-            if pr.state is ProgressState.PROBE:
-                pr.become_replicate(self._ticks)
-            elif pr.state is ProgressState.SNAPSHOT and (
-                pr.snapshot is None or pr.match >= pr.snapshot.index
-            ):
-                pr.become_probe()
+        if pr.maybe_update(m.index, self._ticks):
             self._append_dirty = True
             if self._maybe_commit() and not self._is_leader():
                 return  # our removal got committed and we stepped down
-            if src == self._transferee and pr.match == self._log.last_index:
+            if src == self._transferee and pr.match == log.last_index:
                 self._send(src, TimeoutNow(self._term))
-
-    def _maybe_decrease(self, pr: Progress, m: AppendResponse) -> bool:
-        rejected = m.index
-        if pr.state is ProgressState.REPLICATE:
-            if rejected <= pr.match:
-                return False  # stale
-            pr.become_probe()
-            return True
-        if pr.state is not ProgressState.PROBE or rejected != pr.next - 1:
-            return False  # stale, or we are sending a snapshot
-        probe = m.hint_index
-        if m.hint_term > 0:
-            probe = self._log.find_conflict_by_term(probe, m.hint_term)
-        pr.next = max(min(rejected, probe + 1), pr.match + 1)
-        pr.probe_sent = False
-        return True
 
     def _on_snapshot_response(self, src: NodeId, m: SnapshotResponse) -> None:
         if self._role is not Role.LEADER:
@@ -959,12 +929,7 @@ class RaftNode:
             self._count("unknown_peer")
             return
         pr.recent_active = True
-        if pr.state is not ProgressState.SNAPSHOT or pr.snapshot is None or pr.snapshot.index != m.index:
-            return
-        pr.snap_reported = m.next_offset
-        if m.next_offset > pr.snap_offset:
-            pr.snap_offset = m.next_offset
-            pr.last_progress_tick = self._ticks
+        if pr.snapshot_acked(m.index, m.next_offset, self._ticks):
             self._send_snapshot_chunk(src, pr)
 
     # -- heartbeats and reads (leader; see `readonly`) ----------------------------------------------
@@ -998,19 +963,8 @@ class RaftNode:
             if src in tracker.voter_set:
                 self._read_only.confirm(tracker.confirmed_round())
         last = self._log.last_index
-        state = pr.state
-        if state is ProgressState.PROBE:
-            pr.probe_sent = False
-        elif state is ProgressState.REPLICATE and len(pr.inflight) >= self.config.max_inflight_msgs:
-            pr.inflight.popleft()  # maybe lost: let one more through
-        if pr.match < last and self._ticks - pr.last_progress_tick >= self._stall_ticks:
-            # No progress for a while although the follower answers: appends or chunks were lost.
-            pr.last_progress_tick = self._ticks
-            if state is ProgressState.REPLICATE:
-                pr.become_probe()
-            elif state is ProgressState.SNAPSHOT:
-                pr.snap_offset = pr.snap_reported
-                self._send_snapshot_chunk(src, pr)
+        if pr.heartbeat_acked(last, self._ticks, self._stall_ticks, self.config.max_inflight_msgs):
+            self._send_snapshot_chunk(src, pr)
         if pr.match < last or pr.state is ProgressState.PROBE:
             self._append_dirty = True
 

@@ -97,6 +97,75 @@ class Progress:
         self.probe_sent = False
         self.last_progress_tick = now
 
+    def maybe_update(self, index: int, now: int) -> bool:
+        """The follower stores our log up to `index` (a successful AppendResponse): free the in-flight
+        slots up to it, move `match` on, and leave PROBE (the log matches) or SNAPSHOT (installed). Returns
+        False for a stale answer that changes nothing."""
+        inflight = self.inflight
+        while inflight and inflight[0] <= index:
+            inflight.popleft()
+        if index < self.match or (index == self.match and self.state is not ProgressState.PROBE):
+            return False
+        if index > self.match:
+            self.match = index
+            self.last_progress_tick = now
+        if self.next <= self.match:
+            self.next = self.match + 1
+        if self.state is ProgressState.PROBE:
+            self.become_replicate(now)
+        elif self.state is ProgressState.SNAPSHOT and (
+            self.snapshot is None or self.match >= self.snapshot.index
+        ):
+            self.become_probe()
+        return True
+
+    def maybe_decrease(self, rejected: int, probe: int) -> bool:
+        """The follower rejected the append after `rejected` (etcd's MaybeDecrTo); `probe` is the last
+        index its hint says may match. REPLICATE falls back to PROBE; PROBE retries from after `probe`
+        (never at or below `match`). Returns False for a stale rejection."""
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+            self.become_probe()
+            return True
+        if self.state is not ProgressState.PROBE or rejected != self.next - 1:
+            return False  # stale, or we are sending a snapshot
+        self.next = max(min(rejected, probe + 1), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def snapshot_acked(self, index: int, next_offset: int, now: int) -> bool:
+        """The follower holds the first `next_offset` bytes of snapshot `index`. Returns True if the next
+        chunk is due."""
+        if self.state is not ProgressState.SNAPSHOT or self.snapshot is None or self.snapshot.index != index:
+            return False
+        self.snap_reported = next_offset
+        if next_offset <= self.snap_offset:
+            return False
+        self.snap_offset = next_offset
+        self.last_progress_tick = now
+        return True
+
+    def heartbeat_acked(self, last_index: int, now: int, stall_ticks: int, max_inflight: int) -> bool:
+        """The follower answered a heartbeat, so it is alive: an append that got no answer was probably
+        lost. Unblock a probe, free a slot of a full window, and after `stall_ticks` without progress fall
+        back (REPLICATE to PROBE; SNAPSHOT rewinds to the last acknowledged offset). Returns True if the
+        snapshot chunk must be sent again."""
+        state = self.state
+        if state is ProgressState.PROBE:
+            self.probe_sent = False
+        elif state is ProgressState.REPLICATE and len(self.inflight) >= max_inflight:
+            self.inflight.popleft()
+        if self.match >= last_index or now - self.last_progress_tick < stall_ticks:
+            return False
+        self.last_progress_tick = now
+        if state is ProgressState.REPLICATE:
+            self.become_probe()
+        elif state is ProgressState.SNAPSHOT:
+            self.snap_offset = self.snap_reported
+            return True
+        return False
+
 
 class ProgressTracker:
     """The configuration in force, the leader's progress per member, a candidate's votes."""
@@ -121,9 +190,6 @@ class ProgressTracker:
         self.voter_set = frozenset(members.voters)
         self.learner_set = frozenset(members.learners)
         self.majority = Majority(members.voters)
-
-    def is_member(self, node: NodeId) -> bool:
-        return node in self.voter_set or node in self.learner_set
 
     # -- progress (leader) ----------------------------------------------------------------------------
 
