@@ -73,6 +73,7 @@ from dscore.core.dedup import DedupFilter
 from dscore.core.envelope import EnvelopeFactory
 from dscore.core.errors import ConfigError, DecodeError, LocalError, NotLeaderError, SettingsMismatchError
 from dscore.core.ids import NodeId
+from dscore.core.registry import constructor
 from dscore.protocols.contract import (
     Compactable,
     HasMembership,
@@ -81,7 +82,7 @@ from dscore.protocols.contract import (
     Ready,
     Reconfigurable,
 )
-from dscore.statemachine.kv import BadCommandError, KvResult, StateMachine, encode_batch
+from dscore.statemachine.kv import BadCommandError, KvResult, StateMachine
 from dscore.storage.base import DedupMark, StoredState, WriteBatch
 from dscore.transport.base import OutboundFrame
 
@@ -218,6 +219,9 @@ class ChangeRejectedError(LocalError):
 
 # -- internals --------------------------------------------------------------------------------------
 
+#: builds a `ClientResponse` from all its fields, without the frozen dataclass's checks (hot path)
+_new_response = constructor(ClientResponse)
+
 #: stored-marks keys that hold storage epochs (ours, and the peers'): no node id contains a '/'
 _EPOCH_PREFIX = "epoch/"
 
@@ -255,8 +259,8 @@ class _Counters:
     rejected: dict[str, int] = field(default_factory=dict)
     #: outgoing messages not sent, by reason
     send_dropped: dict[str, int] = field(default_factory=dict)
-    #: client requests answered, by outcome name
-    requests: dict[str, int] = field(default_factory=dict)
+    #: client requests answered, by outcome
+    by_outcome: dict[Outcome, int] = field(default_factory=dict)
     messages_stepped: int = 0
     messages_sent: int = 0
     entries_applied: int = 0
@@ -264,6 +268,11 @@ class _Counters:
     readies: int = 0
     writes: int = 0
     snapshots_taken: int = 0
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Client requests answered, by outcome name."""
+        return {outcome.name: count for outcome, count in self.by_outcome.items()}
 
 
 class Executor:
@@ -334,7 +343,7 @@ class Executor:
         self._refresh_senders()
         self._read_index_supported = not self.config.reads_through_log
         # Client work.
-        self._batch: list[bytes] = []
+        self._batch: list[tuple[object, ...]] = []
         self._batch_waiters: list[_Waiter] = []
         self._registrations: list[_Waiter] = []
         self._pending: dict[int, _PendingEntry] = {}
@@ -641,38 +650,53 @@ class Executor:
     def _on_client_requests(self, source: str, requests: Iterable[ClientRequest]) -> None:
         # Who may serve a request is the protocol's call: its `propose` and `read_index` raise
         # `NotLeaderError` (with a hint) where it cannot, and that is answered NOT_LEADER.
+        command_for = self.sm.command_for
+        batch = self._batch
+        waiters = self._batch_waiters
+        per_entry = self.config.max_commands_per_entry
+        room = self.config.max_pending_proposals - self.pending_requests
         for request in requests:
             op = request.op
-            if op is Op.GET and request.read_mode is ReadMode.STALE:
-                self._reply(source, ClientResponse(request.request_id, Outcome.OK, self.sm.read(request.key)))
-                continue
-            if op is Op.GET and self._read_index_supported:
-                self._register_read(source, request)
-                continue
-            if self.pending_requests >= self.config.max_pending_proposals:
+            if op is Op.GET:
+                if request.read_mode is ReadMode.STALE:
+                    self._reply(
+                        source,
+                        _new_response(
+                            request.request_id, Outcome.OK, self.sm.read(request.key), None, 0, None
+                        ),
+                    )
+                    continue
+                if self._read_index_supported:
+                    self._register_read(source, request)
+                    continue
+            if room <= 0:
+                pending = self.pending_requests
                 self._reply(
                     source,
                     ClientResponse(
                         request.request_id,
                         Outcome.OVERLOADED,
-                        error=f"{self.node_id} has {self.pending_requests} requests pending "
+                        error=f"{self.node_id} has {pending} requests pending "
                         f"(max_pending_proposals={self.config.max_pending_proposals})",
                     ),
                 )
                 continue
             try:
-                command = self.sm.command_for(request)
+                command = command_for(request)
             except BadCommandError as error:
                 self._reply(source, ClientResponse(request.request_id, Outcome.BAD_REQUEST, error=str(error)))
                 continue
+            room -= 1
             if op is Op.REGISTER:
                 # Alone in its entry: the entry's index becomes the client id.
                 self._registrations.append((source, request.request_id))
                 continue
-            self._batch.append(command)
-            self._batch_waiters.append((source, request.request_id))
-            if len(self._batch) >= self.config.max_commands_per_entry:
+            batch.append(command)
+            waiters.append((source, request.request_id))
+            if len(batch) >= per_entry:
                 self._propose_batch()
+                batch = self._batch
+                waiters = self._batch_waiters
 
     def _register_read(self, source: str, request: ClientRequest) -> None:
         if len(self._reads) >= self.config.max_pending_reads:
@@ -709,15 +733,15 @@ class Executor:
         if self._registrations:
             registrations = self._registrations
             self._registrations = []
-            register = self.sm.command_for(ClientRequest(0, Op.REGISTER))
+            register = self.sm.encode_entry((self.sm.command_for(ClientRequest(0, Op.REGISTER)),))
             for waiter in registrations:
-                self._propose(encode_batch((register,)), [waiter])
+                self._propose(register, [waiter])
         change = self._change
         if change is not None and not change.index:
             self._propose_change(change)
 
     def _propose_batch(self) -> None:
-        data = encode_batch(self._batch)
+        data = self.sm.encode_entry(self._batch)
         waiters = self._batch_waiters
         self._batch = []
         self._batch_waiters = []
@@ -747,13 +771,9 @@ class Executor:
             self._answer_unknown(pending, f"entry {entry.index} was replaced by another leader's")
             return
         reply = self._reply
+        new = _new_response
         for (source, request_id), result in zip(pending.waiters, results, strict=True):
-            reply(
-                source,
-                ClientResponse(
-                    request_id, result.outcome, result.value, None, result.client_id, result.error
-                ),
-            )
+            reply(source, new(request_id, result.outcome, result.value, None, result.client_id, result.error))
 
     def _answer_unknown(self, pending: _PendingEntry, why: str) -> None:
         leader = self.core.leader_id
@@ -774,9 +794,9 @@ class Executor:
             self._answer_unknown(entry, f"not committed within {self.config.request_timeout_ticks} ticks")
 
     def _reply(self, destination: str, response: ClientResponse) -> None:
-        counts = self.counters.requests
-        name = response.outcome.name
-        counts[name] = counts.get(name, 0) + 1
+        counts = self.counters.by_outcome
+        outcome = response.outcome
+        counts[outcome] = counts.get(outcome, 0) + 1
         if destination == LOCAL:
             self.events.append(LocalResponse(response))
             return
