@@ -96,6 +96,14 @@ def kind_of(content: object) -> str:
     return entry.kind
 
 
+def kind_of_class(cls: type) -> str:
+    """The kind a registered message class travels as."""
+    entry = lookup_class(cls)
+    if entry is None:
+        raise LocalError(f"{cls.__name__} is not a registered message")
+    return entry.kind
+
+
 def _bad(kind: str, name: str, expected: str, value: Any) -> typing.NoReturn:
     raise MalformedError(f"{kind}.{name}: expected {expected}, got {type(value).__name__}")
 

@@ -73,7 +73,7 @@ from dscore.core.dedup import DedupFilter
 from dscore.core.envelope import EnvelopeFactory
 from dscore.core.errors import ConfigError, DecodeError, LocalError, NotLeaderError, SettingsMismatchError
 from dscore.core.ids import NodeId
-from dscore.core.registry import constructor
+from dscore.core.registry import constructor, kind_of_class
 from dscore.protocols.contract import (
     Compactable,
     HasMembership,
@@ -219,6 +219,9 @@ class ChangeRejectedError(LocalError):
 
 # -- internals --------------------------------------------------------------------------------------
 
+#: commit latencies kept until the driver drains them (beyond, they are not recorded)
+MAX_COMMIT_LATENCIES = 10_000
+
 #: builds a `ClientResponse` from all its fields, without the frozen dataclass's checks (hot path)
 _new_response = constructor(ClientResponse)
 
@@ -242,6 +245,8 @@ class _PendingEntry:
     data: bytes
     waiters: list[_Waiter]
     proposed_tick: int
+    #: the driver's clock when it was proposed (`Executor.now_s`)
+    proposed_s: float
 
 
 @dataclass(slots=True)
@@ -254,7 +259,7 @@ class _PendingChange:
 
 
 @dataclass(slots=True)
-class _Counters:
+class Counters:
     #: inbound messages dropped before reaching the core, by reason
     rejected: dict[str, int] = field(default_factory=dict)
     #: outgoing messages not sent, by reason
@@ -268,11 +273,32 @@ class _Counters:
     readies: int = 0
     writes: int = 0
     snapshots_taken: int = 0
+    #: times this node learned of a new leader (another node, or itself; not "none")
+    leader_changes: int = 0
+    #: log entries of client commands this node proposed as leader that were committed
+    proposals_committed: int = 0
+    #: ... that were not: `leader_lost`, `replaced` (another leader's entry took the index), `timeout`,
+    #: `snapshot` (covered by an installed snapshot before it was seen applied)
+    proposals_failed: dict[str, int] = field(default_factory=dict)
+    #: messages stepped into the core and sent, by message class (`messages_in` / `messages_out` name them)
+    in_by_type: dict[type, int] = field(default_factory=dict)
+    out_by_type: dict[type, int] = field(default_factory=dict)
 
     @property
     def requests(self) -> dict[str, int]:
         """Client requests answered, by outcome name."""
         return {outcome.name: count for outcome, count in self.by_outcome.items()}
+
+    @property
+    def messages_in(self) -> dict[str, int]:
+        return {kind_of_class(cls): count for cls, count in self.in_by_type.items()}
+
+    @property
+    def messages_out(self) -> dict[str, int]:
+        return {kind_of_class(cls): count for cls, count in self.out_by_type.items()}
+
+    def fail_proposal(self, reason: str) -> None:
+        self.proposals_failed[reason] = self.proposals_failed.get(reason, 0) + 1
 
 
 class Executor:
@@ -360,7 +386,12 @@ class Executor:
         self._last_leader: NodeId | None = core.leader_id
         #: what the driver should know about; it drains this list
         self.events: list[Event] = []
-        self.counters = _Counters()
+        #: the driver's clock, in seconds, as of its latest input (time is an input here, like ticks): it
+        #: stamps proposals, so that `commit_latencies_s` says how long each took to be applied
+        self.now_s = 0.0
+        #: proposal -> apply latencies of this node's committed entries, drained by the driver (bounded)
+        self.commit_latencies_s: list[float] = []
+        self.counters = Counters()
         # Storage epochs (see `StorageHello`): ours and the ones peers said hello with, kept in the stored
         # marks under keys no node id can have; peers that came back on another storage are refused.
         self._marks_extra: dict[str, DedupMark] = {
@@ -471,7 +502,11 @@ class Executor:
                 return
             self._dirty_marks[sender] = dedup.marks[sender]
         self._factory.observe(envelope)
-        self.counters.messages_stepped += 1
+        counters = self.counters
+        counters.messages_stepped += 1
+        by_type = counters.in_by_type
+        kind = type(content)
+        by_type[kind] = by_type.get(kind, 0) + 1
         self.core.step(envelope)
 
     def _on_hello(self, sender: NodeId, hello: StorageHello) -> None:
@@ -759,7 +794,7 @@ class Executor:
                     ),
                 )
             return
-        self._pending[index] = _PendingEntry(data, waiters, self.ticks)
+        self._pending[index] = _PendingEntry(data, waiters, self.ticks, self.now_s)
         self._pending_count += len(waiters)
 
     def _answer_entry(self, entry: LogEntry, results: Sequence[KvResult]) -> None:
@@ -768,8 +803,13 @@ class Executor:
             return
         self._pending_count -= len(pending.waiters)
         if pending.data != entry.data:
+            self.counters.fail_proposal("replaced")
             self._answer_unknown(pending, f"entry {entry.index} was replaced by another leader's")
             return
+        self.counters.proposals_committed += 1
+        latencies = self.commit_latencies_s
+        if len(latencies) < MAX_COMMIT_LATENCIES:
+            latencies.append(self.now_s - pending.proposed_s)
         reply = self._reply
         new = _new_response
         for (source, request_id), result in zip(pending.waiters, results, strict=True):
@@ -791,6 +831,7 @@ class Executor:
         for index in expired:
             entry = pending.pop(index)
             self._pending_count -= len(entry.waiters)
+            self.counters.fail_proposal("timeout")
             self._answer_unknown(entry, f"not committed within {self.config.request_timeout_ticks} ticks")
 
     def _reply(self, destination: str, response: ClientResponse) -> None:
@@ -864,7 +905,10 @@ class Executor:
         key = self._key
         limit = self.config.max_envelope_bytes
         frames = []
+        by_type = self.counters.out_by_type
         for outgoing in ready.messages:
+            kind = type(outgoing.content)
+            by_type[kind] = by_type.get(kind, 0) + 1
             envelope = wrap(outgoing.to, outgoing.content)
             data = encode_envelope(envelope, key=key)
             if len(data) > limit:
@@ -923,6 +967,7 @@ class Executor:
         for i in covered:
             entry = self._pending.pop(i)
             self._pending_count -= len(entry.waiters)
+            self.counters.fail_proposal("snapshot")
             self._answer_unknown(entry, "a snapshot replaced the entry")
 
     def _release_reads(self) -> None:
@@ -958,10 +1003,13 @@ class Executor:
         self._last_leader = leader
         self._was_leader = leader == self.node_id
         self.events.append(LeadershipChanged(leader, was_leader))
+        if leader is not None:
+            self.counters.leader_changes += 1
         if not was_leader or leader == self.node_id:
             return
         # Pending commands may still commit under the next leader: their outcome is unknown here.
         for entry in self._pending.values():
+            self.counters.fail_proposal("leader_lost")
             self._answer_unknown(entry, f"{self.node_id} lost the lead")
         self._pending = {}
         self._pending_count = 0
