@@ -406,7 +406,9 @@ class Executor:
                 raise ConfigError("storage_epoch must be a non-zero unsigned 64-bit integer")
             self.storage_epoch = storage_epoch
             self._dirty_marks[_epoch_key(node_id)] = _epoch_mark(storage_epoch)
-        self._say_hello()
+        # The hello goes out in the first Work, after the epoch it names is durable (a peer remembers it
+        # for good: an epoch it heard but this storage never kept would lock this node out).
+        self._hello: list[OutboundFrame] = self._hello_frames()
 
     # -- views --------------------------------------------------------------------------------------
 
@@ -531,10 +533,13 @@ class Executor:
         mark = self._marks_extra.get(_epoch_key(peer))
         return (mark[0] << 32) | mark[1] if mark is not None else 0
 
-    def _say_hello(self) -> None:
+    def _hello_frames(self) -> list[OutboundFrame]:
         hello = StorageHello(self.storage_epoch, self.incarnation)
+        frames = []
         for peer in sorted(self._senders):
-            self._send_notice(peer, hello)
+            envelope = self._factory.wrap(peer, hello)
+            frames.append(OutboundFrame(peer, encode_envelope(envelope, key=self._key), envelope))
+        return frames
 
     def _send_notice(self, peer: NodeId, notice: SettingsNotice | IncarnationNotice | StorageHello) -> None:
         envelope = self._factory.wrap(peer, notice)
@@ -642,6 +647,17 @@ class Executor:
         ):
             self._refresh_senders()
         self._notice_leadership()
+        if self._hello:
+            # First of all: make the storage epoch durable (a first start), then say hello. That write
+            # holds the epoch alone: inputs already stepped have effects not yet persisted, so their
+            # positions and marks wait for the write that carries those effects.
+            hello = self._hello
+            self._hello = []
+            epoch = self._dirty_marks.pop(_epoch_key(self.node_id), None)
+            write = (
+                WriteBatch(dedup_marks=MappingProxyType({_epoch_key(self.node_id): epoch})) if epoch else None
+            )
+            return Work([], write, hello)
         while self._local:
             self._local.popleft()()
         self._flush_proposals()
