@@ -224,3 +224,23 @@ later ordinals join an existing cluster). Kept in the topology ConfigMap from th
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* Tilt's live update (development.sourceOverlay): (dict "ctx" $ "service" "node") */}}
+{{- define "dscore.overlayEnv" -}}
+{{- if .ctx.Values.development.sourceOverlay -}}
+- name: PYTHONPATH
+  value: {{ printf "/opt/dscore-src/libs/dscore/src:/opt/dscore-src/services/%s/src" .service | quote }}
+{{- end }}
+{{- end -}}
+{{- define "dscore.overlayMount" -}}
+{{- if .Values.development.sourceOverlay -}}
+- name: source-overlay
+  mountPath: /opt/dscore-src
+{{- end }}
+{{- end -}}
+{{- define "dscore.overlayVolume" -}}
+{{- if .Values.development.sourceOverlay -}}
+- name: source-overlay
+  emptyDir: {}
+{{- end }}
+{{- end -}}
