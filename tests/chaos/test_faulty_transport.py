@@ -182,8 +182,7 @@ async def test_commands_on_the_control_channel_are_obeyed_and_bad_records_counte
     control = MemoryControlChannel()
     async with Net(control=control) as net:
         a, b = net.wrapped["a"], net.wrapped["b"]
-        changed = asyncio.gather(a.wait_rules_changed(), b.wait_rules_changed())
-        await asyncio.sleep(0)  # let both waiters register
+        changed = asyncio.gather(a.wait_rules_changed(a.rules.version), b.wait_rules_changed(b.rules.version))
         control.publish(b"\x02not a frame")
         control.publish(encode_command(command("x", drop_probability=1.0), key=b"z" * 32))  # forged
         control.publish(encode_command(command("x", drop_probability=1.0), key=None))  # no MAC
@@ -197,8 +196,7 @@ async def test_commands_on_the_control_channel_are_obeyed_and_bad_records_counte
             assert node.fault_stats.commands == {"started": 1}
         await a.send([frame_from("a", "b", 1)])
         assert a.fault_stats.dropped_sends == 1
-        stopped = asyncio.gather(a.wait_rules_changed(), b.wait_rules_changed())
-        await asyncio.sleep(0)
+        stopped = asyncio.gather(a.wait_rules_changed(a.rules.version), b.wait_rules_changed(b.rules.version))
         control.publish(encode_command(FaultCommand("p", FaultAction.STOP), key=KEY))
         async with asyncio.timeout(TIMEOUT_S):
             await stopped
@@ -220,13 +218,13 @@ async def test_a_restarted_node_replays_the_control_channel() -> None:
         control=control.source(),
         auth_key=KEY,
     )
-    changes = asyncio.ensure_future(a.wait_rules_changed())
     await a.start({})
     async with asyncio.timeout(TIMEOUT_S):
-        while a.fault_stats.commands.get("started", 0) < 2:
-            await changes
-            changes = asyncio.ensure_future(a.wait_rules_changed())
-    changes.cancel()
+        while True:
+            version = a.rules.version
+            if a.fault_stats.commands.get("started", 0) == 2:
+                break
+            await a.wait_rules_changed(version)
     assert [r.fault_id for r in a.rules.active] == ["live"]
     assert a.fault_stats.commands == {"started": 2, "stopped": 1}
     await a.close()

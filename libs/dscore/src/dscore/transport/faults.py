@@ -710,10 +710,16 @@ class FaultyTransport:
             self._rules_changed.set()
         return outcome
 
-    async def wait_rules_changed(self) -> None:
-        """Wait until a command changes the rules in force (tools, tests)."""
-        self._rules_changed.clear()
-        await self._rules_changed.wait()
+    async def wait_rules_changed(self, since: int | None = None) -> int:
+        """Wait until the rules in force differ from version `since` (`rules.version`; default: now), and
+        return the new version (tools, tests: pass the version read before checking a condition, and no
+        change between the check and the wait is missed)."""
+        if since is None:
+            since = self.rules.version
+        while self.rules.version == since:
+            self._rules_changed.clear()
+            await self._rules_changed.wait()
+        return self.rules.version
 
     async def _obey_control(self, control: ControlSource) -> None:
         retry_s = _CONTROL_RETRY_S
