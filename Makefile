@@ -19,7 +19,7 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check 'uv>=0.4,<1'
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock libs/dscore/pyproject.toml
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock libs/dscore/pyproject.toml $(wildcard services/*/pyproject.toml)
 	$(UV) sync --frozen --all-packages
 	touch $@
 
