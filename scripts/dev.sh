@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # A local dscore deployment in the background: `make up`, `make status`, `make down`.
 #
-#   scripts/dev.sh up       Kafka, one Redis per node, (next) the nodes and the gateway; prints where
-#                           everything is. Idempotent: what already runs is kept.
+#   scripts/dev.sh up       Kafka, one Redis per node, the nodes (dscore-node) and (next) the gateway;
+#                           waits until every node is ready; prints where everything is. Idempotent:
+#                           what already runs is kept.
 #   scripts/dev.sh status   what runs, with pids
 #   scripts/dev.sh down     stop it all (gateway, nodes, Redis, Kafka: the reverse order)
 #
-# Every process writes its pid to .run/<name>.pid (kafka, redis-n1, redis-n2, ..., later node-n1, ...,
-# gateway), so a person or a script can fault one by hand: kill -9 "$(cat .run/redis-n2.pid)". Logs are
+# Every process writes its pid to .run/<name>.pid (kafka, redis-n1, redis-n2, ..., node-n1, ..., and
+# later gateway), so a person or a script can fault one by hand: kill -9 "$(cat .run/redis-n2.pid)". Logs are
 # in .run/logs/<name>.log. After `up`, .run/dev.env holds the addresses as environment variables.
 #
 # Settings (environment):
@@ -18,6 +19,8 @@
 #                           single point of failure for the whole quorum (by default each node's
 #                           durable state is its own failure domain, as each node's disk would be)
 #   DSCORE_KAFKA_PORT       Kafka's port (scripts/kafka.sh)
+#   DSCORE_NODE_HTTP_PORT   node i of DSCORE_NODES serves HTTP on PORT+i (default 23180)
+#   DSCORE_CLUSTER_ID       the cluster id (default "dev"); the cluster key is made once in .run/auth.key
 #   DSCORE_GATEWAY_PORT     the gateway's HTTP port, once it exists (default 23080)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -51,18 +54,76 @@ redis_names() {
   fi
 }
 
-# Where the services slot in (the node and gateway mains are the next step, services/node and
-# services/gateway). Each will be started like Redis and Kafka: in the background, in its own session,
-# its pid in .run/<name>.pid and its output in .run/logs/<name>.log, then waited on for readiness
-# (the gateway's health endpoint), e.g.
-#   setsid .venv/bin/dscore-node --node-id n1 ... </dev/null >>.run/logs/node-n1.log 2>&1 &
-#   echo $! >.run/node-n1.pid
-SERVICES_BUILT=0
+# The services: one dscore-node per node (services/node), then the gateway (services/gateway). Each is
+# started like Redis and Kafka: in the background, in its own session, its pid in .run/<name>.pid and
+# its output (JSON lines) in .run/logs/<name>.log, then waited on for readiness (its /readyz).
+NODE_HTTP_PORT=${DSCORE_NODE_HTTP_PORT:-23180}
+CLUSTER_ID=${DSCORE_CLUSTER_ID:-dev}
+NODE_BIN=$REPO_ROOT/.venv/bin/dscore-node
 
-start_services() {
-  if [[ $SERVICES_BUILT == 0 ]]; then
-    say "nodes and gateway: not built yet (services/node, services/gateway); Kafka and Redis are up for them"
+# The cluster key: made once (48 random bytes, base64), kept in .run/auth.key (mode 600, ignored by git).
+auth_key() {
+  local file=$RUN_DIR/auth.key
+  if [[ ! -s $file ]]; then
+    (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$file")
   fi
+  cat "$file"
+}
+
+# node_port NODE: the HTTP port of node NODE (/metrics, /healthz, /readyz).
+node_port() {
+  local node=$1 i
+  for i in "${!NODES[@]}"; do
+    [[ ${NODES[$i]} == "$node" ]] && echo $((NODE_HTTP_PORT + i + 1)) && return
+  done
+  die "unknown node $node"
+}
+
+start_nodes() {
+  local bootstrap=$1 key node peers name port url pid
+  [[ -x $NODE_BIN ]] || die "$NODE_BIN is missing: run 'make sync' first"
+  key=$(auth_key)
+  for node in "${NODES[@]}"; do
+    name=node-$node
+    pid=$(pid_from "$RUN_DIR/$name.pid")
+    if is_running "$pid" dscore-node; then
+      say "$name: already running (pid $pid)"
+      continue
+    fi
+    peers=$(printf '%s\n' "${NODES[@]}" | grep -vx "$node" | paste -sd, -)
+    read -r _ port <<<"$(redis_of "$node")"
+    url="redis://127.0.0.1:$port/0"
+    # A shared Redis keeps every node under its own key prefix (dscore:<cluster>:<node>).
+    DSCORE_NODE_ID=$node DSCORE_PEERS=$peers DSCORE_CLUSTER_ID=$CLUSTER_ID \
+      DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_REDIS__URL=$url DSCORE_AUTH_KEY=$key \
+      DSCORE_HTTP__PORT=$(node_port "$node") DSCORE_HTTP__ADMIN=true \
+      setsid "$NODE_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+    echo $! >"$RUN_DIR/$name.pid"
+    say "$name: started (pid $!, http 127.0.0.1:$(node_port "$node"))"
+  done
+  wait_nodes_ready
+}
+
+# Wait (bounded) until every node answers /readyz with 200: it knows a leader and has caught up.
+wait_nodes_ready() {
+  local node waited=0 limit=${DSCORE_NODE_START_TIMEOUT_S:-90} pending
+  while :; do
+    pending=()
+    for node in "${NODES[@]}"; do
+      is_running "$(pid_from "$RUN_DIR/node-$node.pid")" dscore-node ||
+        die "node-$node exited; see $LOG_DIR/node-$node.log: $(tail -n 3 "$LOG_DIR/node-$node.log")"
+      curl -fsS -o /dev/null "http://127.0.0.1:$(node_port "$node")/readyz" 2>/dev/null || pending+=("$node")
+    done
+    ((${#pending[@]} == 0)) && return 0
+    ((waited >= limit * 10)) && die "nodes not ready after ${limit}s: ${pending[*]} (logs in $LOG_DIR)"
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+}
+
+# The gateway's slot (services/gateway): started after the nodes, stopped before them.
+start_gateway() {
+  say "gateway: not built yet (services/gateway); it will listen on http://127.0.0.1:$GATEWAY_PORT"
 }
 
 stop_services() {
@@ -70,6 +131,7 @@ stop_services() {
   for name in gateway "${NODES[@]/#/node-}"; do
     pid=$(pid_from "$RUN_DIR/$name.pid")
     [[ -n $pid ]] || continue
+    # SIGTERM: a leader hands leadership over before it exits
     stop_pid "$pid" dscore 15 "$name"
     rm -f "$RUN_DIR/$name.pid"
     say "$name: stopped (pid $pid)"
@@ -93,18 +155,20 @@ up() {
     fi
     url="redis://127.0.0.1:$port/0"
     echo "DSCORE_REDIS_URL_${node^^}=$url" >>"$env_file"
+    echo "DSCORE_NODE_URL_${node^^}=http://127.0.0.1:$(node_port "$node")" >>"$env_file"
   done
-  start_services
+  echo "DSCORE_CLUSTER_ID=$CLUSTER_ID" >>"$env_file"
+  start_nodes "$bootstrap"
+  start_gateway
   echo "Kafka:   $bootstrap  (pid $(cat "$RUN_DIR/kafka.pid"))"
   for node in "${NODES[@]}"; do
     read -r name port <<<"$(redis_of "$node")"
     echo "Redis:   redis://127.0.0.1:$port/0 for $node  (pid $(cat "$RUN_DIR/$name.pid"), $name)"
   done
-  if [[ $SERVICES_BUILT == 1 ]]; then
-    echo "Gateway: http://127.0.0.1:$GATEWAY_PORT"
-  else
-    echo "Gateway: not built yet (it will listen on http://127.0.0.1:$GATEWAY_PORT)"
-  fi
+  for node in "${NODES[@]}"; do
+    echo "Node:    $node http://127.0.0.1:$(node_port "$node")/metrics /readyz  (pid $(cat "$RUN_DIR/node-$node.pid"))"
+  done
+  echo "Gateway: not built yet (it will listen on http://127.0.0.1:$GATEWAY_PORT)"
   echo "Pids:    $RUN_DIR/<name>.pid   Logs: $LOG_DIR/   Addresses: $env_file"
   echo "Stop:    make down"
 }

@@ -5,6 +5,7 @@ linearizable."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ async def test_the_cluster_rides_out_a_broker_restart(
         try:
             await workload.wait_ok(20)
             workload.nemesis("stop the Kafka broker")
-            kafka_broker.stop()
+            await asyncio.to_thread(kafka_broker.stop)  # the clients keep trying meanwhile
             assert all(node.alive for node in cluster.nodes.values())
-            kafka_broker.start()
+            await asyncio.to_thread(kafka_broker.start)
             workload.nemesis("start the Kafka broker")
             await cluster.wait_ready(timeout_s=120)
             await workload.wait_ok(20, writes_only=True, timeout_s=120)

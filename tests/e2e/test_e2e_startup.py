@@ -113,9 +113,10 @@ async def test_a_node_whose_redis_was_wiped_refuses_or_rejoins_safely(
         await cluster.start_node("n3", wait=False)
 
         async def refused_or_converged() -> str | None:
-            exits = [e for e in cluster.failures() if e.node_id == "n3"]
-            if exits and any("incarnation" in line for line in exits[-1].last_lines):
-                return "refused"
+            for exit_ in cluster.failures():
+                errors = [line for line in exit_.last_lines if '"level": "error"' in line]
+                if exit_.node_id == "n3" and any("incarnation" in line for line in errors):
+                    return "refused"
             states = await cluster.states()
             images = {(s["applied_index"], s.get("state_machine_sha256")) for s in states.values()}
             if len(states) == 3 and len(images) == 1:
