@@ -143,6 +143,7 @@ class Workload:
                 config=CLIENT_CONFIG,
                 history=self.appends,
                 process=i,
+                process_stride=self.appenders,
                 stats=self.stats,
             )
             self._tasks.append(asyncio.ensure_future(self._append_forever(appender)))
