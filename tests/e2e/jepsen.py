@@ -83,7 +83,7 @@ async def e2e_cluster(
         await cluster.close()
         config = KafkaTransportConfig(bootstrap_servers=kafka_bootstrap, cluster_id=namespace)
         with contextlib.suppress(Exception):
-            await delete_topics(config, [*node_ids, "clients", "checker"])
+            await delete_topics(config, [*cluster.node_ids, "clients", "checker"])
         for server in redis.values():
             with contextlib.suppress(BaseException):
                 server.stop()

@@ -241,6 +241,24 @@ async def test_admin_stops_and_resumes_consumption(single_node) -> None:  # type
     assert transport.consuming
 
 
+async def test_membership_changes_through_admin(single_node) -> None:  # type: ignore[no-untyped-def]
+    runtime, _, client = single_node
+    await runtime.start()
+    await wait_for_leader(runtime)
+    await runtime.barrier(5.0)  # a leader changes membership only after committing in its term
+    assert (await client.post("/admin/introduce/n2")).status == 200
+    assert "n2" in runtime.accepted_senders
+    response = await client.post("/admin/members/n2?learner=true")
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["learners"] == ["n2"] and body["voters"] == ["n1"]
+    again = await client.post("/admin/members/n2?learner=true")
+    assert again.status == 409  # already a learner: refused, nothing proposed
+    removed = await client.delete("/admin/members/n2")
+    assert removed.status == 200 and (await removed.json())["learners"] == []
+    assert (await client.post("/admin/members/bad%20id")).status == 404
+
+
 async def test_admin_endpoints_are_off_by_default() -> None:
     network = MemoryNetwork(("n1",))
     transport = ObservedTransport(network.endpoint("n1"))
@@ -250,6 +268,7 @@ async def test_admin_endpoints_are_off_by_default() -> None:
     await client.start_server()
     try:
         assert (await client.post("/admin/consume/stop")).status in (404, 405)
+        assert (await client.post("/admin/members/n2")).status in (404, 405)
         assert transport.consuming
         assert generate_latest(registry)  # the registry serves without a node collector too
     finally:

@@ -51,6 +51,8 @@ MAX_RESTART_BACKOFF_S = 4.0
 POLL_INTERVAL_S = 0.05
 #: one HTTP request to a node (a paused or dying node must not hold a wait up)
 HTTP_TIMEOUT_S = 2.0
+#: a membership change's request (the node answers once the change is committed, within 10 s)
+CHANGE_TIMEOUT_S = 12.0
 #: log lines of each node kept in memory (for failure messages)
 KEPT_LINES = 200
 
@@ -153,23 +155,65 @@ class ProcessCluster:
         self._restarts: set[asyncio.Task[None]] = set()
         self._closing = False
         log_dir.mkdir(parents=True, exist_ok=True)
-        base = {k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")}
+        self._base_env = {k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")}
+        self._extra_env = dict(extra_env or {})
         self.nodes: dict[NodeId, NodeProcess] = {}
         for node_id in self.node_ids:
-            env = {
-                **base,
-                "PYTHONUNBUFFERED": "1",
-                "DSCORE_NODE_ID": node_id,
-                "DSCORE_PEERS": ",".join(n for n in self.node_ids if n != node_id),
-                "DSCORE_CLUSTER_ID": cluster_id,
-                "DSCORE_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-                "DSCORE_REDIS__URL": redis_urls[node_id],
-                "DSCORE_AUTH_KEY": auth_key,
-                "DSCORE_HTTP__PORT": "0",
-                "DSCORE_HTTP__ADMIN": "true",
-                **(extra_env or {}),
-            }
+            peers = tuple(n for n in self.node_ids if n != node_id)
+            env = self._env(node_id, peers, redis_urls[node_id])
             self.nodes[node_id] = NodeProcess(node_id, env, log_dir / f"{node_id}.log")
+
+    def _env(self, node_id: NodeId, peers: Iterable[NodeId], redis_url: str) -> dict[str, str]:
+        return {
+            **self._base_env,
+            "PYTHONUNBUFFERED": "1",
+            "DSCORE_NODE_ID": node_id,
+            "DSCORE_PEERS": ",".join(peers),
+            "DSCORE_CLUSTER_ID": self.cluster_id,
+            "DSCORE_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DSCORE_REDIS__URL": redis_url,
+            "DSCORE_AUTH_KEY": self.auth_key,
+            "DSCORE_HTTP__PORT": "0",
+            "DSCORE_HTTP__ADMIN": "true",
+            **self._extra_env,
+        }
+
+    def add_node(self, node_id: NodeId, redis_url: str) -> None:
+        """A node that will join the running cluster (`DSCORE_INITIAL_CLUSTER_STATE=existing`, its peers
+        the current members): `start_node` it, then `introduce` it and `add_member` it on the leader."""
+        if node_id in self.nodes:
+            raise LocalError(f"{node_id} is already a node of this cluster")
+        env = self._env(node_id, self.node_ids, redis_url)
+        env["DSCORE_INITIAL_CLUSTER_STATE"] = "existing"
+        self.node_ids = (*self.node_ids, node_id)
+        self.nodes[node_id] = NodeProcess(node_id, env, self.log_dir / f"{node_id}.log")
+
+    async def introduce(self, node_id: NodeId) -> None:
+        """Every other running node accepts messages from `node_id` from now on."""
+        for other in self.node_ids:
+            if other != node_id and self.nodes[other].alive:
+                await self._post(other, f"/admin/introduce/{node_id}")
+
+    async def add_member(self, node_id: NodeId, *, learner: bool, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Add `node_id` through the leader (a learner, or a voter); returns once it is committed."""
+        query = "?learner=true" if learner else ""
+        return await self._change(f"/admin/members/{node_id}{query}", timeout_s)
+
+    async def promote(self, node_id: NodeId, timeout_s: float = 30.0) -> dict[str, Any]:
+        return await self._change(f"/admin/members/{node_id}/promote", timeout_s)
+
+    async def _change(self, path: str, timeout_s: float) -> dict[str, Any]:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                leader = await self.leader(timeout_s)
+                answer = await asyncio.to_thread(
+                    _request, self.nodes[leader].url(path), "POST", CHANGE_TIMEOUT_S
+                )
+                if answer is not None and answer[0] == 200:
+                    return answer[1]
+                if answer is not None and answer[0] == 409 and answer[1].get("error") != "not the leader":
+                    raise LocalError(f"{path}: refused: {answer[1]}")
+                await asyncio.sleep(POLL_INTERVAL_S)  # leadership moved, or the outcome is unknown: ask again
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -416,20 +460,19 @@ class ProcessCluster:
             start_without_position=StartWithoutPosition.LATEST,
         )
         transport = open_kafka_transport(config, endpoint_id)
-        node_ids = self.node_ids
-        return ClientEndpoint(transport, lambda: node_ids, key=self.auth_key.encode("utf-8"))
+        return ClientEndpoint(transport, lambda: self.node_ids, key=self.auth_key.encode("utf-8"))
 
     def failures(self) -> list[Exit]:
         """Exits nobody asked for."""
         return [e for e in self.exits if not e.expected]
 
 
-def _request(url: str, method: str) -> tuple[int, dict[str, Any]] | None:
+def _request(url: str, method: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, dict[str, Any]] | None:
     """One HTTP request to a node on loopback (in a worker thread): (status, JSON body), or None when
     the node does not answer in time. Plain urllib: the harness needs nothing the library lacks."""
     request = urllib.request.Request(url, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         try:

@@ -8,7 +8,14 @@
 - `GET /debug/state`: the node's status as JSON, with a SHA-256 of its state machine's snapshot
   (replicas that converged have equal digests);
 - `POST /admin/consume/stop`, `POST /admin/consume/start`: stop / resume reading the inbox (cuts the
-  node off from its peers; only with `DSCORE_HTTP__ADMIN=true`).
+  node off from its peers; only with `DSCORE_HTTP__ADMIN=true`);
+- membership, after etcd's `member add` (only with `DSCORE_HTTP__ADMIN=true`):
+  `POST /admin/introduce/{id}` on every running member (accept messages from a node about to be added),
+  then on the leader `POST /admin/members/{id}?learner=true` (add; a learner first, so an empty voter
+  does not count for the quorum before it caught up), `POST /admin/members/{id}/promote` and
+  `DELETE /admin/members/{id}`. Answers: 200 with the change's log index once committed; 409 with the
+  leader's id on a follower (`{"leader_id": ...}`) or when the change is refused; 504 when its outcome is
+  not known in time (check the configuration in `/debug/state`).
 
 "Caught up" is as far as a node can tell by itself: a follower's commit index is what its leader told it,
 so a follower whose applied index equals its commit index has applied everything its leader confirmed to
@@ -24,6 +31,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from dscore.core.errors import NotLeaderError
+from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError
 from dscore.runtime.node import NodeRuntime
 from dscore_node.instruments import ObservedTransport
 
@@ -105,6 +114,52 @@ async def _resume_consuming(request: web.Request) -> web.Response:
     return web.json_response({"consuming": transport.consuming})
 
 
+#: a membership change not committed within this is answered 504 (it may still take effect)
+MEMBERSHIP_TIMEOUT_S = 10.0
+
+
+async def _change(request: web.Request, what: str) -> web.Response:
+    runtime = request.app[_RUNTIME]
+    node_id = request.match_info["node_id"]
+    try:
+        if what == "add":
+            learner = request.query.get("learner", "false").lower() in ("1", "true", "yes")
+            index = await runtime.add_member(node_id, as_learner=learner, timeout_s=MEMBERSHIP_TIMEOUT_S)
+        elif what == "promote":
+            index = await runtime.promote(node_id, timeout_s=MEMBERSHIP_TIMEOUT_S)
+        else:
+            index = await runtime.remove_member(node_id, timeout_s=MEMBERSHIP_TIMEOUT_S)
+    except NotLeaderError as error:
+        return web.json_response({"error": "not the leader", "leader_id": error.leader_hint}, status=409)
+    except MembershipChangeRejectedError as error:
+        return web.json_response({"error": str(error), "leader_id": runtime.leader_id}, status=409)
+    except (OutcomeUnknownError, TimeoutError) as error:
+        return web.json_response({"error": f"outcome unknown: {error!r}"}, status=504)
+    except ValueError as error:  # a malformed node id
+        return web.json_response({"error": str(error)}, status=400)
+    return web.json_response(
+        {"index": index, "voters": list(runtime.voters), "learners": list(runtime.learners)}
+    )
+
+
+async def _add_member(request: web.Request) -> web.Response:
+    return await _change(request, "add")
+
+
+async def _promote_member(request: web.Request) -> web.Response:
+    return await _change(request, "promote")
+
+
+async def _remove_member(request: web.Request) -> web.Response:
+    return await _change(request, "remove")
+
+
+async def _introduce(request: web.Request) -> web.Response:
+    runtime = request.app[_RUNTIME]
+    runtime.introduce(request.match_info["node_id"])
+    return web.json_response({"introduced": request.match_info["node_id"]})
+
+
 def build_app(
     runtime: NodeRuntime, transport: ObservedTransport, registry: CollectorRegistry, *, admin: bool
 ) -> web.Application:
@@ -119,6 +174,11 @@ def build_app(
     if admin:
         app.router.add_post("/admin/consume/stop", _stop_consuming)
         app.router.add_post("/admin/consume/start", _resume_consuming)
+        member = "/admin/members/{node_id:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}}"
+        app.router.add_post(member, _add_member)
+        app.router.add_post(member + "/promote", _promote_member)
+        app.router.add_delete(member, _remove_member)
+        app.router.add_post("/admin/introduce/{node_id:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}}", _introduce)
     return app
 
 
