@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,22 @@ def test_swarm_configs_are_drawn_from_the_seed() -> None:
     assert len({SimConfig.swarm(seed) for seed in range(10)}) > 1
 
 
+#: two PYTHONHASHSEED values under which sets of the simulator's node ids iterate in different orders
+HASH_SEEDS = ("1", "2")
+
+
+def outputs_under_hash_seeds(script: str) -> list[str]:
+    """`script`'s output in a fresh interpreter under each of `HASH_SEEDS`."""
+    outputs = []
+    for hash_seed in HASH_SEEDS:
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True, timeout=300
+        )
+        outputs.append(done.stdout)
+    return outputs
+
+
 def test_digest_does_not_depend_on_hash_randomization() -> None:
     # Set iteration order changes with PYTHONHASHSEED; a run must never depend on it.
     script = (
@@ -54,11 +71,31 @@ def test_digest_does_not_depend_on_hash_randomization() -> None:
         "print([run_simulation(p, s, nodes=3, duration_ticks=150).trace_digest"
         " for p, s in (('sequencer', 1), ('sequencer', 2), ('gossip', 3))])"
     )
-    outputs = set()
-    for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        done = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True, timeout=120
+    assert len(set(outputs_under_hash_seeds(script))) == 1
+
+
+#: (nodes, seed) of the Raft runs compared across hash seeds
+RAFT_RUNS = ((3, 1), (3, 2), (5, 3), (5, 4))
+
+
+def test_raft_digest_does_not_depend_on_hash_randomization() -> None:
+    # Raft keeps node ids in sets (voters, learners, the members a leader tracks). Iterating one where
+    # order matters (creating progress entries, sending appends or heartbeats) would make a run depend on
+    # PYTHONHASHSEED. The hash seeds are checked to order each run's set of node ids differently, so such
+    # an iteration would show up as different digests.
+    script = (
+        "import json\n"
+        "from dscore.sim import run_simulation\n"
+        f"runs = {RAFT_RUNS!r}\n"
+        "orders = [list(frozenset(f'n{i}' for i in range(n))) for n, _ in runs]\n"
+        "digests = [run_simulation('raft', s, nodes=n, duration_ticks=150).trace_digest for n, s in runs]\n"
+        "print(json.dumps({'orders': orders, 'digests': digests}))"
+    )
+    results = [json.loads(out) for out in outputs_under_hash_seeds(script)]
+    for k, (nodes, seed) in enumerate(RAFT_RUNS):
+        orders = {tuple(result["orders"][k]) for result in results}
+        assert len(orders) == len(HASH_SEEDS), (
+            f"{nodes} node ids iterate alike under {HASH_SEEDS}: pick others"
         )
-        outputs.add(done.stdout)
-    assert len(outputs) == 1
+        digests = {result["digests"][k] for result in results}
+        assert len(digests) == 1, f"raft seed {seed} on {nodes} nodes depends on PYTHONHASHSEED"

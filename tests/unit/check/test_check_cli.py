@@ -161,7 +161,9 @@ def test_bench_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert row["operations"] == 200
     assert row["keys"] == 1
     assert row["verdict"] == "LINEARIZABLE"
-    assert row["ratio"] == pytest.approx(row["check_s"] / row["baseline_s"], rel=0.01)
+    # The times are printed rounded to the millisecond, so for runs of a few ms the quotient of the
+    # printed times differs from the ratio (computed before rounding) by up to a few percent.
+    assert row["ratio"] == pytest.approx(row["check_s"] / row["baseline_s"], rel=0.1)
 
 
 def test_bench_quick_flag_picks_the_small_cases(monkeypatch: pytest.MonkeyPatch) -> None:

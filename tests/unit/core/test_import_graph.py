@@ -140,7 +140,7 @@ COMPONENTS = strongly_connected(GRAPH)
 
 
 def test_the_graph_sees_real_imports() -> None:
-    assert "dscore.core.codec" in GRAPH["dscore.protocols.raft"]
+    assert "dscore.core.codec" in GRAPH["dscore.protocols.raft.node"]
     assert "dscore.core.errors" in GRAPH["dscore.core.codec"]
     assert len(GRAPH) >= 50
 

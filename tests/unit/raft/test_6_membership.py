@@ -192,3 +192,63 @@ def test_membership_is_restored_from_the_log_and_from_snapshots_after_a_restart(
     c.crash(follower)
     restarted = c.restart(follower)
     assert (restarted.voters, restarted.learners) == (("a", "b", "c"), ("d",))
+
+
+@pytest.mark.parametrize("change", [ConfChangeType.REMOVE_VOTER, ConfChangeType.REMOVE_LEARNER])
+def test_a_removed_id_is_never_added_again(change: ConfChangeType) -> None:
+    c = Cluster(["a", "b", "c", "d"], seed=9)
+    lead = c.wait_leader()
+    node = c.nodes[lead]
+    gone = next(n for n in c.ids if n != lead)
+    if change is ConfChangeType.REMOVE_LEARNER:
+        gone = "e"  # never started: it only has to be a learner in the configuration
+        committed(c, lead, node.add_learner(gone))
+    committed(c, lead, node.propose_config_change(change, gone))
+    assert gone in node.membership.removed and gone not in (*node.voters, *node.learners)
+    assert all(c.nodes[n].membership.removed == (gone,) for n in node.voters)
+    for add in (node.add_voter, node.add_learner):
+        with pytest.raises(
+            ConfChangeRejectedError, match=f"'{gone}' was removed from this cluster; node ids"
+        ):
+            add(gone)
+    with pytest.raises(ConfChangeRejectedError, match="restart its message numbering under the others'"):
+        node.add_voter(gone)
+    committed(c, lead, node.add_learner("f"))  # other ids still join
+
+
+def test_the_removed_ids_reach_a_new_follower_in_a_snapshot_and_bind_it_as_leader() -> None:
+    c = Cluster(seed=10)
+    lead = c.wait_leader()
+    gone = next(n for n in c.ids if n != lead)
+    committed(c, lead, c.nodes[lead].remove_voter(gone))
+    c.crash(gone)
+    committed(c, lead, c.nodes[lead].add_learner("d"))  # "d" is not running yet: it hears nothing
+    c.propose(b"before d")
+    for n in c.nodes:
+        c.compact(n)  # both configuration entries are now only in the snapshots
+    d = c.add_node("d", join=True)
+    c.tick(5)
+    assert d.counters["snapshot_installed"] == 1 and not config_entries(c, "d")
+    assert d.membership == Membership(tuple(sorted(set(c.ids) - {gone, "d"})), ("d",), (gone,))
+    assert c.sm["d"] == [b"before d"]
+    committed(c, lead, c.nodes[lead].promote_learner("d"))
+    c.nodes[lead].transfer_leadership("d")
+    c.process(lead)
+    c.run()
+    assert c.leader() == "d"
+    c.tick(2)
+    with pytest.raises(ConfChangeRejectedError, match=f"'{gone}' was removed from this cluster"):
+        d.add_voter(gone)
+    c.crash("d")
+    assert gone in c.restart("d").membership.removed  # durable: the snapshot carries it
+
+
+def test_a_membership_keeps_removed_ids_apart_from_members() -> None:
+    assert Membership(("a", "b"), ("c",), ("d",)).removed == ("d",)
+    for voters, learners, removed in [
+        (("a",), (), ("a",)),
+        (("a",), ("b",), ("b",)),
+        (("a",), (), ("d", "d")),
+    ]:
+        with pytest.raises(ValueError):
+            Membership(voters, learners, removed)

@@ -12,7 +12,13 @@ import pytest
 from raft_harness import Cluster, cfg
 
 from dscore.core.errors import LocalError, NotLeaderError
-from dscore.protocols.raft import ReadOnlyOption
+from dscore.protocols.raft import ConfChangeRejectedError, ReadOnlyOption
+
+#: why a leader refuses a valid membership change (see dscore.protocols.raft.confchange)
+CHANGE_RULES = {
+    "the leader has not committed an entry of its term yet",
+    "another membership change is not committed yet",
+}
 
 
 def run(seed: int, steps: int, lease: bool) -> Cluster:
@@ -53,15 +59,24 @@ def run(seed: int, steps: int, lease: bool) -> Cluster:
                 c.compact(node_id)
         lead = c.leader()
         if lead is not None:
+            # Each call may fail only as documented for a leader; anything else fails the test.
             node = c.nodes[lead]
             action = rng.random()
-            try:
-                if action < 0.4:
+            if action < 0.4:
+                try:
                     node.propose(b"op%d" % step)
-                elif action < 0.45:
-                    node.transfer_leadership(rng.choice(c.ids))
-                elif action < 0.5:
-                    change = rng.random()
+                except NotLeaderError:
+                    assert node.lead_transferee is not None  # refused only while handing over
+            elif action < 0.45:
+                target = rng.choice(c.ids)
+                if target in node.voters or target == lead:
+                    node.transfer_leadership(target)
+                else:
+                    with pytest.raises(LocalError, match="not a voter"):
+                        node.transfer_leadership(target)
+            elif action < 0.5:
+                change = rng.random()
+                try:
                     if spare and change < 0.3:
                         new = spare.pop(0)
                         c.add_node(new, join=True)
@@ -70,11 +85,14 @@ def run(seed: int, steps: int, lease: bool) -> Cluster:
                         node.promote_learner(rng.choice(node.learners))
                     elif change < 0.6 and len(node.voters) > 3:
                         node.remove_voter(rng.choice(node.voters))
-                elif action < 0.6:
-                    pending_reads[step] = max(c.applied.values())
-                    node.read_index(step)
-            except (NotLeaderError, LocalError):
-                pass
+                except NotLeaderError:
+                    assert node.lead_transferee is not None
+                except ConfChangeRejectedError as refused:
+                    # the two rules of single-server changes; the changes chosen here are always valid
+                    assert str(refused) in CHANGE_RULES, refused
+            elif action < 0.6:
+                pending_reads[step] = max(c.applied.values())
+                node.read_index(step)  # a leader never refuses a read
             c.process(lead)
         c.tick(1)
         for node_id in c.ids:

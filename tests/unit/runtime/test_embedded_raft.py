@@ -15,6 +15,7 @@ from dscore.protocols.raft import RaftNode
 from dscore.replica.executor import ExecutorConfig
 from dscore.runtime.client import ClientConfig, KvClient, OpOutcome
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+from dscore.runtime.errors import StorageWentBackError
 from dscore.runtime.node import RuntimeConfig
 from dscore.storage.base import StoredState, WriteBatch
 from dscore.storage.memory import MemoryStorage
@@ -194,3 +195,23 @@ async def test_compaction_under_load_and_a_follower_catches_up_by_snapshot() -> 
         assert isinstance(disk, MemoryStorage)
         installed = disk.stored_state().durable.snapshot
         assert installed is not None and installed.index >= 150  # caught up by InstallSnapshot
+
+
+async def test_a_node_whose_storage_was_wiped_stops_instead_of_voting_again() -> None:
+    async with EmbeddedCluster(raft_factory(), 3, seed=6) as cluster:
+        leader = await cluster.wait_for_leader(TIMEOUT_S)
+        client = await kv_client(cluster, "c")
+        assert (await client.put("k", "v")).ok
+        victim = next(n for n in cluster.node_ids if n != leader)
+        await cluster.wait_for(lambda: cluster.runtime(victim).state_machine.read("k") == "v", TIMEOUT_S)  # type: ignore[union-attr]
+        for _ in range(2):  # a few incarnations, so the peers' marks are ahead of a fresh start
+            cluster.kill(victim)
+            await cluster.restart(victim)
+        cluster.kill(victim)
+        cluster.storages[victim] = MemoryStorage()  # the disk was wiped
+        restarted = await cluster.restart(victim)
+        assert restarted.incarnation == 1
+        error = await asyncio.wait_for(restarted.wait_failed(), TIMEOUT_S)
+        assert isinstance(error, StorageWentBackError) and "storage went back in time" in str(error)
+        assert not restarted.running
+        assert (await client.put("k", "still served")).ok  # the other two go on

@@ -20,10 +20,18 @@ from dscore.core.client_messages import (
     Outcome,
     ReadMode,
 )
+from dscore.core.cluster import IncarnationNotice, SettingsNotice, StorageHello
 from dscore.core.codec import decode_envelope, encode_envelope, frame
 from dscore.core.envelope import Envelope, EnvelopeFactory
 from dscore.protocols.contract import DurableState, apply_persist
-from dscore.replica.executor import Executor, ExecutorConfig, LocalResponse, PeerRefused, Work
+from dscore.replica.executor import (
+    Executor,
+    ExecutorConfig,
+    LocalResponse,
+    PeerRefused,
+    StorageWentBack,
+    Work,
+)
 from dscore.statemachine.kv import KvStateMachine
 from dscore.storage.base import StoredState
 
@@ -42,6 +50,7 @@ class Harness:
     events: list[str] = field(default_factory=list)
     commits: list[dict[str, int]] = field(default_factory=list)
     offset: int = -1
+    key: bytes | None = None
 
     @property
     def core(self) -> MiniLogCore:
@@ -58,15 +67,15 @@ class Harness:
 
     def carry_out(self, work: Work) -> None:
         for frame_ in work.replies:
-            self.sent.append(decode_envelope(frame_.data))
+            self.sent.append(decode_envelope(frame_.data, key=self.key))
             self.events.append("reply")
         if work.write is not None:
             self.durable = apply_persist(self.durable, work.write.as_ready())
-            self.marks.update(work.write.dedup_marks)
+            self.marks.update((k, v) for k, v in work.write.dedup_marks.items() if not k.startswith("epoch/"))
             self.positions.update(work.write.input_positions)
             self.events.append(f"save:{len(work.write.entries)}")
         for frame_ in work.messages:
-            envelope = decode_envelope(frame_.data)
+            envelope = decode_envelope(frame_.data, key=self.key)
             if isinstance(envelope.content, MiniNote):
                 # What was durable and applied when this announcement left.
                 durable_last = self.durable.entries[-1].index if self.durable.entries else 0
@@ -399,7 +408,8 @@ def test_with_a_cluster_key_only_authenticated_frames_are_read() -> None:
             KvStateMachine(),
             members=peers,
             auth_key=KEY,
-        )
+        ),
+        key=KEY,
     )
     peer = EnvelopeFactory("n2", 1)
     h.deliver(encode_envelope(peer.wrap("n1", MiniNote(1))))  # no MAC
@@ -424,7 +434,7 @@ def test_a_peer_with_other_cluster_settings_is_refused_by_name() -> None:
     n1.run()
     assert n1.executor.counters.rejected == {"settings_mismatch": 1}
     assert n1.core.received == []
-    (notice,) = [e for e in n1.sent if e.destination == "n2"]
+    (notice,) = [e for e in n1.sent if e.destination == "n2" and isinstance(e.content, SettingsNotice)]
     n2.deliver(encode_envelope(notice))
     n2.run()
     (refusal,) = [e for e in n2.executor.events if isinstance(e, PeerRefused)]
@@ -434,7 +444,7 @@ def test_a_peer_with_other_cluster_settings_is_refused_by_name() -> None:
     n1.deliver(encode_envelope(n2.executor._factory.wrap("n1", MiniNote(2))))
     n1.run()
     assert n1.executor.counters.rejected == {"settings_mismatch": 2}
-    assert len([e for e in n1.sent if e.destination == "n2"]) == 1
+    assert len([e for e in n1.sent if isinstance(e.content, SettingsNotice)]) == 1
 
 
 def test_members_with_the_same_settings_talk() -> None:
@@ -444,3 +454,85 @@ def test_members_with_the_same_settings_talk() -> None:
     n1.deliver(encode_envelope(n2.executor._factory.wrap("n1", MiniNote(1))))
     n1.run()
     assert n1.executor.counters.rejected == {} and len(n1.core.received) == 1
+
+
+def test_a_peer_whose_storage_went_back_in_time_is_told_and_stops() -> None:
+    # n1 has accepted n2's messages up to incarnation 5; n2 restarts from a wiped storage at incarnation 1.
+    n1 = harness(("n1", "n2"), stored=StoredState(DurableState(), 1, MappingProxyType({"n2": (5, 10)})))
+    wiped = Harness(
+        Executor(
+            "n2", MiniLogCore("n2", ("n1",), random.Random(1), None), KvStateMachine(), members=("n1", "n2")
+        )
+    )
+    for last in (1, 2):
+        n1.deliver(encode_envelope(wiped.executor._factory.wrap("n1", MiniNote(last))))
+    n1.run()
+    assert n1.core.received == [] and n1.executor.counters.rejected == {"duplicate": 2}
+    notices = [e for e in n1.sent if isinstance(e.content, IncarnationNotice)]
+    assert [(e.destination, e.content.seen) for e in notices] == [("n2", 5)]  # told once
+    wiped.deliver(encode_envelope(notices[0]))
+    (went_back,) = [e for e in wiped.executor.events if isinstance(e, StorageWentBack)]
+    assert (went_back.peer, went_back.seen, went_back.incarnation) == ("n1", 5, 1)
+    assert "storage went back in time" in went_back.describe()
+
+
+def test_a_stale_redelivery_from_an_older_incarnation_changes_nothing_for_the_sender() -> None:
+    sender = harness(("n1", "n2"), node_id="n2", incarnation=7)
+    epoch = sender.executor.storage_epoch
+    sender.deliver(encode_envelope(EnvelopeFactory("n1", 1).wrap("n2", IncarnationNotice(6, epoch))))
+    assert [e for e in sender.executor.events if isinstance(e, StorageWentBack)] == []
+
+
+def test_a_peer_back_on_another_storage_is_refused_even_at_the_same_incarnation() -> None:
+    # n1 knows n2 at incarnation 1 (it never restarted), on storage epoch 111.
+    known = MappingProxyType({"n2": (1, 500), "epoch/n2": (0, 111)})
+    n1 = harness(("n1", "n2"), stored=StoredState(DurableState(), 1, known))
+    wiped = Harness(
+        Executor(
+            "n2",
+            MiniLogCore("n2", ("n1",), random.Random(1), None),
+            KvStateMachine(),
+            members=("n1", "n2"),
+            storage_epoch=222,
+        )
+    )
+    wiped.run()  # its first words: hello, from storage epoch 222
+    (hello,) = [e for e in wiped.sent if isinstance(e.content, StorageHello)]
+    assert (hello.destination, hello.content.epoch, hello.content.incarnation) == ("n1", 222, 1)
+    n1.deliver(encode_envelope(hello))
+    for last in range(1, 600):  # past the old mark: without the epoch, these would be accepted
+        n1.deliver(encode_envelope(wiped.executor._factory.wrap("n1", MiniNote(last))))
+    n1.run()
+    assert n1.core.received == []
+    assert n1.executor.counters.rejected == {"stale_storage": 600}
+    (notice,) = [e for e in n1.sent if isinstance(e.content, IncarnationNotice)]
+    assert (notice.content.seen, notice.content.epoch) == (1, 111)
+    wiped.deliver(encode_envelope(notice))
+    assert [type(e) for e in wiped.executor.events] == [StorageWentBack]
+    # The same node on its real storage says hello with the right epoch and is heard again.
+    n1.deliver(encode_envelope(EnvelopeFactory("n2", 2).wrap("n1", StorageHello(111, 2))))
+    n1.deliver(encode_envelope(EnvelopeFactory("n2", 2).wrap("n1", MiniNote(1))))
+    n1.run()
+    assert [e.content for e in n1.core.received] == [MiniNote(1)]
+
+
+def test_the_first_start_makes_its_storage_epoch_durable_before_saying_hello() -> None:
+    h = harness(("n1", "n2"))
+    h.deliver(peer_note(EnvelopeFactory("n2", 1), "n1", 1))  # stepped before the first poll
+    first = h.executor.poll()
+    assert first is not None and first.write is not None
+    assert dict(first.write.dedup_marks) == {"epoch/n1": first.write.dedup_marks["epoch/n1"]}
+    assert dict(first.write.input_positions) == {}  # that input's effects are not durable yet
+    assert [type(decode_envelope(f.data).content) for f in first.messages] == [StorageHello]
+    assert first.replies == []  # nothing leaves before the write: the hello goes with the messages
+    h.carry_out(first)
+    # A restart on that storage keeps the epoch, and says hello with it without writing it again.
+    again = harness(
+        ("n1", "n2"),
+        stored=StoredState(h.durable, 1, MappingProxyType({"epoch/n1": first.write.dedup_marks["epoch/n1"]})),
+        incarnation=2,
+    )
+    second = again.executor.poll()
+    assert second is not None and second.write is None
+    (hello,) = [decode_envelope(f.data).content for f in second.messages]
+    assert isinstance(hello, StorageHello) and hello.epoch == h.executor.storage_epoch

@@ -176,3 +176,28 @@ class SettingsGate:
         except SettingsMismatchError as error:
             return error
         return None
+
+
+@message("cluster.storage_hello")
+@dataclass(frozen=True, slots=True)
+class StorageHello:
+    """The first message of every incarnation, to every peer: which storage this node runs on. `epoch` is a
+    random number drawn once, when the node's storage was first written, and kept there; a peer remembers
+    (durably) the epoch it first heard from each node. A node that comes back with another epoch started
+    from a wiped or replaced storage: peers refuse it (it could vote twice in a term it forgot), whatever
+    its incarnation says."""
+
+    epoch: int
+    incarnation: int
+
+
+@message("cluster.incarnation_notice")
+@dataclass(frozen=True, slots=True)
+class IncarnationNotice:
+    """Sent to a peer whose storage looks older than what this node has seen of it: `seen` is the highest
+    incarnation accepted from that peer, `epoch` the storage epoch it first said hello with. Incarnations
+    only grow and an epoch never changes, so a node told of a higher incarnation or another epoch than its
+    own knows its storage went back in time (lost writes, wiped, restored from an old copy) and must stop."""
+
+    seen: int
+    epoch: int

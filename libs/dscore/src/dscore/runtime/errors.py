@@ -46,3 +46,8 @@ class ReadFailedError(LocalError):
     def __init__(self, message: str, leader_hint: str | None = None) -> None:
         super().__init__(message)
         self.leader_hint = leader_hint
+
+
+class StorageWentBackError(LocalError):
+    """This node's storage lost writes or was restored from an old copy (a peer saw it at a higher
+    incarnation). The runtime fails with it rather than risk voting twice in a term."""

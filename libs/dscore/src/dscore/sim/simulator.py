@@ -347,6 +347,13 @@ class Simulation:
 
     def _start(self) -> None:
         config = self.config
+        plan = config.faults
+        self.trace(
+            f"start seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
+            f"clients={len(self.clients)} network={config.network.model.value} gst={self.gst_us} "
+            f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup}"
+            + "".join(f" {name}={value}" for name, value in self._applied_core_options())
+        )
         phase_rng = self._kernel.stream("phase")
         for node in self._node_list:
             node.start()
@@ -354,7 +361,6 @@ class Simulation:
         self._run_invariants()
         for client in self.clients:
             client.start()
-        plan = config.faults
         if self.faults_active:
             if plan.crash_interval_ticks:
                 self._push(self._next_fault_us(plan.crash_interval_ticks), _CRASH_TIMER, None, None)
@@ -364,12 +370,6 @@ class Simulation:
                 self._push(self._next_fault_us(plan.pause_interval_ticks), _PAUSE_TIMER, None, None)
             self._push(config.faults_end_us, _FAULTS_END, None, None)
         self._push(config.duration_us, _WORKLOAD_END, None, None)
-        self.trace(
-            f"start seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
-            f"clients={len(self.clients)} network={config.network.model.value} gst={self.gst_us} "
-            f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup}"
-            + "".join(f" {name}={value}" for name, value in self._applied_core_options())
-        )
 
     def _applied_core_options(self) -> tuple[tuple[str, int | bool | str], ...]:
         return self.config.core_options if self.adapter.configure is not None else ()

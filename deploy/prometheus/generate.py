@@ -1,0 +1,316 @@
+"""dscore's Prometheus rules, as code: writes deploy/prometheus/dscore-rules.yaml.
+
+    .venv/bin/python deploy/prometheus/generate.py                       # the committed file
+    .venv/bin/python deploy/prometheus/generate.py --job-regex 'prod-dscore-.*' \\
+        --runbook-base https://git.example/dscore/blob/main/docs/runbook.md --out my-rules.yaml
+
+Every selector is `job=~"<job regex>"` (default `.*dscore.*`: it matches a ServiceMonitor's job, the
+service name, and a PodMonitor's, `<namespace>/<monitor name>`). Alerts keep every label of the series
+they fire on (`pod`, `instance`, `namespace`, `node`) unless they aggregate on purpose, and then they
+keep `job` and `protocol` (one cluster). `tests/deploy/test_prometheus_rules.py` fails when the
+committed file differs from what this script writes, and runs `promtool check rules` and
+`promtool test rules` (deploy/prometheus/tests/).
+
+Why each `for:` is what it is is written next to it, and repeated in docs/runbook.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+RULES_FILE = HERE / "dscore-rules.yaml"
+DEFAULT_JOB_REGEX = ".*dscore.*"
+#: relative to the repository; deployments pass a URL that their Alertmanager users can open
+DEFAULT_RUNBOOK_BASE = "docs/runbook.md"
+DEFAULT_CONSUMER_LAG_THRESHOLD = 10_000
+DEFAULT_SLOW_PERSIST_P99_S = 0.1
+
+
+@dataclass(frozen=True)
+class Settings:
+    job_regex: str = DEFAULT_JOB_REGEX
+    runbook_base: str = DEFAULT_RUNBOOK_BASE
+    consumer_lag_threshold: int = DEFAULT_CONSUMER_LAG_THRESHOLD
+    slow_persist_p99_s: float = DEFAULT_SLOW_PERSIST_P99_S
+
+
+class _Literal(str):
+    """A string written as a YAML literal block (multi-line PromQL stays readable)."""
+
+
+def _literal(dumper: yaml.SafeDumper, data: _Literal) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style="|")
+
+
+yaml.SafeDumper.add_representer(_Literal, _literal)
+
+
+def _expr(text: str) -> str:
+    text = text.strip()
+    return _Literal(text + "\n") if "\n" in text else text
+
+
+def has_leader(s: Settings) -> str:
+    """1 while some node of a cluster (job, protocol) leads; 0 while none does, and also while every node of
+    a cluster seen in the last hour is gone (no samples at all would otherwise read as "no data")."""
+    job = f'job=~"{s.job_regex}"'
+    return f"""
+max by (job, protocol) (dscore_node_is_leader{{{job}}})
+or on (job, protocol)
+0 * max by (job, protocol) (max_over_time(dscore_node_is_leader{{{job}}}[1h]))
+"""
+
+
+def recording_rules(s: Settings) -> list[dict[str, Any]]:
+    job = f'job=~"{s.job_regex}"'
+    served = f'{job}, outcome=~"ok|cas_mismatch"'
+    counted = f'{job}, outcome!~"bad_request|session_expired"'
+    rules: list[dict[str, Any]] = []
+    for window in ("5m", "1h"):
+        rules.append(
+            {
+                "record": f"job:dscore_gateway_availability:ratio_rate{window}",
+                "expr": _expr(
+                    f"""
+sum by (job) (rate(dscore_gateway_requests_total{{{served}}}[{window}]))
+/
+sum by (job) (rate(dscore_gateway_requests_total{{{counted}}}[{window}]))
+"""
+                ),
+            }
+        )
+    rules.append({"record": "job_protocol:dscore_has_leader:max", "expr": _expr(has_leader(s))})
+    for window in ("5m", "1h"):
+        rules.append(
+            {
+                "record": f"job_protocol:dscore_leader_availability:ratio_avg{window}",
+                "expr": f"avg_over_time(job_protocol:dscore_has_leader:max[{window}])",
+            }
+        )
+    for name, quantile in (("p50", "0.5"), ("p99", "0.99")):
+        rules.append(
+            {
+                "record": f"job:dscore_failover_seconds:{name}_1h",
+                "expr": f"histogram_quantile({quantile}, sum by (job, le) "
+                f"(rate(dscore_failover_seconds_bucket{{{job}}}[1h])))",
+            }
+        )
+    return rules
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+
+
+def alerts(s: Settings) -> list[Alert]:
+    job = f'job=~"{s.job_regex}"'
+    return [
+        Alert(
+            "DscoreNoLeader",
+            # The expression itself, not its recording rule: rule groups are evaluated independently, so
+            # an alert reading another group's output would see it one evaluation late, or not.
+            f"(\n{has_leader(s).strip()}\n) == 0",
+            # An election takes well under a second at the default timing (100-200 ms timeouts); a minute
+            # without a leader is an outage, not an election. etcd's mixin waits 1m too.
+            "1m",
+            "critical",
+            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) has no leader.",
+            "No node of {{ $labels.job }} ({{ $labels.protocol }}) has reported leading for a minute: "
+            "the cluster accepts no writes and no linearizable reads.",
+        ),
+        Alert(
+            "DscoreInsufficientMembers",
+            f"""
+count by (job, protocol) (dscore_node_up{{{job}}} == 1)
+< on (job, protocol)
+floor(max by (job, protocol) (dscore_node_voters{{{job}}}) / 2) + 1
+""",
+            # A majority is gone: no leader can be elected. A rolling restart takes one node at a time and
+            # never gets here; 1m rides out a scrape that missed several pods at once.
+            "1m",
+            "critical",
+            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) has lost its quorum.",
+            "Fewer running nodes than a majority of the configured voters in {{ $labels.job }} "
+            "({{ $labels.protocol }}): the cluster cannot commit.",
+        ),
+        Alert(
+            "DscoreNodeDown",
+            f"up{{{job}}} == 0 or dscore_node_up{{{job}}} == 0",
+            # A kill -9 and a supervisor's restart take seconds, a pod's rolling update well under a
+            # minute: 2m means the node did not come back by itself.
+            "2m",
+            "warning",
+            "dscore node {{ if $labels.node }}{{ $labels.node }}{{ else }}{{ $labels.instance }}{{ end }} "
+            "is down.",
+            "{{ $labels.job }}: a node (or its scrape target {{ $labels.instance }}) has been down for 2 "
+            "minutes. The cluster tolerates a minority of nodes down; one more failure may cost the quorum.",
+        ),
+        Alert(
+            "DscoreFrequentLeaderChanges",
+            f"max by (job, protocol) (increase(dscore_leader_changes_total{{{job}}}[15m])) >= 4",
+            # The 15m window is the smoothing; 1m more skips the one evaluation in which increase()
+            # extrapolates wildly from a counter that just appeared or reset.
+            "1m",
+            "warning",
+            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) changes leader often.",
+            "A node of {{ $labels.job }} has seen {{ $value | humanize }} new leaders in 15 minutes "
+            "(threshold 4): every change makes clients wait for an election.",
+        ),
+        Alert(
+            "DscoreProposalsFailing",
+            f"""
+sum by (job, protocol) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
+/
+(
+  sum by (job, protocol) (rate(dscore_proposals_committed_total{{{job}}}[15m]))
+  + sum by (job, protocol) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
+)
+> 0.05
+""",
+            # One failover fails the proposals in flight (a fraction of a second of traffic): spread over
+            # 15m that stays far below 5%. 10m more means proposals keep failing, not one failover.
+            "10m",
+            "warning",
+            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) fails proposals.",
+            "{{ $value | humanizePercentage }} of the log entries proposed in {{ $labels.job }} over 15 "
+            "minutes did not commit (threshold 5%).",
+        ),
+        Alert(
+            "DscoreUnauthenticatedMessages",
+            f'increase(dscore_messages_rejected_total{{{job}, reason="unauthenticated"}}[5m]) > 0',
+            # No benign source sends unauthenticated frames: each is a wrong key or a forgery. At once.
+            "0m",
+            "critical",
+            "dscore node {{ $labels.node }} receives unauthenticated messages.",
+            "{{ $labels.node }} ({{ $labels.job }}) dropped frames whose MAC does not verify with the "
+            "cluster key ({{ $value | humanize }} in 5 minutes): a node with the wrong key, or a forgery.",
+        ),
+        Alert(
+            "DscoreCorruptMessages",
+            f"sum without (reason) (increase(dscore_messages_rejected_total{{{job}, "
+            f'reason=~"checksum|malformed|version|unknown_kind|too_large"}}[10m])) > 0',
+            # Kafka and the codec's CRC leave no background rate of corrupt records: one is worth a look.
+            "0m",
+            "warning",
+            "dscore node {{ $labels.node }} receives corrupt or unreadable messages.",
+            "{{ $labels.node }} ({{ $labels.job }}) dropped frames that fail the checksum, do not decode, "
+            "or come from another wire version ({{ $value | humanize }} in 10 minutes).",
+        ),
+        Alert(
+            "DscoreSettingsMismatch",
+            f'increase(dscore_messages_rejected_total{{{job}, reason="settings_mismatch"}}[1m]) > 0',
+            # Peers retry every tick, so a real mismatch shows in every 1m window; 3m lets a rollout that
+            # changes cluster-wide settings finish restarting its nodes.
+            "3m",
+            "critical",
+            "dscore node {{ $labels.node }} refuses peers with other cluster-wide settings.",
+            "{{ $labels.node }} ({{ $labels.job }}) keeps refusing messages from peers whose cluster-wide "
+            "settings differ from its own; the node logs which settings differ.",
+        ),
+        Alert(
+            "DscoreConsumerLagHigh",
+            f"dscore_consumer_lag{{{job}}} > {s.consumer_lag_threshold}",
+            # A restarted node reads again everything after its stored positions; 5m lets it catch up.
+            "5m",
+            "warning",
+            "dscore node {{ $labels.node }} lags behind its inbox.",
+            "{{ $labels.node }} ({{ $labels.job }}) has {{ $value | humanize }} records in its inbox not "
+            f"read yet (threshold {s.consumer_lag_threshold}) for 5 minutes.",
+        ),
+        Alert(
+            "DscoreSlowPersist",
+            f"histogram_quantile(0.99, sum by (job, protocol, node, le) "
+            f"(rate(dscore_persist_duration_seconds_bucket{{{job}}}[5m]))) > {s.slow_persist_p99_s}",
+            # A slow disk or a busy Redis shows for minutes, a compaction burst does not: 10m, like
+            # etcd's slow fsync alert.
+            "10m",
+            "warning",
+            "dscore node {{ $labels.node }} persists slowly.",
+            "The 99th percentile of {{ $labels.node }}'s writes to its storage is {{ $value | humanize }}s "
+            f"(threshold {s.slow_persist_p99_s}s): every commit waits for it.",
+        ),
+        Alert(
+            "DscoreCommittedEntryConflict",
+            f'increase(dscore_protocol_events_total{{{job}, reason="conflict_with_committed"}}[10m]) > 0',
+            # Only a broken commit rule (a safety bug) can cause it: at once.
+            "0m",
+            "critical",
+            "dscore node {{ $labels.node }} was asked to overwrite a committed entry.",
+            "A leader of {{ $labels.job }} asked {{ $labels.node }} to overwrite an entry it knows is "
+            "committed. The follower refused, but this is a consensus safety bug.",
+        ),
+    ]
+
+
+def rules(s: Settings) -> dict[str, Any]:
+    anchor_base = s.runbook_base
+    alert_rules = [
+        {
+            "alert": a.name,
+            "expr": _expr(a.expr),
+            "for": a.for_,
+            "labels": {"severity": a.severity},
+            "annotations": {
+                "summary": a.summary,
+                "description": a.description,
+                "runbook_url": f"{anchor_base}#{a.name.lower()}",
+            },
+        }
+        for a in alerts(s)
+    ]
+    return {
+        "groups": [
+            {"name": "dscore-recording", "rules": recording_rules(s)},
+            {"name": "dscore-alerts", "rules": alert_rules},
+        ]
+    }
+
+
+HEADER = (
+    "# Generated by deploy/prometheus/generate.py: edit that, then run it (a test compares the two).\n"
+    '# Selector: job=~"{job}". Runbook: {runbook}.\n'
+)
+
+
+def render(s: Settings) -> str:
+    body = yaml.safe_dump(rules(s), sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
+    return HEADER.format(job=s.job_regex, runbook=s.runbook_base) + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--job-regex", default=DEFAULT_JOB_REGEX, help="regex of the scrape jobs (default %(default)s)"
+    )
+    parser.add_argument("--runbook-base", default=DEFAULT_RUNBOOK_BASE, help="URL of docs/runbook.md")
+    parser.add_argument("--consumer-lag-threshold", type=int, default=DEFAULT_CONSUMER_LAG_THRESHOLD)
+    parser.add_argument("--slow-persist-p99-s", type=float, default=DEFAULT_SLOW_PERSIST_P99_S)
+    parser.add_argument("--out", type=Path, default=RULES_FILE, help="file to write ('-': stdout)")
+    args = parser.parse_args(argv)
+    if '"' in args.job_regex or "\\" in args.job_regex:
+        parser.error("--job-regex must not contain quotes or backslashes")
+    text = render(
+        Settings(args.job_regex, args.runbook_base, args.consumer_lag_threshold, args.slow_persist_p99_s)
+    )
+    if str(args.out) == "-":
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

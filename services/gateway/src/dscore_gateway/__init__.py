@@ -1,0 +1,1 @@
+"""dscore-gateway: the client HTTP API (see the service README)."""

@@ -1,0 +1,5 @@
+import sys
+
+from dscore_gateway.main import main
+
+sys.exit(main())

@@ -1,0 +1,652 @@
+"""The HTTP API (FastAPI; the OpenAPI document is at `/openapi.json`, browsable at `/docs`).
+
+    PUT    /v1/kv/{key}          {"value": "..."}                      204
+    GET    /v1/kv/{key}?consistency=linearizable|lease|stale         200 {"key": ..., "value": ...} / 404
+    DELETE /v1/kv/{key}                                               204
+    POST   /v1/kv/{key}/cas      {"expected": "..." | null, "value": "..."}   204 / 409 with "current"
+    POST   /v1/kv/{key}/append   {"value": "..."}                      204
+    GET    /v1/cluster           what the gateway knows of the cluster
+    GET    /healthz  /readyz  /metrics
+
+Keys are the rest of the path after `/v1/kv/` (percent-decoded; they may contain `/`), 1 to
+`max_key_bytes` bytes of UTF-8. Values are JSON strings. Every error is JSON: `{"error": code,
+"message": what was wrong, ...}`; the codes are the `outcome` labels of `dscore_gateway_requests_total`.
+Statuses come from one table (`dscore_gateway.outcomes`); the gateway's own refusals:
+
+- 400 `bad_request`: a bad key (empty, too long, not UTF-8), query parameter or Idempotency-Key header;
+  a body that is not JSON;
+- 413 `body_too_large`: a body over `max_body_bytes` (checked from Content-Length and while reading);
+- 415 `unsupported_media_type`: a body that is not `application/json`;
+- 422 `invalid_body`: JSON of the wrong shape (a missing or unknown field, a non-string value, a string
+  that is not valid Unicode); `idempotency_key_reused`: the key was first used for another request;
+- 409 `idempotency_key_in_use`: the key's first request is still running;
+- 503 `gateway_busy` (`max_in_flight` requests already, or no session freed in time) and
+  `shutting_down` (draining after SIGTERM), both with Retry-After. Overload is 503, not 429: the gateway
+  has no per-client quota, so a full gateway is the server's condition, not the client's rate.
+
+Read modes: `linearizable` (default) is served by the leader after its read path confirmed leadership
+(ReadIndex, or a lease when the cluster runs `DSCORE_RAFT__READ_ONLY_OPTION=lease`); `stale` by any node
+from what it has applied (fast, possibly old; no leader needed). `lease` is accepted and served by the
+same linearizable path: whether a leader answers from its lease is the cluster's setting (Raft's
+`read_only_option`), not a per-request choice, and a linearizable read is at least as strong as a lease
+read. The `Dscore-Consistency` response header says how the read was served.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
+
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dscore.core.client_messages import Op, Outcome, ReadMode
+from dscore_gateway import outcomes
+from dscore_gateway.cluster_client import Answer, WriteOp
+from dscore_gateway.idempotency import IdempotencyKeyError, fingerprint, parse_key
+from dscore_gateway.outcomes import HttpAnswer
+from dscore_gateway.service import Gateway, IdempotentRequest, WriteResult, WriteVerdict
+from dscore_gateway.status import ClusterView
+
+log = logging.getLogger("dscore_gateway.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: where a handler leaves the request's outcome label for the metrics middleware
+OUTCOME_SCOPE_KEY = "dscore.outcome"
+KV_PREFIX = "/v1/kv/"
+
+
+# -- bodies -------------------------------------------------------------------------------------------
+
+
+def _check_unicode(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (it contains a lone surrogate escape)") from None
+    return value
+
+
+class ValueBody(BaseModel):
+    """The body of PUT and append."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"value": "hello"}]})
+
+    value: str = Field(description="the value to store (PUT) or to add at the end (append)")
+
+    _unicode = field_validator("value")(_check_unicode)
+
+
+class CasBody(BaseModel):
+    """The body of a compare-and-set: `expected` null means "only if the key is absent"."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"expected": "old", "value": "new"}]}
+    )
+
+    expected: str | None = Field(description="the value the key must hold now (null: the key must be absent)")
+    value: str = Field(description="the new value")
+
+    _unicode = field_validator("expected", "value")(_check_unicode)
+
+
+class ValueView(BaseModel):
+    key: str
+    value: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a code (also the metrics' outcome label) and what was wrong."""
+
+    error: str = Field(
+        description="a short code: no_leader, outcome_unknown, cas_mismatch, invalid_body, ..."
+    )
+    message: str = Field(description="what was wrong, for people")
+    key: str | None = None
+    current: str | None = Field(default=None, description="cas_mismatch: the value the key holds now")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str
+
+
+class Consistency(enum.StrEnum):
+    LINEARIZABLE = "linearizable"
+    LEASE = "lease"
+    STALE = "stale"
+
+
+_READ_MODE = {
+    Consistency.LINEARIZABLE: ReadMode.LINEARIZABLE,
+    Consistency.LEASE: ReadMode.LINEARIZABLE,
+    Consistency.STALE: ReadMode.STALE,
+}
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description='makes a retried write take effect once (an sf-string, e.g. "8e03978e-40d5-43e8"); '
+        "ignored by GET",
+    ),
+]
+KeyPath = Annotated[str, Path(description="the key: the rest of the path, percent-decoded (may contain '/')")]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        400: "bad key, query parameter, header or JSON",
+        404: "no value under the key",
+        409: "compare failed (cas_mismatch, with `current`) or the Idempotency-Key's request is running",
+        413: "body larger than the limit",
+        415: "body is not application/json",
+        422: "body of the wrong shape, or an Idempotency-Key reused for another request",
+        503: "no leader, overloaded, busy or shutting down: nothing was done; see Retry-After",
+        504: "outcome unknown: the write may or may not have taken effect",
+    }
+    return {status: {"model": ErrorBody, "description": texts[status]} for status in statuses}
+
+
+# -- responses ----------------------------------------------------------------------------------------
+
+
+def error_body(code: str, message: str, **extra: str | None) -> dict[str, Any]:
+    return {"error": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _respond(
+    request: Request,
+    answer: HttpAnswer,
+    content: dict[str, Any] | None,
+    retry_after_s: int,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    request.scope[OUTCOME_SCOPE_KEY] = answer.code
+    out = dict(headers or {})
+    if answer.retry_after:
+        out["Retry-After"] = str(retry_after_s)
+    if content is None:
+        return Response(status_code=answer.status, headers=out)
+    return JSONResponse(content, status_code=answer.status, headers=out)
+
+
+def _error(request: Request, answer: HttpAnswer, message: str, **extra: str | None) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return _respond(request, answer, error_body(answer.code, message, **extra), gateway.options.retry_after_s)
+
+
+def _answer_response(request: Request, key: str, answer: Answer, headers: dict[str, str]) -> Response:
+    """A write's answer through the outcome table."""
+    gateway: Gateway = request.app.state.gateway
+    http = outcomes.http_answer(answer.outcome)
+    if answer.outcome is Outcome.OK:
+        return _respond(request, http, None, gateway.options.retry_after_s, headers)
+    message = answer.error or answer.outcome.name
+    if answer.outcome is Outcome.UNKNOWN or answer.outcome is Outcome.SESSION_EXPIRED:
+        message = (
+            f"outcome unknown: {message}. The write may or may not take effect; retry with the same "
+            "Idempotency-Key to apply it at most once and learn its outcome"
+        )
+    extra: dict[str, str | None] = {"key": key}
+    if answer.outcome is Outcome.CAS_MISMATCH:
+        extra["current"] = answer.value
+    body = error_body(http.code, message, **extra)
+    return _respond(request, http, body, gateway.options.retry_after_s, headers)
+
+
+class ApiError(Exception):
+    """A request the gateway refuses itself (rendered by the app's handler)."""
+
+    def __init__(self, answer: HttpAnswer, message: str) -> None:
+        super().__init__(message)
+        self.answer = answer
+        self.message = message
+
+
+def _check_key(request: Request, key: str) -> None:
+    gateway: Gateway = request.app.state.gateway
+    if not key:
+        raise ApiError(outcomes.BAD_INPUT, "the key must not be empty: use /v1/kv/<key>")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > gateway.options.max_key_bytes:
+        raise ApiError(
+            outcomes.BAD_INPUT, f"the key is {size} bytes long; at most {gateway.options.max_key_bytes}"
+        )
+
+
+# -- routes -------------------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+async def _write(request: Request, write: WriteOp, body: BaseModel | None, header: str | None) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    _check_key(request, write.key)
+    idempotent = None
+    if header is not None:
+        try:
+            idem_key = parse_key(header)
+        except IdempotencyKeyError as error:
+            raise ApiError(outcomes.BAD_INPUT, str(error)) from None
+        payload = json.dumps(body.model_dump() if body is not None else None, sort_keys=True).encode()
+        idempotent = IdempotentRequest(idem_key, fingerprint(request.method, write.key, payload))
+    result: WriteResult = await gateway.write(write, idempotent)
+    verdict = result.verdict
+    if verdict is WriteVerdict.BUSY:
+        return _error(
+            request,
+            outcomes.GATEWAY_BUSY,
+            f"all {gateway.options.session_pool_size} sessions stayed busy for "
+            f"{gateway.options.request_timeout_s} s; nothing was done",
+        )
+    if verdict is WriteVerdict.KEY_IN_USE:
+        return _error(
+            request,
+            outcomes.IDEMPOTENCY_KEY_IN_USE,
+            "a request with this Idempotency-Key is still being processed; retry after it finished",
+        )
+    if verdict is WriteVerdict.KEY_REUSED:
+        return _error(
+            request,
+            outcomes.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was first used for a different request (another operation, key or "
+            "body); use a new key for a new request",
+        )
+    assert result.answer is not None
+    headers = {"Idempotent-Replayed": "true"} if verdict is WriteVerdict.REPLAYED else {}
+    return _answer_response(request, write.key, result.answer, headers)
+
+
+@router.put(
+    "/v1/kv/{key:path}",
+    status_code=204,
+    summary="Store a value",
+    responses=_errors(400, 409, 413, 415, 422, 503, 504),
+)
+async def put_value(
+    request: Request, key: KeyPath, body: ValueBody, idempotency_key: IdempotencyKeyHeader = None
+) -> Response:
+    return await _write(request, WriteOp(Op.PUT, key, body.value), body, idempotency_key)
+
+
+@router.get(
+    "/v1/kv/{key:path}",
+    response_model=ValueView,
+    summary="Read a value",
+    responses=_errors(400, 404, 503),
+)
+async def get_value(
+    request: Request,
+    key: KeyPath,
+    consistency: Annotated[
+        Consistency,
+        Query(
+            description="linearizable (default); lease (served by the linearizable path: the cluster "
+            "decides ReadIndex vs lease); stale (any node's applied state)"
+        ),
+    ] = Consistency.LINEARIZABLE,
+) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    _check_key(request, key)
+    mode = _READ_MODE[consistency]
+    answer = await gateway.read(key, mode)
+    headers = {"Dscore-Consistency": "stale" if mode is ReadMode.STALE else "linearizable"}
+    if answer.outcome is Outcome.OK:
+        if answer.value is None:
+            return _respond(
+                request,
+                outcomes.GET_ABSENT,
+                error_body(outcomes.GET_ABSENT.code, f"no value under key {key!r}", key=key),
+                gateway.options.retry_after_s,
+                headers,
+            )
+        return _respond(
+            request,
+            outcomes.GET_FOUND,
+            {"key": key, "value": answer.value},
+            gateway.options.retry_after_s,
+            headers,
+        )
+    return _answer_response(request, key, answer, headers)
+
+
+@router.delete(
+    "/v1/kv/{key:path}",
+    status_code=204,
+    summary="Delete a key (204 whether or not it held a value)",
+    responses=_errors(400, 409, 422, 503, 504),
+)
+async def delete_value(
+    request: Request, key: KeyPath, idempotency_key: IdempotencyKeyHeader = None
+) -> Response:
+    return await _write(request, WriteOp(Op.DELETE, key), None, idempotency_key)
+
+
+@router.post(
+    "/v1/kv/{key:path}/cas",
+    status_code=204,
+    summary="Compare and set: write `value` only if the key holds `expected`",
+    responses=_errors(400, 409, 413, 415, 422, 503, 504),
+)
+async def compare_and_set(
+    request: Request, key: KeyPath, body: CasBody, idempotency_key: IdempotencyKeyHeader = None
+) -> Response:
+    write = WriteOp(Op.CAS, key, body.value, body.expected)
+    return await _write(request, write, body, idempotency_key)
+
+
+@router.post(
+    "/v1/kv/{key:path}/append",
+    status_code=204,
+    summary="Append to a value (an absent key starts from the empty string)",
+    responses=_errors(400, 409, 413, 415, 422, 503, 504),
+)
+async def append_value(
+    request: Request, key: KeyPath, body: ValueBody, idempotency_key: IdempotencyKeyHeader = None
+) -> Response:
+    return await _write(request, WriteOp(Op.APPEND, key, body.value), body, idempotency_key)
+
+
+@router.get("/v1/cluster", response_model=ClusterView, summary="What this gateway knows of the cluster")
+async def cluster(request: Request) -> ClusterView:
+    gateway: Gateway = request.app.state.gateway
+    request.scope[OUTCOME_SCOPE_KEY] = "ok"
+    return gateway.cluster_view()
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Readiness: a leader is known and a request succeeded recently",
+    responses={503: {"model": Readiness, "description": "not ready"}},
+)
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    ready, reason = gateway.readiness()
+    return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics (text exposition format)",
+)
+async def metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- error handlers -----------------------------------------------------------------------------------
+
+
+def _where(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if not isinstance(p, int)]
+    return ".".join(parts) if parts else "request"
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e["type"] == "json_invalid" for e in errors):
+        detail = next(e for e in errors if e["type"] == "json_invalid").get("ctx", {}).get("error", "")
+        return _error(
+            request, outcomes.BAD_INPUT, f"the body is not valid JSON{': ' + detail if detail else ''}"
+        )
+    problems = []
+    in_body = True
+    for item in errors:
+        location = tuple(item["loc"])
+        if location and location[0] != "body":
+            in_body = False
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "missing" and location == ("body",):
+            message = "a JSON body is required"
+        elif item["type"] == "model_attributes_type" and location == ("body",):
+            message = "the body must be a JSON object"
+        problems.append(f"{_where(location)}: {message}")
+    answer = outcomes.INVALID_BODY if in_body else outcomes.BAD_INPUT
+    return _error(request, answer, "; ".join(problems))
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error(request, exc.answer, exc.message)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return _error(request, outcomes.ROUTE_NOT_FOUND, f"no route {request.url.path}; see /docs")
+    if exc.status_code == 405:
+        return _error(
+            request, outcomes.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.url.path}"
+        )
+    answer = HttpAnswer(exc.status_code, "http_error")
+    return _respond(request, answer, error_body(answer.code, str(exc.detail)), 0, dict(exc.headers or {}))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+    answer = HttpAnswer(500, "internal_error")
+    return _respond(request, answer, error_body(answer.code, "the gateway failed unexpectedly (logged)"), 0)
+
+
+# -- the middleware: bounds, body limit, metrics -------------------------------------------------------
+
+
+def operation_of(method: str, path: str) -> str:
+    """The `operation` label of a request (see `dscore_gateway.metrics.OPERATIONS`)."""
+    if path.startswith(KV_PREFIX):
+        if method == "POST":
+            if path.endswith("/cas"):
+                return "cas"
+            if path.endswith("/append"):
+                return "append"
+            return "other"
+        return {"GET": "get", "PUT": "put", "DELETE": "delete"}.get(method, "other")
+    if path == "/v1/cluster":
+        return "cluster" if method == "GET" else "other"
+    return "other"
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class GatewayMiddleware:
+    """Bounds every `/v1/` request before the routes see it, and counts it after.
+
+    - draining (SIGTERM): 503 `shutting_down`; `max_in_flight` reached: 503 `gateway_busy`;
+    - a path that is not UTF-8 once percent-decoded: 400 (Starlette would replace the bad bytes and
+      serve another key);
+    - a body: over `max_body_bytes` by Content-Length, or once that many bytes were read: 413; not JSON:
+      415. The body is read here (bounded) and handed on, so no route ever reads an unbounded body.
+    - metrics: `dscore_gateway_requests_total{operation,outcome}` and the latency histogram.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        gateway = self.gateway
+        metrics = gateway.metrics
+        operation = operation_of(scope["method"], scope["path"])
+        start = time.perf_counter()
+        status = 500
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await self._reply(scope, send_counted, *refusal)
+                return
+            gateway.enter()
+            try:
+                body_receive = await self._bounded_body(scope, receive, send_counted)
+                if body_receive is not None:
+                    await self.app(scope, body_receive, send_counted)
+            finally:
+                gateway.leave()
+        finally:
+            outcome = scope.get(OUTCOME_SCOPE_KEY) or _label_of(status)
+            metrics.requests.labels(operation, outcome).inc()
+            metrics.request_duration.labels(operation).observe(time.perf_counter() - start)
+
+    def _refusal(self, scope: Scope) -> tuple[HttpAnswer, str] | None:
+        gateway = self.gateway
+        if gateway.draining:
+            return (
+                outcomes.SHUTTING_DOWN,
+                "the gateway is shutting down; retry (another gateway may serve it)",
+            )
+        if gateway.in_flight >= gateway.options.max_in_flight:
+            return (
+                outcomes.GATEWAY_BUSY,
+                f"the gateway is serving {gateway.in_flight} requests (its limit); nothing was done",
+            )
+        raw_path = scope.get("raw_path")
+        if isinstance(raw_path, bytes):
+            try:
+                unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
+            except UnicodeDecodeError:
+                return outcomes.BAD_INPUT, "the path is not valid UTF-8 once percent-decoded"
+        return None
+
+    async def _bounded_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Read the body (at most `max_body_bytes`) and return a `receive` that replays it; None when
+        the request was answered here (413, 415)."""
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return receive
+        limit = self.gateway.options.max_body_bytes
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        too_large = (
+            f"the body is larger than {limit} bytes (DSCORE_GATEWAY__MAX_BODY_BYTES); values must fit in it"
+        )
+        length = headers.get("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            await self._reply(scope, send, outcomes.BODY_TOO_LARGE, too_large)
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                scope[OUTCOME_SCOPE_KEY] = "client_disconnected"
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._reply(scope, send, outcomes.BODY_TOO_LARGE, too_large)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and scope["method"] in ("PUT", "POST") and not _is_json(headers.get("content-type", "")):
+            shown = headers.get("content-type", "none")[:100]
+            await self._reply(
+                scope,
+                send,
+                outcomes.UNSUPPORTED_MEDIA_TYPE,
+                f"the body must be JSON (Content-Type: application/json), not {shown}",
+            )
+            return None
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def _reply(self, scope: Scope, send: Send, answer: HttpAnswer, message: str) -> None:
+        scope[OUTCOME_SCOPE_KEY] = answer.code
+        headers = {"Retry-After": str(self.gateway.options.retry_after_s)} if answer.retry_after else None
+        response = JSONResponse(error_body(answer.code, message), status_code=answer.status, headers=headers)
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)
+
+
+def _label_of(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return {404: "not_found", 405: "method_not_allowed", 500: "internal_error"}.get(status, f"http_{status}")
+
+
+# -- the app ------------------------------------------------------------------------------------------
+
+
+def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The ASGI app of `gateway`. With `manage_lifecycle`, the app's lifespan starts the gateway and, on
+    shutdown (uvicorn's SIGTERM handling: stop accepting, finish in-flight requests), stops it: drain
+    within `drain_timeout_s`, then close the endpoint. Tests that drive the app through httpx's
+    ASGITransport (which runs no lifespan) start and stop the gateway themselves."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await gateway.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await gateway.stop()
+
+    app = FastAPI(
+        title="dscore gateway",
+        version="1",
+        summary="The client HTTP API of a dscore cluster: a replicated key-value store",
+        description=__doc__,
+        lifespan=lifespan,
+        redirect_slashes=False,  # /v1/kv is a 404 with a JSON body, not a redirect to /v1/kv/
+    )
+    app.state.gateway = gateway
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(GatewayMiddleware, gateway=gateway)
+    return app

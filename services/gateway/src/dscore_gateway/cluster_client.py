@@ -1,0 +1,266 @@
+"""The gateway's side of the wire client protocol: one `ClientEndpoint`, the requests of every HTTP
+request through it, retries until a definite answer or the deadline.
+
+Every request goes through `dscore.runtime.client.ClientEndpoint` (batched per node per event-loop turn,
+matched by request id, authenticated with the cluster key), so what reaches the nodes is exactly the
+wire protocol of `dscore.core.client_messages`. Routing and leadership knowledge are shared by all
+requests (`dscore_gateway.routing.LeaderTracker`).
+
+Retries: a new attempt starts while the request's deadline (`request_timeout_s`) has not passed, and
+each attempt gets its full `attempt_timeout_s` (an attempt is never cut short by the deadline: a reply
+that was about to say NOT_LEADER would otherwise turn "certainly nothing happened" into "unknown"), so an
+HTTP request is answered within `request_timeout_s + attempt_timeout_s`.
+
+- `NOT_LEADER`: next to the hinted leader, else the next member; after a full round of refusals a pause
+  of `retry_backoff_s`, so an election is not flooded;
+- no answer within `attempt_timeout_s`: the next member (a write is then *maybe applied*);
+- `UNKNOWN`: a write is retried with the same `(client_id, seq)`: the state machine applies it at most
+  once and answers a retry of an applied command with the first result;
+- a session not registered yet (or expired) is registered first (REGISTER, through the log);
+- `SESSION_EXPIRED`: the session is registered again and the write retried in it, unless an earlier
+  attempt may have been applied (that cannot be looked up any more: `UNKNOWN`);
+- `OVERLOADED`: answered at once when nothing may have been applied (the client retries later; retrying
+  here would add load), else retried like `UNKNOWN`.
+
+A write that runs out of time ends `UNKNOWN` if any attempt may have been applied, and `NOT_LEADER` (or
+`OVERLOADED`) otherwise: the one place where "certainly nothing happened" is decided. A read that runs
+out of time is `NOT_LEADER`: a read has no effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dscore.core.client_messages import ClientResponse, Op, Outcome, ReadMode
+from dscore.core.ids import NodeId
+from dscore.runtime.client import ClientEndpoint
+from dscore_gateway.routing import TIMEOUT, LeadershipEvent, LeaderTracker
+from dscore_gateway.sessions import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How one request ended. `outcome` is the wire protocol's; see `dscore_gateway.outcomes`."""
+
+    outcome: Outcome
+    #: GET: the value read (None: absent); CAS_MISMATCH: the current value
+    value: str | None = None
+    #: why, for anything but OK (shown in the HTTP error body)
+    error: str | None = None
+    #: the node that gave the final answer (None if none did)
+    node: NodeId | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOp:
+    """A write, as it is sent (every retry sends the same one)."""
+
+    op: Op
+    key: str
+    value: str | None = None
+    expected: str | None = None
+
+
+#: called with each attempt's node and outcome label (an `Outcome` name in lower case, or "timeout")
+AttemptHook = Callable[[NodeId, str], None]
+#: called when a served request changed the leader or ended a failover gap
+LeadershipHook = Callable[[LeadershipEvent], None]
+
+
+class ClusterClient:
+    """Reads and writes over one `ClientEndpoint` (see the module doc)."""
+
+    def __init__(
+        self,
+        endpoint: ClientEndpoint,
+        *,
+        attempt_timeout_s: float,
+        retry_backoff_s: float,
+        on_attempt: AttemptHook | None = None,
+        on_leadership: LeadershipHook | None = None,
+        on_register: Callable[[], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.tracker = LeaderTracker(endpoint.nodes)
+        self._attempt_timeout_s = attempt_timeout_s
+        self._retry_backoff_s = retry_backoff_s
+        self._on_attempt = on_attempt
+        self._on_leadership = on_leadership
+        self._on_register = on_register
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    async def read(self, key: str, mode: ReadMode, deadline: float) -> Answer:
+        """A GET: linearizable (by the leader's read path) or stale (any node's applied state)."""
+        loop = asyncio.get_running_loop()
+        tracker = self.tracker
+        attempts = 0
+        misses = 0
+        last_error = "no node answered in time"
+        while deadline - loop.time() > 0:
+            node = tracker.stale_target() if mode is ReadMode.STALE else tracker.target()
+            attempts += 1
+            response = await self._call(node, Op.GET, key, read_mode=mode)
+            now = loop.time()
+            if response is None:
+                last_error = f"{node} did not answer within {self._attempt_timeout_s} s"
+                misses = await self._missed(misses)
+                continue
+            if response.outcome is Outcome.OK:
+                if mode is ReadMode.STALE:
+                    tracker.answered(node, now, response)
+                else:
+                    self._served(node, now, response)
+                return Answer(Outcome.OK, response.value, None, node, attempts)
+            tracker.answered(node, now, response)
+            last_error = self._why(node, response)
+            if response.outcome is Outcome.OVERLOADED:
+                return Answer(Outcome.OVERLOADED, None, last_error, node, attempts)
+            misses = await self._missed(misses)
+        return Answer(Outcome.NOT_LEADER, None, f"no leader answered the read: {last_error}", None, attempts)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    async def write(
+        self, write: WriteOp, session: Session, deadline: float, *, maybe_applied: bool = False
+    ) -> tuple[Answer, bool]:
+        """Send `write` in `session` (its `client_id` and `seq`) until a definite answer or `deadline`.
+
+        `maybe_applied`: an earlier attempt with this `(client_id, seq)` may have been applied (a resumed
+        write). Returns the answer and whether an attempt may have been applied; `session.seq` is left
+        as it was (the caller moves it on or pins the session), except that an expired session is reset.
+        """
+        loop = asyncio.get_running_loop()
+        tracker = self.tracker
+        attempts = 0
+        misses = 0
+        refusal = Outcome.NOT_LEADER
+        last_error = "no node answered in time"
+        while deadline - loop.time() > 0:
+            if session.client_id == 0:
+                if maybe_applied:
+                    break  # the session that may have applied it is gone: the outcome is unknown
+                node = tracker.target()
+                response = await self._call(node, Op.REGISTER, "")
+                now = loop.time()
+                if response is None:
+                    last_error = f"{node} did not answer a registration within {self._attempt_timeout_s} s"
+                    misses = await self._missed(misses)
+                    continue
+                if response.outcome is Outcome.OK and response.client_id > 0:
+                    self._served(node, now, response)
+                    session.registered(response.client_id)
+                    if self._on_register is not None:
+                        self._on_register()
+                    continue
+                tracker.answered(node, now, response)
+                last_error = self._why(node, response)
+                if response.outcome is Outcome.OVERLOADED:
+                    return Answer(Outcome.OVERLOADED, None, last_error, node, attempts), False
+                misses = await self._missed(misses)
+                continue
+            node = tracker.target()
+            attempts += 1
+            response = await self._call(
+                node,
+                write.op,
+                write.key,
+                value=write.value,
+                expected=write.expected,
+                client_id=session.client_id,
+                seq=session.seq,
+            )
+            now = loop.time()
+            if response is None:
+                maybe_applied = True
+                last_error = f"{node} did not answer within {self._attempt_timeout_s} s"
+                misses = await self._missed(misses)
+                continue
+            outcome = response.outcome
+            if outcome is Outcome.OK or outcome is Outcome.CAS_MISMATCH:
+                self._served(node, now, response)
+                error = None if outcome is Outcome.OK else "compare failed: the key holds another value"
+                return Answer(outcome, response.value, error, node, attempts), maybe_applied
+            tracker.answered(node, now, response)
+            last_error = self._why(node, response)
+            if outcome is Outcome.UNKNOWN:
+                maybe_applied = True
+            elif outcome is Outcome.SESSION_EXPIRED:
+                session.expired()
+                if maybe_applied:
+                    break
+                continue  # nothing of this write was applied: register again and retry it
+            elif outcome is Outcome.BAD_REQUEST:
+                if maybe_applied:
+                    break
+                return Answer(outcome, None, last_error, node, attempts), False
+            elif outcome is Outcome.OVERLOADED:
+                refusal = Outcome.OVERLOADED
+                if not maybe_applied:
+                    return Answer(outcome, None, last_error, node, attempts), False
+            else:
+                refusal = Outcome.NOT_LEADER
+            misses = await self._missed(misses)
+        if maybe_applied:
+            why = f"the write may or may not have been applied ({last_error})"
+            return Answer(Outcome.UNKNOWN, None, why, None, attempts), True
+        return Answer(refusal, None, f"no leader took the write: {last_error}", None, attempts), False
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        node: NodeId,
+        op: Op,
+        key: str,
+        *,
+        value: str | None = None,
+        expected: str | None = None,
+        client_id: int = 0,
+        seq: int = 0,
+        read_mode: ReadMode = ReadMode.LINEARIZABLE,
+    ) -> ClientResponse | None:
+        loop = asyncio.get_running_loop()
+        self.tracker.attempted(node, loop.time())
+        response = await self.endpoint.call(
+            node,
+            op,
+            key,
+            value=value,
+            expected=expected,
+            client_id=client_id,
+            seq=seq,
+            read_mode=read_mode,
+            timeout_s=self._attempt_timeout_s,
+        )
+        if response is None:
+            self.tracker.timed_out(node, loop.time())
+        if self._on_attempt is not None:
+            self._on_attempt(node, TIMEOUT if response is None else response.outcome.name.lower())
+        return response
+
+    def _served(self, node: NodeId, now: float, response: ClientResponse) -> None:
+        event = self.tracker.served(node, now, response)
+        if event is not None and self._on_leadership is not None:
+            self._on_leadership(event)
+
+    async def _missed(self, misses: int) -> int:
+        """Count one refusal or silence; after a full round of them (an election is under way, or the
+        hints point at a dead leader) pause, so the cluster is never flooded."""
+        misses += 1
+        if misses >= max(1, len(self.tracker.members())):
+            await asyncio.sleep(self._retry_backoff_s)
+            return 0
+        return misses
+
+    @staticmethod
+    def _why(node: NodeId, response: ClientResponse) -> str:
+        text = f"{node}: {response.outcome.name}"
+        if response.error:
+            text += f" ({response.error})"
+        if response.outcome is Outcome.NOT_LEADER:
+            text += f", leader hint {response.leader_hint}" if response.leader_hint else ", no leader known"
+        return text
