@@ -39,9 +39,9 @@ import argparse
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -83,12 +83,12 @@ __all__ = [
     "FaultEvent",
     "add_demo_parser",
     "availability_windows",
+    "build_report",
     "failover_time",
     "fault_schedule",
     "format_report",
     "percentile",
     "run_demo",
-    "build_report",
     "run_scenario",
 ]
 

@@ -35,7 +35,8 @@ from dscore.check import HistoryRecorder
 from dscore.check.history import NEMESIS_PROCESS, Op, OpType
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
-from dscore.demo import DemoOptions, DemoReport, FaultEvent, build_report, fault_schedule, format_report
+from dscore.demo import DemoOptions, DemoReport, build_report, fault_schedule, format_report
+from dscore.report import FaultEvent, RoleTracker
 from dscore.runtime.client import ClientConfig, ClientStats, KvClient, mixed_workload
 from dscore.stack import ProcessCluster
 from dscore.transport.kafka_config import KafkaTransportConfig
@@ -199,10 +200,14 @@ class _StackDemo:
             self.history,
             self.stats,
             self.faults,
+            RoleTracker(),
+            nodes=self.node_ids,
             start=self.started_at,
             end=workload_end,
             converged=converged,
             failures=failures,
+            cpu_s=None,
+            stack="processes",
         )
 
     async def _run_faults(self, cluster: ProcessCluster, stop_at: float) -> None:
