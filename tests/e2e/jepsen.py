@@ -1,17 +1,18 @@
 """Jepsen-style harness of the end-to-end tests: a cluster of node processes, clients that write while a
 nemesis faults the cluster, and the checks afterwards.
 
-- `e2e_cluster()` starts a `ProcessCluster` with one Redis server per node and deletes its topics at the
-  end.
-- `Workload` runs clients doing random get / put / append / cas on a few keys (`mixed_workload`), each
-  operation recorded into one Jepsen history. Its clients are opened through `ClientFactory`, the seam
-  for the gateway: today `wire_clients` (the wire protocol on Kafka, `KvClient`); an HTTP client of the
-  gateway will be another factory with the same `KvOps` methods.
+- `e2e_cluster()` starts a `ProcessCluster` with one Redis server per node and a gateway
+  (`dscore-gateway`, its HTTP API on a free port), and deletes its topics at the end.
+- `Workload` runs clients that write through the gateway's HTTP API (`dscore.gateway_client.
+  GatewayClient`): random get / put / append / cas on a few keys (`mixed_workload`), each operation
+  recorded into one Jepsen history; and appenders that only append unique tokens to one key.
 - `Workload.wait_ok(n)` waits for `n` more successful operations (the event that says the cluster
-  serves), optionally answered by a node other than a given one (a new leader).
+  serves), optionally answered by a node other than a given one (a new leader; the gateway names the
+  node that answered in its `Dscore-Node` header).
 - `check_outcome` then requires: every node converged (same applied index, same state-machine digest),
   no acknowledged append lost (each acknowledged suffix is in the key's final value, read through the
-  leader), and the history linearizable (`dscore.check`, model kv).
+  gateway from the leader), and the history linearizable (`dscore.check`, model kv), written as EDN
+  beside the node logs (`history.edn`).
 """
 
 from __future__ import annotations
@@ -20,22 +21,18 @@ import asyncio
 import contextlib
 import random
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from dscore.check import HistoryRecorder, Verdict, check_history
 from dscore.check.history import NEMESIS_PROCESS, Op, OpType
-from dscore.runtime.client import (
-    ClientConfig,
-    ClientEndpoint,
-    ClientStats,
-    KvClient,
-    OpOutcome,
-    mixed_workload,
-)
-from dscore.stack import KvOps, ProcessCluster
+from dscore.gateway_client import GatewayClient, GatewayClientConfig, open_session
+from dscore.runtime.client import ClientStats, OpOutcome, mixed_workload
+from dscore.stack import ProcessCluster
 from dscore.transport.kafka_config import KafkaTransportConfig
 from dscore.transport.kafka_layout import delete_topics
 
@@ -49,7 +46,9 @@ E2E_ENV = {
     "DSCORE_RAFT__HEARTBEAT_TICKS": "3",
     "DSCORE_LOG_LEVEL": "info",
 }
-CLIENT_CONFIG = ClientConfig(op_timeout_s=4.0, attempt_timeout_s=0.5, retry_backoff_s=0.02)
+CLIENT_CONFIG = GatewayClientConfig(op_timeout_s=8.0, retry_backoff_s=0.02)
+#: the gateway of every e2e cluster (its endpoint id, so its reply topic, and its pid file name)
+GATEWAY = "gateway"
 KEYS = ("k0", "k1", "k2")
 #: appended to only (never put or cas), so every acknowledged append must be in its final value
 ACKED_KEY = "acked"
@@ -78,23 +77,22 @@ async def e2e_cluster(
     )
     try:
         await cluster.start()
+        await cluster.start_gateway(GATEWAY)
         yield cluster, redis
     finally:
         await cluster.close()
         config = KafkaTransportConfig(bootstrap_servers=kafka_bootstrap, cluster_id=namespace)
         with contextlib.suppress(Exception):
-            await delete_topics(config, [*cluster.node_ids, "clients", "checker"])
+            await delete_topics(config, [*cluster.node_ids, GATEWAY, "checker", "control"])
         for server in redis.values():
             with contextlib.suppress(BaseException):
                 server.stop()
 
 
-ClientFactory = Callable[[str, int, HistoryRecorder, ClientStats], Awaitable[list[KvOps]]]
-
-
 @dataclass
 class Workload:
-    """Clients writing and reading while the test faults the cluster (see the module docstring)."""
+    """Clients writing and reading through the gateway while the test faults the cluster (see the module
+    docstring)."""
 
     cluster: ProcessCluster
     clients: int = 4
@@ -102,27 +100,29 @@ class Workload:
     think_s: float = 0.005
     #: appenders to `ACKED_KEY` (their own history: a lost-write check, not a linearizability one)
     appenders: int = 2
+    gateway: str = GATEWAY
     history: HistoryRecorder = field(default_factory=HistoryRecorder)
     appends: HistoryRecorder = field(default_factory=HistoryRecorder)
     stats: ClientStats = field(default_factory=ClientStats)
-    _endpoint: ClientEndpoint | None = None
+    _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _running: bool = False
 
     async def start(self) -> None:
-        self._endpoint = self.cluster.client_endpoint("clients")
-        await self._endpoint.start()
+        await self.cluster.wait_gateway_ready(self.gateway)
+        url = self.cluster.gateway_url(self.gateway)
+        self._session = session = open_session(self.clients + self.appenders)
         self._running = True
         for i in range(self.clients):
-            client = KvClient(
-                self._endpoint,
+            client = GatewayClient(
+                session,
+                url,
                 f"c{i}",
                 config=CLIENT_CONFIG,
                 history=self.history,
                 process=i,
                 process_stride=self.clients,
                 stats=self.stats,
-                rng=random.Random(f"e2e/{self.seed}/{i}"),
             )
             self._tasks.append(
                 asyncio.ensure_future(
@@ -135,10 +135,10 @@ class Workload:
                     )
                 )
             )
-
         for i in range(self.appenders):
-            appender = KvClient(
-                self._endpoint,
+            appender = GatewayClient(
+                session,
+                url,
                 f"a{i}",
                 config=CLIENT_CONFIG,
                 history=self.appends,
@@ -148,7 +148,7 @@ class Workload:
             )
             self._tasks.append(asyncio.ensure_future(self._append_forever(appender)))
 
-    async def _append_forever(self, client: KvClient) -> None:
+    async def _append_forever(self, client: GatewayClient) -> None:
         n = 0
         while self._running:
             n += 1
@@ -187,29 +187,29 @@ class Workload:
     async def stop(self) -> None:
         self._running = False
         await asyncio.gather(*self._tasks)  # each op ends within op_timeout_s
-        if self._endpoint is not None:
-            await self._endpoint.close()
+        if self._session is not None:
+            await self._session.close()
 
 
-async def final_values(cluster: ProcessCluster, history: HistoryRecorder) -> dict[str, str | None]:
-    """Every key read through the leader by a checker client (the workload's keys recorded in the
-    history too)."""
-    endpoint = cluster.client_endpoint("checker")
-    await endpoint.start()
-    try:
-        config = ClientConfig(op_timeout_s=20.0)
-        reader = KvClient(endpoint, "checker", config=config, history=history, process=999)
+async def final_values(
+    cluster: ProcessCluster, history: HistoryRecorder, gateway: str = GATEWAY
+) -> dict[str, str | None]:
+    """Every key read through the gateway (linearizable: from the leader) by a checker client (the
+    workload's keys recorded in the history too)."""
+    await cluster.wait_gateway_ready(gateway)
+    url = cluster.gateway_url(gateway)
+    config = GatewayClientConfig(op_timeout_s=30.0)
+    async with open_session(2) as session:
+        reader = GatewayClient(session, url, "checker", config=config, history=history, process=999)
         values: dict[str, str | None] = {}
         for key in KEYS:
             result = await reader.get(key)
             assert result.ok, f"final read of {key} failed: {result}"
             values[key] = result.value
-        acked = await KvClient(endpoint, "checker-acked", config=config).get(ACKED_KEY)
+        acked = await GatewayClient(session, url, "checker-acked", config=config).get(ACKED_KEY)
         assert acked.ok, f"final read of {ACKED_KEY} failed: {acked}"
         values[ACKED_KEY] = acked.value
         return values
-    finally:
-        await endpoint.close()
 
 
 def acknowledged_appends(history: HistoryRecorder) -> dict[str, list[str]]:
@@ -234,7 +234,10 @@ async def check_outcome(
     present = set((values[ACKED_KEY] or "").split(";"))
     lost = [token for token in acknowledged if token not in present]
     assert not lost, f"{len(lost)} acknowledged appends lost, e.g. {lost[:5]}"
-    result = check_history(workload.history.history(), model="kv", timeout_s=120.0)
+    history = workload.history.history()
+    (cluster.log_dir / "history.edn").write_text(history.to_edn(), encoding="utf-8")
+    result = check_history(history, model="kv", timeout_s=120.0)
     assert result.verdict is Verdict.LINEARIZABLE, result.explanation
-    crashed = [e for e in cluster.failures() if e.returncode not in (1,)]
+    assert result.ops_checked > 100, "hardly any operation was checked: the test proved nothing"
+    crashed = [e for e in cluster.failures() if e.returncode not in (1,) or e.node_id not in cluster.nodes]
     assert not crashed, f"nodes exited unexpectedly: {crashed}"

@@ -7,27 +7,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
-from dscore.core.codec import encode_envelope
-from dscore.core.envelope import EnvelopeFactory
 from dscore.core.errors import ConfigError
-from dscore.protocols.raft import VoteRequest
 from dscore.runtime.cluster import raft_factory
 from dscore.runtime.node import NodeRuntime
-from dscore.storage.base import WriteBatch
 from dscore.storage.memory import MemoryStorage
-from dscore.transport.base import OutboundFrame
+from dscore.transport.faults import FaultyTransport
 from dscore.transport.memory import MemoryNetwork
 from dscore_node.http import build_app
-from dscore_node.instruments import ObservedTransport, TimedStorage
+from dscore_node.instruments import ConsumeGate
 from dscore_node.logs import JsonLineFormatter, redact_url
 from dscore_node.main import describe
-from dscore_node.metrics import LeadershipTracker, NodeServiceCollector, build_registry
+from dscore_node.metrics import LeadershipLog, build_registry
 from dscore_node.settings import load_service_settings
 
 KEY = "a cluster key of at least thirty-two bytes"
@@ -116,72 +113,40 @@ def test_redact_url_and_log_lines_are_single_json_lines() -> None:
     assert "\n" not in line and '"node": "n1"' in line and "boom" in line
 
 
-# -- instruments ------------------------------------------------------------------------------------
-
-
-async def test_elections_are_counted_once_per_term_and_pre_votes_not() -> None:
-    network = MemoryNetwork(("n1", "n2"))
-    observed = ObservedTransport(network.endpoint("n1"))
-    await observed.start({})
-    factory = EnvelopeFactory("n1", 1)
-
-    def vote(term: int, pre: bool) -> OutboundFrame:
-        envelope = factory.wrap("n2", VoteRequest(term, 0, 0, pre_vote=pre))
-        return OutboundFrame("n2", encode_envelope(envelope), envelope)
-
-    await observed.send([vote(2, True), vote(2, False), vote(2, False), vote(3, True)])
-    assert observed.elections == 1
-    await observed.send([vote(3, False), vote(4, False)])
-    assert observed.elections == 3
-    assert observed.sent_by_kind == {"raft.vote_request": 6}
+# -- the consume gate -------------------------------------------------------------------------------
 
 
 async def test_stopped_consumption_holds_deliveries_until_resumed() -> None:
     network = MemoryNetwork(("n1", "n2"))
-    observed = ObservedTransport(network.endpoint("n1"))
-    await observed.start({})
-    observed.stop_consuming()
-    receiving = asyncio.ensure_future(observed.receive(10))
+    gate = ConsumeGate(network.endpoint("n1"))
+    await gate.start({})
+    gate.stop_consuming()
+    receiving = asyncio.ensure_future(gate.receive(10))
     network.inject("n1", b"frame-1")
     network.inject("n1", b"frame-2")
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert not receiving.done()
-    observed.resume_consuming()
+    gate.resume_consuming()
     batch = await asyncio.wait_for(receiving, 5)
     assert [d.data for d in batch] == [b"frame-1", b"frame-2"]
-    assert observed.received == 2
-
-
-async def test_timed_storage_observes_each_save() -> None:
-    seen: list[float] = []
-    storage = TimedStorage(MemoryStorage(), seen.append)
-    await storage.bump_incarnation()
-    await storage.save(WriteBatch(input_positions={"c": 1}))
-    await storage.save(WriteBatch(input_positions={"c": 2}))
-    assert len(seen) == 2 and all(s >= 0 for s in seen)
-    assert (await storage.load()).input_positions == {"c": 2}
 
 
 # -- metrics and HTTP on a one-node runtime ------------------------------------------------------------
 
 
 @pytest.fixture
-async def single_node() -> AsyncIterator[tuple[NodeRuntime, ObservedTransport, TestClient]]:  # type: ignore[type-arg]
+async def single_node() -> AsyncIterator[tuple[NodeRuntime, ConsumeGate, TestClient]]:  # type: ignore[type-arg]
     network = MemoryNetwork(("n1",))
-    transport = ObservedTransport(network.endpoint("n1"))
-    registry, persist = build_registry()
-    leadership = LeadershipTracker()
+    faulty = FaultyTransport(network.endpoint("n1"), "n1", rng=random.Random(1))
+    transport = ConsumeGate(faulty)
+    registry, nodes, faults = build_registry()
     runtime = NodeRuntime(
-        "n1",
-        ("n1",),
-        raft_factory(),
-        transport,
-        TimedStorage(MemoryStorage(), persist.observe),
-        on_change=leadership.observe,
+        "n1", ("n1",), raft_factory(), transport, MemoryStorage(), on_change=LeadershipLog().observe
     )
-    registry.register(NodeServiceCollector(runtime, transport, leadership))
-    client = TestClient(TestServer(build_app(runtime, transport, registry, admin=True)))
+    runtime.metrics = nodes.add_node("n1", runtime, protocol="raft")
+    faults.add_node("n1", faulty)
+    client = TestClient(TestServer(build_app(runtime, transport, registry, admin=True, faults=faulty)))
     await client.start_server()
     try:
         yield runtime, transport, client
@@ -222,15 +187,23 @@ async def test_metrics_show_role_indexes_leader_changes_and_persist_latency(sing
     await runtime.barrier(5.0)
     text = await (await client.get("/metrics")).text()
     lines = set(text.splitlines())
-    assert 'dscore_node_role{role="leader"} 1.0' in lines
-    assert 'dscore_node_role{role="follower"} 0.0' in lines
-    assert "dscore_leader_changes_total 1.0" in lines
-    applied = next(line for line in lines if line.startswith("dscore_node_applied_index "))
+    node = 'node="n1",protocol="raft"'
+    assert f'dscore_node_role{{{node},role="leader"}} 1.0' in lines
+    assert f'dscore_node_role{{{node},role="follower"}} 0.0' in lines
+    assert f"dscore_leader_changes_total{{{node}}} 1.0" in lines
+    applied = next(line for line in lines if line.startswith("dscore_node_applied_index{"))
     assert float(applied.split()[1]) >= 2  # the leader's no-op and the barrier
-    count = next(line for line in lines if line.startswith("dscore_persist_latency_seconds_count "))
+    count = next(line for line in lines if line.startswith("dscore_persist_duration_seconds_count{"))
     assert float(count.split()[1]) == runtime.saves > 0
-    assert 'dscore_client_responses_total{outcome="ok"} 1.0' in lines
+    # rejections by reason, each reason zero-initialised (one definition: dscore.metrics)
+    assert f'dscore_messages_rejected_total{{{node},reason="unauthenticated"}} 0.0' in lines
+    assert f'dscore_messages_rejected_total{{{node},reason="stale_storage"}} 0.0' in lines
+    assert 'dscore_transport_faults_active{node="n1"} 0.0' in lines
+    assert 'dscore_transport_fault_control_rejected_total{node="n1",reason="unauthenticated"} 0.0' in lines
     assert "process_cpu_seconds_total" in text
+    # one definition: the node service defines no metric of its own
+    names = {line.split("{")[0].split(" ")[0] for line in lines if line.startswith("dscore_")}
+    assert not {n for n in names if n.startswith(("dscore_node_consuming", "dscore_kafka_"))}
 
 
 async def test_admin_stops_and_resumes_consumption(single_node) -> None:  # type: ignore[no-untyped-def]
@@ -261,9 +234,9 @@ async def test_membership_changes_through_admin(single_node) -> None:  # type: i
 
 async def test_admin_endpoints_are_off_by_default() -> None:
     network = MemoryNetwork(("n1",))
-    transport = ObservedTransport(network.endpoint("n1"))
+    transport = ConsumeGate(network.endpoint("n1"))
     runtime = NodeRuntime("n1", ("n1",), raft_factory(), transport, MemoryStorage())
-    registry, _ = build_registry()
+    registry, _, _ = build_registry()
     client = TestClient(TestServer(build_app(runtime, transport, registry, admin=False)))
     await client.start_server()
     try:

@@ -6,14 +6,20 @@ processes, cuts a node off from its peers (`/admin/consume/stop`: it stops readi
 each node's `/readyz` and `/debug/state`. It waits on events, never on fixed sleeps: a process's own log
 lines (`http listening on HOST:PORT`), its HTTP answers, its exit.
 
-It also supervises, as Kubernetes' `restartPolicy: Always` would: a node that exits on its own (a storage
-failure, a bug: exit status 1) is started again after a short back-off, while a node the caller killed or
-stopped stays down until the caller restarts it. Every exit is recorded (`exits`), so a test can tell a
-clean stop (0) from a failure (1) from a kill (-9).
+It also supervises, as Kubernetes' `restartPolicy: Always` would: a process that exits on its own (a
+storage failure, a bug: exit status 1) is started again after a short back-off, while one the caller
+killed or stopped stays down until the caller restarts it. A node that refuses to run (status 2: a bad
+setting; 3: its storage went back in time) is not restarted: a restart cannot change its answer. Every
+exit is recorded (`exits`), so a test can tell a clean stop (0) from a failure (1) from a refusal (3)
+from a kill (-9).
 
-Clients reach the nodes as any client does, through the wire protocol on Kafka: `client_endpoint()` opens
-a `ClientEndpoint` with its own inbox topic. (The HTTP gateway, once it exists, is another way in; tests
-go through `KvOps`, which both satisfy.)
+Gateways (`dscore-gateway`, services/gateway) are started with `start_gateway(name)`: the HTTP API in
+front of the cluster, a client endpoint of its own on Kafka. Clients reach the cluster through a
+gateway's HTTP API (`dscore.gateway_client.GatewayClient`) or, underneath, through the wire protocol on
+Kafka (`client_endpoint()`: a `ClientEndpoint` with its own inbox topic); both satisfy `KvOps`.
+
+With `pid_dir`, every process's pid is written to `<pid_dir>/<name>.pid` (`node-n1.pid`,
+`gateway.pid`), as `make up` does, so a person can fault one by hand.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,11 +39,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
-from dscore.runtime.client import ClientEndpoint, OpResult
+from dscore.runtime.client import ClientEndpoint, KvOps
 from dscore.transport.kafka import open_kafka_transport
 from dscore.transport.kafka_config import KafkaTransportConfig, StartWithoutPosition
 
@@ -57,30 +64,32 @@ CHANGE_TIMEOUT_S = 12.0
 KEPT_LINES = 200
 
 
-class KvOps(Protocol):
-    """What a test's client does: the operations of `dscore.runtime.client.KvClient`, which a gateway
-    client (HTTP) will implement too."""
+#: exit statuses a restart cannot change: bad settings (2), storage went back in time (3)
+REFUSALS = frozenset({2, 3})
+#: what a gateway's uvicorn logs once it listens (the port is the bound one, also for port 0)
+_UVICORN_LISTENING = re.compile(r"Uvicorn running on https?://[^\s:]+:(\d+)")
 
-    name: str
+__all__ = ["KvOps", "ProcessCluster"]
 
-    async def put(self, key: str, value: str) -> OpResult: ...
 
-    async def append(self, key: str, suffix: str) -> OpResult: ...
-
-    async def cas(self, key: str, expected: str | None, new: str) -> OpResult: ...
-
-    async def get(self, key: str) -> OpResult: ...
+def _executable(name: str, package: str) -> str:
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"{name} is not installed (uv sync --all-packages installs {package})")
+    return found
 
 
 def node_executable() -> str:
     """The `dscore-node` console script of this environment (beside the interpreter), else on PATH."""
-    beside = Path(sys.executable).parent / "dscore-node"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("dscore-node")
-    if found is None:
-        raise ConfigError("dscore-node is not installed (uv sync --all-packages installs services/node)")
-    return found
+    return _executable("dscore-node", "services/node")
+
+
+def gateway_executable() -> str:
+    """The `dscore-gateway` console script of this environment (beside the interpreter), else on PATH."""
+    return _executable("dscore-gateway", "services/gateway")
 
 
 @dataclass
@@ -94,11 +103,14 @@ class Exit:
 
 @dataclass
 class NodeProcess:
-    """One node process and what it printed."""
+    """One process of the stack (a node, or a gateway: `kind`) and what it printed."""
 
     node_id: NodeId
     env: dict[str, str]
     log_path: Path
+    kind: str = "node"
+    executable: str = ""
+    pid_path: Path | None = None
     process: asyncio.subprocess.Process | None = None
     http_port: int | None = None
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=KEPT_LINES))
@@ -143,6 +155,8 @@ class ProcessCluster:
         extra_env: Mapping[str, str] | None = None,
         executable: str | None = None,
         supervise: bool = True,
+        pid_dir: Path | None = None,
+        gateway_env: Mapping[str, str] | None = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.node_ids = tuple(node_ids)
@@ -150,7 +164,11 @@ class ProcessCluster:
         self.auth_key = auth_key
         self.log_dir = log_dir
         self.executable = executable or node_executable()
+        self.pid_dir = pid_dir
         self.exits: list[Exit] = []
+        #: gateways by name (`start_gateway`)
+        self.gateways: dict[str, NodeProcess] = {}
+        self._gateway_env = dict(gateway_env or {})
         self._supervise = supervise
         self._restarts: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -161,7 +179,23 @@ class ProcessCluster:
         for node_id in self.node_ids:
             peers = tuple(n for n in self.node_ids if n != node_id)
             env = self._env(node_id, peers, redis_urls[node_id])
-            self.nodes[node_id] = NodeProcess(node_id, env, log_dir / f"{node_id}.log")
+            self.nodes[node_id] = self._node_process(node_id, env)
+
+    def _node_process(self, node_id: NodeId, env: dict[str, str]) -> NodeProcess:
+        return NodeProcess(
+            node_id,
+            env,
+            self.log_dir / f"{node_id}.log",
+            executable=self.executable,
+            pid_path=None if self.pid_dir is None else self.pid_dir / f"node-{node_id}.pid",
+        )
+
+    def _process(self, name: str) -> NodeProcess:
+        """A node by id, or a gateway by name."""
+        found = self.nodes.get(name) or self.gateways.get(name)
+        if found is None:
+            raise LocalError(f"no node or gateway {name!r} in this cluster")
+        return found
 
     def _env(self, node_id: NodeId, peers: Iterable[NodeId], redis_url: str) -> dict[str, str]:
         return {
@@ -186,7 +220,7 @@ class ProcessCluster:
         env = self._env(node_id, self.node_ids, redis_url)
         env["DSCORE_INITIAL_CLUSTER_STATE"] = "existing"
         self.node_ids = (*self.node_ids, node_id)
-        self.nodes[node_id] = NodeProcess(node_id, env, self.log_dir / f"{node_id}.log")
+        self.nodes[node_id] = self._node_process(node_id, env)
 
     async def introduce(self, node_id: NodeId) -> None:
         """Every other running node accepts messages from `node_id` from now on."""
@@ -226,7 +260,8 @@ class ProcessCluster:
     async def start_node(
         self, node_id: NodeId, *, wait: bool = True, timeout_s: float = START_TIMEOUT_S
     ) -> None:
-        node = self.nodes[node_id]
+        """Start a node (or a gateway, by name) process; with `wait`, until it listens on HTTP."""
+        node = self._process(node_id)
         if node.alive:
             raise LocalError(f"{node_id} is already running (pid {node.pid})")
         node.held_down = False
@@ -235,13 +270,16 @@ class ProcessCluster:
         node.listening = asyncio.Event()
         node.starts += 1
         node.process = await asyncio.create_subprocess_exec(
-            self.executable,
+            node.executable,
             env=node.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # a terminal's Ctrl-C reaches the test or demo, not the nodes
         )
+        if node.pid_path is not None:
+            node.pid_path.parent.mkdir(parents=True, exist_ok=True)
+            node.pid_path.write_text(f"{node.process.pid}\n", encoding="utf-8")
         node._reader = asyncio.ensure_future(self._follow(node, node.process))
         if wait:
             await self.wait_listening(node_id, timeout_s)
@@ -255,9 +293,9 @@ class ProcessCluster:
                 out.write(line + "\n")
                 out.flush()
                 node.lines.append(line)
-                message = _message_of(line)
-                if message.startswith("http listening on "):
-                    node.http_port = int(message.rsplit(":", 1)[1])
+                port = _announced_port(line)
+                if port is not None:
+                    node.http_port = port
                     node.listening.set()
         returncode = await process.wait()
         expected = node.held_down or self._closing
@@ -265,7 +303,7 @@ class ProcessCluster:
         node.listening.set()  # wake waiters: it will never listen now
         if not expected:
             log.warning("%s exited on its own with status %d", node.node_id, returncode)
-            if self._supervise:
+            if self._supervise and returncode not in REFUSALS:
                 task = asyncio.ensure_future(self._restart_later(node))
                 self._restarts.add(task)
                 task.add_done_callback(self._restarts.discard)
@@ -277,7 +315,7 @@ class ProcessCluster:
             await self.start_node(node.node_id, wait=False)
 
     async def wait_listening(self, node_id: NodeId, timeout_s: float = START_TIMEOUT_S) -> int:
-        node = self.nodes[node_id]
+        node = self._process(node_id)
         async with asyncio.timeout(timeout_s):
             while True:
                 await node.listening.wait()
@@ -291,13 +329,13 @@ class ProcessCluster:
 
     def kill(self, node_id: NodeId) -> None:
         """kill -9; the node stays down until `start_node`."""
-        node = self.nodes[node_id]
+        node = self._process(node_id)
         node.held_down = True
         if node.alive and node.process is not None:
             node.process.send_signal(signal.SIGKILL)
 
     async def wait_exit(self, node_id: NodeId, timeout_s: float = 30.0) -> int:
-        node = self.nodes[node_id]
+        node = self._process(node_id)
         assert node.process is not None
         async with asyncio.timeout(timeout_s):
             returncode = await node.process.wait()
@@ -307,7 +345,7 @@ class ProcessCluster:
 
     async def terminate(self, node_id: NodeId, timeout_s: float = 30.0) -> int:
         """SIGTERM (a leader hands over first); returns the exit status. The node stays down."""
-        node = self.nodes[node_id]
+        node = self._process(node_id)
         node.held_down = True
         if node.process is None:
             return 0
@@ -319,7 +357,7 @@ class ProcessCluster:
 
     async def restart(self, node_id: NodeId, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start a node the caller killed or stopped (waits for its old process to be gone first)."""
-        node = self.nodes[node_id]
+        node = self._process(node_id)
         if node.alive:
             self.kill(node_id)
         if node.process is not None:
@@ -328,13 +366,13 @@ class ProcessCluster:
 
     def pause(self, node_id: NodeId) -> None:
         """SIGSTOP: the process freezes where it stands (a GC pause, a VM stall)."""
-        node = self.nodes[node_id]
+        node = self._process(node_id)
         assert node.process is not None and node.alive
         node.paused = True
         node.process.send_signal(signal.SIGSTOP)
 
     def resume(self, node_id: NodeId) -> None:
-        node = self.nodes[node_id]
+        node = self._process(node_id)
         assert node.process is not None
         node.paused = False
         if node.alive:
@@ -352,35 +390,102 @@ class ProcessCluster:
         self._closing = True
         for task in list(self._restarts):
             task.cancel()
-        for node_id, node in self.nodes.items():
-            node.held_down = True
-            if node.alive and node.process is not None:
-                if node.paused:
-                    self.resume(node_id)
-                node.process.send_signal(signal.SIGTERM)
-        for node_id, node in self.nodes.items():
-            if node.process is None:
-                continue
-            try:
-                await self.wait_exit(node_id, timeout_s)
-            except TimeoutError:
-                node.process.kill()
-                await node.process.wait()
+        # gateways first (they drain their requests), then the nodes
+        for group in (self.gateways, self.nodes):
+            for node_id, node in group.items():
+                node.held_down = True
+                if node.alive and node.process is not None:
+                    if node.paused:
+                        self.resume(node_id)
+                    node.process.send_signal(signal.SIGTERM)
+            for node_id, node in group.items():
+                if node.process is None:
+                    continue
+                try:
+                    await self.wait_exit(node_id, timeout_s)
+                except TimeoutError:
+                    node.process.kill()
+                    await node.process.wait()
+                if node.pid_path is not None:
+                    node.pid_path.unlink(missing_ok=True)
+
+    # -- gateways -----------------------------------------------------------------------------------
+
+    async def start_gateway(
+        self, name: str = "gateway", *, port: int = 0, wait: bool = True, timeout_s: float = START_TIMEOUT_S
+    ) -> str:
+        """Start a `dscore-gateway` process named `name` (also its endpoint id, so its reply inbox) in
+        front of the nodes, on 127.0.0.1:`port` (0: a free one); returns its base URL once it listens
+        (with `wait`) or "" (without)."""
+        if name in self.nodes or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+            raise LocalError(f"{name!r} cannot name a gateway (a node's id, or not a valid endpoint id)")
+        if name not in self.gateways:
+            env = {
+                **self._base_env,
+                "PYTHONUNBUFFERED": "1",
+                "DSCORE_NODES": ",".join(self.node_ids),
+                "DSCORE_CLUSTER_ID": self.cluster_id,
+                "DSCORE_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+                "DSCORE_AUTH_KEY": self.auth_key,
+                "DSCORE_GATEWAY__HOST": "127.0.0.1",
+                "DSCORE_GATEWAY__PORT": str(port),
+                "DSCORE_GATEWAY__ENDPOINT_ID": name,
+                **self._gateway_env,
+            }
+            pid_name = "gateway" if name == "gateway" else f"gateway-{name}"
+            self.gateways[name] = NodeProcess(
+                name,
+                env,
+                self.log_dir / f"{name}.log",
+                kind="gateway",
+                executable=gateway_executable(),
+                pid_path=None if self.pid_dir is None else self.pid_dir / f"{pid_name}.pid",
+            )
+        await self.start_node(name, wait=wait, timeout_s=timeout_s)
+        return self.gateway_url(name) if wait else ""
+
+    def gateway_url(self, name: str = "gateway") -> str:
+        return self.gateways[name].url("")
+
+    async def wait_gateway_ready(self, name: str = "gateway", timeout_s: float = 60.0) -> None:
+        """Until the gateway's `/readyz` answers 200 (it knows a leader and a request succeeded)."""
+
+        async def ready() -> bool:
+            answer = await self.get_json(name, "/readyz")
+            return answer is not None and answer[0] == 200
+
+        await self.wait_for(ready, timeout_s, f"gateway {name} ready")
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
     async def _post(self, node_id: NodeId, path: str) -> dict[str, Any]:
-        answer = await asyncio.to_thread(_request, self.nodes[node_id].url(path), "POST")
+        answer = await asyncio.to_thread(_request, self._process(node_id).url(path), "POST")
         if answer is None or answer[0] != 200:
             raise LocalError(f"{node_id}: POST {path} failed: {answer}")
         return answer[1]
 
     async def get_json(self, node_id: NodeId, path: str) -> tuple[int, dict[str, Any]] | None:
-        """(status, body) of a GET, or None if the node does not answer (down, paused, starting)."""
-        node = self.nodes[node_id]
+        """(status, body) of a GET, or None if the node (or gateway) does not answer (down, paused,
+        starting)."""
+        node = self._process(node_id)
         if not node.alive or node.paused or node.http_port is None:
             return None
         return await asyncio.to_thread(_request, node.url(path), "GET")
+
+    async def metrics(self, node_id: NodeId) -> dict[str, float]:
+        """A node's (or gateway's) `/metrics`, as {'name{labels}': value} (labels as exposed, sorted by
+        prometheus-client); {} if it does not answer."""
+        node = self._process(node_id)
+        if not node.alive or node.paused or node.http_port is None:
+            return {}
+        text = await asyncio.to_thread(_get_text, node.url("/metrics"))
+        samples: dict[str, float] = {}
+        for line in (text or "").splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    samples[name] = float(value)
+        return samples
 
     async def states(self, node_ids: Iterable[NodeId] | None = None) -> dict[NodeId, dict[str, Any]]:
         """`/debug/state` of every node that answers."""
@@ -481,6 +586,25 @@ def _request(url: str, method: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[
             return error.code, {}
     except (OSError, ValueError):
         return None
+
+
+def _get_text(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body: bytes = response.read()
+            return body.decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+
+
+def _announced_port(line: str) -> int | None:
+    """The HTTP port a process says it listens on: a node's JSON line `http listening on HOST:PORT`, a
+    gateway's uvicorn line `Uvicorn running on http://HOST:PORT`; None for any other line."""
+    message = _message_of(line)
+    if message.startswith("http listening on "):
+        return int(message.rsplit(":", 1)[1])
+    found = _UVICORN_LISTENING.search(line) if "Uvicorn running on" in line else None
+    return int(found.group(1)) if found else None
 
 
 def _message_of(line: str) -> str:

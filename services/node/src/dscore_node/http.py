@@ -1,12 +1,12 @@
 """The node's HTTP endpoints (aiohttp, on the node's own event loop).
 
-- `GET /metrics`: Prometheus text format (`dscore_node.metrics`);
+- `GET /metrics`: Prometheus text format (`dscore.metrics`, registered by `dscore_node.metrics`);
 - `GET /healthz`: 200 while the process serves and its runtime is starting or running; 503 once it
   failed or stopped (a liveness probe: restart me);
 - `GET /readyz`: 200 when the runtime runs, knows a leader and has applied everything it knows is
   committed; 503 with the reason otherwise (a readiness probe);
 - `GET /debug/state`: the node's status as JSON, with a SHA-256 of its state machine's snapshot
-  (replicas that converged have equal digests);
+  (replicas that converged have equal digests) and the ids of the transport faults in force;
 - `POST /admin/consume/stop`, `POST /admin/consume/start`: stop / resume reading the inbox (cuts the
   node off from its peers; only with `DSCORE_HTTP__ADMIN=true`);
 - membership, after etcd's `member add` (only with `DSCORE_HTTP__ADMIN=true`):
@@ -34,10 +34,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from dscore.core.errors import NotLeaderError
 from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError
 from dscore.runtime.node import NodeRuntime
-from dscore_node.instruments import ObservedTransport
+from dscore.transport.faults import FaultyTransport
+from dscore_node.instruments import ConsumeGate
 
 _RUNTIME = web.AppKey("runtime", NodeRuntime)
-_TRANSPORT = web.AppKey("transport", ObservedTransport)
+_TRANSPORT = web.AppKey("transport", ConsumeGate)
+_FAULTS = web.AppKey("faults", FaultyTransport)
 _REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 
@@ -53,7 +55,9 @@ def readiness(runtime: NodeRuntime) -> tuple[bool, str]:
     return True, "ready"
 
 
-def state_of(runtime: NodeRuntime, transport: ObservedTransport) -> dict[str, Any]:
+def state_of(
+    runtime: NodeRuntime, transport: ConsumeGate, faults: FaultyTransport | None = None
+) -> dict[str, Any]:
     status = runtime.status()
     state: dict[str, Any] = {
         "node_id": status.node_id,
@@ -67,6 +71,8 @@ def state_of(runtime: NodeRuntime, transport: ObservedTransport) -> dict[str, An
         "voters": list(status.voters),
         "learners": list(status.learners),
         "consuming": transport.consuming,
+        # the transport faults in force here (None: this node does not obey the control topic)
+        "transport_faults": None if faults is None else sorted(r.fault_id for r in faults.rules.active),
     }
     if runtime.state != "new":
         state["state_machine_sha256"] = hashlib.sha256(runtime.state_machine.snapshot()).hexdigest()
@@ -99,7 +105,8 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _state(request: web.Request) -> web.Response:
-    return web.json_response(state_of(request.app[_RUNTIME], request.app[_TRANSPORT]))
+    app = request.app
+    return web.json_response(state_of(app[_RUNTIME], app[_TRANSPORT], app.get(_FAULTS)))
 
 
 async def _stop_consuming(request: web.Request) -> web.Response:
@@ -161,11 +168,18 @@ async def _introduce(request: web.Request) -> web.Response:
 
 
 def build_app(
-    runtime: NodeRuntime, transport: ObservedTransport, registry: CollectorRegistry, *, admin: bool
+    runtime: NodeRuntime,
+    transport: ConsumeGate,
+    registry: CollectorRegistry,
+    *,
+    admin: bool,
+    faults: FaultyTransport | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=1024)  # no endpoint takes a body
     app[_RUNTIME] = runtime
     app[_TRANSPORT] = transport
+    if faults is not None:
+        app[_FAULTS] = faults
     app[_REGISTRY] = registry
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)

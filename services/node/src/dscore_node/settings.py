@@ -37,10 +37,24 @@ class HttpSettings(BaseModel):
     admin: bool = False
 
 
+class FaultSettings(BaseModel):
+    """Transport faults commanded by the chaos injector (services/chaos) on the cluster's control topic
+    `dscore.<cluster_id>.control` (`dscore.transport.faults`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: wrap the Kafka transport in `FaultyTransport` and obey authenticated commands from the control
+    #: topic. On by default: with no fault in force a frame costs one attribute check each way, and the
+    #: idle control reader fetches twice a second. Commands must carry an HMAC under the cluster key, so
+    #: a cluster without a key (`DSCORE_INSECURE_NO_AUTH`) never reads the topic
+    enabled: bool = True
+
+
 class ServiceSettings(NodeSettings):
     """Everything a `dscore-node` process reads at start (see the module docstring)."""
 
     http: HttpSettings = Field(default_factory=HttpSettings)
+    faults: FaultSettings = Field(default_factory=FaultSettings)
     #: run without `DSCORE_AUTH_KEY` (frames unauthenticated): only for throwaway clusters
     insecure_no_auth: bool = False
     #: a leader stopping on SIGTERM waits at most this long for another node to take over
