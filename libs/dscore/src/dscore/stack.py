@@ -353,7 +353,19 @@ class ProcessCluster:
             if node.paused:
                 self.resume(node_id)
             node.process.send_signal(signal.SIGTERM)
-        return await self.wait_exit(node_id, timeout_s)
+        try:
+            return await self.wait_exit(node_id, timeout_s)
+        except TimeoutError:
+            # A node that does not stop: ask it for its threads' stacks (dscore-node dumps them on
+            # SIGUSR1) so the failure shows where it hangs; the stacks land in its log and `lines`.
+            if node.alive and node.kind == "node":
+                node.process.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(TimeoutError):
+                    await self.wait_exit(node_id, 2.0)
+            raise TimeoutError(
+                f"{node_id} did not exit within {timeout_s} s of SIGTERM:\n"
+                + "\n".join(list(node.lines)[-60:])
+            ) from None
 
     async def restart(self, node_id: NodeId, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start a node the caller killed or stopped (waits for its old process to be gone first)."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import random
@@ -185,6 +186,8 @@ async def run(settings: ServiceSettings) -> int:
 
 
 def main() -> int:
+    # `kill -USR1 <pid>` writes every thread's stack to stderr (the log): a stuck node explains itself
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         settings = load_service_settings()
     except ConfigError as error:
