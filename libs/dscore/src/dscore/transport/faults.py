@@ -78,6 +78,8 @@ DEFAULT_MAX_HELD_FRAMES = 10_000
 #: control records applied per read of the control channel
 _CONTROL_BATCH = 256
 _CONTROL_RETRY_S = 1.0
+#: how long `FaultyTransport.close` waits for its cancelled tasks
+_CLOSE_WAIT_S = 5.0
 _MAX_CONTROL_RETRY_S = 30.0
 
 
@@ -594,7 +596,8 @@ class FaultyTransport:
         tasks = [t for t in (self._reader, *self._drainers.values()) if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: a client call that does not yield to cancellation must not hold a stop up
+            await asyncio.wait(tasks, timeout=_CLOSE_WAIT_S)
         self.fault_stats.held_discarded += self._held_count
         self._held.clear()
         self._held_count = 0

@@ -196,7 +196,10 @@ class KafkaControlSource:
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await close_quietly(consumer.stop(), self.config.close_timeout_s)
+            # Bounded even if the client's stop does not yield to cancellation: a node stopping on
+            # SIGTERM must not wait on its fault reader (the stop goes on in the background, if at all).
+            stopping = asyncio.ensure_future(close_quietly(consumer.stop(), self.config.close_timeout_s))
+            await asyncio.wait({stopping}, timeout=self.config.close_timeout_s + 1.0)
 
 
 class KafkaControlPublisher:
