@@ -1,0 +1,237 @@
+"""dscore's side of the comparison: the process stack a deployment runs, all of it on this machine.
+
+- one Kafka broker (`scripts/kafka.sh start`, single-node KRaft) on a port of its own, its data in the
+  benchmark's temporary folder (`DSCORE_RUN_DIR`); the jars come from the repository's cache;
+- one Redis server per node (`scripts/redis.sh start`, AOF with `appendfsync always`), ports of their own;
+- three `dscore-node` processes (`dscore.stack.ProcessCluster`), with the timing the project runs node
+  processes with on this two-core machine (`dscore.demo_stack.STACK_ENV`, as `dscore demo --stack
+  processes` and the end-to-end tests: 20 ms ticks, elections after 15-30 ticks, heartbeats every 3);
+  `--dscore-env` overrides any of it;
+- one `dscore-gateway` process (services/gateway) at its defaults, on a free port: the HTTP path.
+
+`pids()` names every process of the stack (nodes, gateway, broker, Redis servers): the CPU a write costs
+is theirs together. The leader is the node a majority names (`ProcessCluster.leader`, from each node's
+`/debug/state`); `kill` is SIGKILL of its process, `restart` starts it again on its Redis state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from httpload import Endpoint, HttpConnection, HttpError
+
+if TYPE_CHECKING:
+    from dscore.stack import ProcessCluster
+
+NODE_IDS = ("n1", "n2", "n3")
+START_TIMEOUT_S = 120.0
+POLL_INTERVAL_S = 0.05
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (the broker's listener and its controller's)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port < 65535 and _free(port + 1):
+            return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _script(repo: Path, env: Mapping[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [str(repo / "scripts" / args[0]), *args[1:]],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/{' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _pid_file(path: Path) -> int:
+    return int(path.read_text().strip())
+
+
+@dataclass
+class DscoreStack:
+    repo: Path
+    base_dir: Path
+    #: extra environment of the nodes, over `dscore.demo_stack.STACK_ENV`
+    node_env: Mapping[str, str] = field(default_factory=dict)
+    cluster: ProcessCluster | None = None
+    gateway: subprocess.Popen[bytes] | None = None
+    gateway_port: int = 0
+    bootstrap: str = ""
+    redis_urls: dict[str, str] = field(default_factory=dict)
+    kafka_pid: int = 0
+    redis_pids: list[int] = field(default_factory=list)
+    baseline_redis_url: str = ""
+    baseline_redis_pid: int = 0
+
+    @property
+    def run_env(self) -> dict[str, str]:
+        return {"DSCORE_RUN_DIR": str(self.base_dir / "run")}
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.gateway_port)
+
+    async def start_servers(self) -> None:
+        """The broker and the Redis servers (the baselines need only these)."""
+        env = {**self.run_env, "DSCORE_KAFKA_PORT": str(free_port_pair())}
+        self.bootstrap = await asyncio.to_thread(_script, self.repo, env, "kafka.sh", "start")
+        self.kafka_pid = _pid_file(self.base_dir / "run" / "kafka.pid")
+        for node_id in NODE_IDS:
+            name = f"redis-{node_id}"
+            url = await asyncio.to_thread(_script, self.repo, self.run_env, "redis.sh", "start", name,
+                                          str(free_port()))  # fmt: skip
+            self.redis_urls[node_id] = url
+            self.redis_pids.append(_pid_file(self.base_dir / "run" / f"{name}.pid"))
+        # the Redis MULTI/EXEC baseline gets a server of its own, run exactly like the nodes'
+        self.baseline_redis_url = await asyncio.to_thread(
+            _script, self.repo, self.run_env, "redis.sh", "start", "redis-baseline", str(free_port())
+        )
+        self.baseline_redis_pid = _pid_file(self.base_dir / "run" / "redis-baseline.pid")
+
+    async def start_nodes(self) -> None:
+        """The node processes and the gateway, on the servers of `start_servers`."""
+        # imported here so that the etcd side and the baselines run without the node service
+        from dscore.demo_stack import STACK_ENV
+        from dscore.stack import ProcessCluster
+
+        cluster_id = f"bench-{secrets.token_hex(4)}"
+        auth_key = secrets.token_urlsafe(48)
+        self.cluster = ProcessCluster(
+            cluster_id,
+            NODE_IDS,
+            kafka_bootstrap=self.bootstrap,
+            redis_urls=self.redis_urls,
+            auth_key=auth_key,
+            log_dir=self.base_dir / "logs",
+            extra_env={**STACK_ENV, **self.node_env},
+        )
+        await self.cluster.start()
+        await self.cluster.wait_ready(timeout_s=START_TIMEOUT_S)
+        self.gateway_port = free_port()
+        gateway_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")},
+            "PYTHONUNBUFFERED": "1",
+            "DSCORE_NODES": ",".join(NODE_IDS),
+            "DSCORE_CLUSTER_ID": cluster_id,
+            "DSCORE_AUTH_KEY": auth_key,
+            "DSCORE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "DSCORE_GATEWAY__HOST": "127.0.0.1",
+            "DSCORE_GATEWAY__PORT": str(self.gateway_port),
+            "DSCORE_GATEWAY__ENDPOINT_ID": "gw-bench",
+        }
+        executable = Path(sys.executable).parent / "dscore-gateway"
+        with (self.base_dir / "logs" / "gateway.log").open("ab") as log:
+            self.gateway = subprocess.Popen(
+                [str(executable)],
+                env=gateway_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        await self._wait_gateway_ready()
+
+    async def _wait_gateway_ready(self) -> None:
+        async def ready() -> bool:
+            connection = HttpConnection(self.endpoint)
+            try:
+                async with asyncio.timeout(2.0):
+                    status, _ = await connection.request("GET", "/readyz", b"")
+                return status == 200
+            except (OSError, HttpError, TimeoutError):
+                return False
+            finally:
+                connection.close()
+
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while not await ready():
+                    if self.gateway is not None and self.gateway.poll() is not None:
+                        raise RuntimeError(f"dscore-gateway exited with {self.gateway.returncode}; log "
+                                           f"{self.base_dir / 'logs' / 'gateway.log'}")  # fmt: skip
+                    await asyncio.sleep(POLL_INTERVAL_S)
+        except TimeoutError:
+            raise RuntimeError(f"dscore-gateway not ready within {START_TIMEOUT_S} s") from None
+
+    def pids_by_role(self) -> dict[str, list[int]]:
+        """Every process of the stack by role: nodes, gateway, broker, the nodes' Redis servers."""
+        nodes = [] if self.cluster is None else [
+            n.pid for n in self.cluster.nodes.values() if n.alive and n.pid is not None
+        ]  # fmt: skip
+        gateway = [self.gateway.pid] if self.gateway is not None and self.gateway.poll() is None else []
+        return {"nodes": nodes, "gateway": gateway, "kafka": [self.kafka_pid], "redis": list(self.redis_pids)}
+
+    def pids(self) -> list[int]:
+        return [pid for pids in self.pids_by_role().values() for pid in pids]
+
+    async def leader(self) -> str:
+        assert self.cluster is not None
+        return await self.cluster.leader()
+
+    def kill(self, node_id: str) -> None:
+        assert self.cluster is not None
+        self.cluster.kill(node_id)
+
+    async def restart(self, node_id: str) -> None:
+        assert self.cluster is not None
+        await self.cluster.restart(node_id)
+        await self.cluster.wait_ready(timeout_s=START_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        if self.gateway is not None and self.gateway.poll() is None:
+            self.gateway.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.gateway.wait), 20.0)
+            except TimeoutError:
+                self.gateway.kill()
+                await asyncio.to_thread(self.gateway.wait)
+        if self.cluster is not None:
+            await self.cluster.close()
+        for name in [*(f"redis-{n}" for n in NODE_IDS), "redis-baseline"]:
+            try:
+                await asyncio.to_thread(_script, self.repo, self.run_env, "redis.sh", "stop", name)
+            except RuntimeError as error:
+                print(f"# {error}", file=sys.stderr)
+        if self.bootstrap:
+            try:
+                await asyncio.to_thread(_script, self.repo, self.run_env, "kafka.sh", "stop")
+            except RuntimeError as error:
+                print(f"# {error}", file=sys.stderr)

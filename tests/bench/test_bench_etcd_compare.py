@@ -1,0 +1,83 @@
+"""bench/etcd/compare.py end to end with tiny durations: real etcd members, a real Kafka broker, real
+Redis servers, dscore's node and gateway processes. It checks the report's shape (every table, one row
+per system and client level, a verdict per target) and that both systems committed writes through their
+HTTP APIs and recovered from a kill -9 of their leader; not the figures themselves."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMPARE = REPO / "bench" / "etcd" / "compare.py"
+LEVELS = (1, 3)
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    """Markdown tables in `text`: each a list of rows (header first, the --- row dropped) of cells."""
+    tables: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r"-+:?", cell) for cell in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("x"))
+
+
+def test_compare_prints_every_table_and_both_systems_commit() -> None:
+    if shutil.which("etcd") is None and os.geteuid() != 0:
+        pytest.skip("etcd (Debian's etcd-server) is not installed and cannot be installed here")
+    command = [
+        sys.executable, str(COMPARE),
+        "--clients", ",".join(map(str, LEVELS)),
+        "--duration-s", "1.5", "--warmup-s", "0.5", "--repeats", "1", "--idle-s", "0.5", "--stack-warmup-s", "0.5",
+        "--failover-trials", "1", "--allow-few-trials", "--kafka-hops", "50", "--redis-rounds", "50",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=540, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    tables = _tables(done.stdout)
+    assert len(tables) == 5, done.stdout
+    load, ratios, baselines, failover, targets = tables
+
+    assert load[0] == [
+        "system", "clients", "writes/s", "p50 ms", "p99 ms", "stack CPU µs/op", "stack cores",
+        "client CPU µs/op", "other stack cores", "failed", "runs",
+    ]  # fmt: skip
+    rows = {(row[0], int(row[1])): row for row in load[1:]}
+    assert sorted(rows) == sorted((system, n) for system in ("etcd", "dscore") for n in LEVELS)
+    for (system, clients), row in rows.items():
+        writes_s, p50, p99, cpu = (_number(cell) for cell in row[2:6])
+        assert writes_s > 0, f"{system} at {clients} clients committed nothing: {row}"
+        assert 0 < p50 <= p99, row
+        assert cpu > 0, row
+        assert row[-1] == "1", row
+
+    assert ratios[0][0] == "clients" and [int(row[0]) for row in ratios[1:]] == list(LEVELS)
+    assert all(_number(cell) > 0 for row in ratios[1:] for cell in row[1:])
+
+    assert [row[0] for row in baselines[1:]] == [
+        "kafka produce -> consume hop", "redis MULTI/EXEC (appendfsync always)",
+    ]  # fmt: skip
+    assert all(0 < _number(row[1]) <= _number(row[2]) for row in baselines[1:])
+
+    assert {row[0]: row[1] for row in failover[1:]} == {"etcd": "1", "dscore": "1"}
+    assert all(_number(row[2]) > 0 for row in failover[1:]), failover
+
+    assert len(targets) == 4
+    assert all(row[1] in ("met", "NOT MET") for row in targets[1:])
