@@ -155,8 +155,8 @@ class Bench:
         await self.dscore.start_servers()
         await self.dscore.start_nodes()
         await self.idle("start")
-        await self.baselines()
         await self.warm_up()
+        await self.baselines()  # after the warm-up: the broker's JIT has compiled its hot paths
         await self.throughput()
         await self.idle("after load")
         await self.failovers()
@@ -237,8 +237,12 @@ class Bench:
             for index, clients in enumerate(args.clients):
                 order = SYSTEMS if (repeat + index) % 2 == 0 else SYSTEMS[::-1]
                 for system in order:
+                    if system == "dscore":
+                        before = await self.dscore.latency_totals()
                     result = await self._load(system, clients, args.warmup_s, args.duration_s)
                     record = {"kind": "load", "repeat": repeat, **result.as_dict()}
+                    if system == "dscore":
+                        record["step_means_ms"] = _means_ms(before, await self.dscore.latency_totals())
                     self.emit(
                         record,
                         f"# run {repeat + 1}/{args.repeats}, {clients} clients, {system}: "
@@ -247,7 +251,11 @@ class Bench:
                         f"µs/op ({result.stack_cpu_cores:.2f} cores: "
                         + ", ".join(f"{role} {cores:.2f}" for role, cores in record["cores_by_role"].items())
                         + f"), failures {result.failures}"
-                        + (f" (last: {result.last_error})" if result.failures else ""),
+                        + (f" (last: {result.last_error})" if result.failures else "")
+                        + "".join(
+                            f"\n#   mean {name}: {ms:.2f} ms"
+                            for name, ms in record.get("step_means_ms", {}).items()
+                        ),
                     )
 
     async def failovers(self) -> None:
@@ -356,6 +364,18 @@ class Bench:
                 f"{r['system']} ({r['when']})": r["cores"] for r in self.records if r["kind"] == "idle"
             },
         }
+
+
+def _means_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """The mean of each histogram over a run, in ms, for those observed in it."""
+    means = {}
+    for key, (total, count) in sorted(after.items()):
+        total_before, count_before = before.get(key, (0.0, 0.0))
+        if count > count_before:
+            means[key] = (total - total_before) / (count - count_before) * 1e3
+    return means
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -202,6 +202,46 @@ class DscoreStack:
     def pids(self) -> list[int]:
         return [pid for pids in self.pids_by_role().values() for pid in pids]
 
+    async def latency_totals(self) -> dict[str, tuple[float, float]]:
+        """(sum, count) of every `*_seconds` histogram on the nodes' and the gateway's /metrics, summed
+        over labels and over the nodes, keyed `nodes:<name>` / `gateway:<name>`. Differences of two reads
+        give the mean of each timed step over a run (where a write's time goes), whatever the metrics'
+        names are in this version."""
+        targets: list[tuple[str, Endpoint]] = [("gateway", self.endpoint)]
+        if self.cluster is not None:
+            targets += [
+                ("nodes", Endpoint("127.0.0.1", n.http_port))
+                for n in self.cluster.nodes.values()
+                if n.alive and n.http_port is not None
+            ]
+        totals: dict[str, tuple[float, float]] = {}
+        for role, endpoint in targets:
+            connection = HttpConnection(endpoint)
+            try:
+                async with asyncio.timeout(2.0):
+                    status, body = await connection.request("GET", "/metrics", b"")
+            except (OSError, HttpError, TimeoutError):
+                continue
+            finally:
+                connection.close()
+            if status != 200:
+                continue
+            for line in body.decode("utf-8", "replace").splitlines():
+                if line.startswith("#") or "_seconds_" not in line:
+                    continue
+                name, _, value = line.rpartition(" ")
+                metric = name.split("{", 1)[0]
+                for suffix, slot in (("_seconds_sum", 0), ("_seconds_count", 1)):
+                    if metric.endswith(suffix):
+                        key = f"{role}:{metric.removesuffix(suffix)}"
+                        pair = list(totals.get(key, (0.0, 0.0)))
+                        try:
+                            pair[slot] += float(value)
+                        except ValueError:
+                            break
+                        totals[key] = (pair[0], pair[1])
+        return totals
+
     async def leader(self) -> str:
         assert self.cluster is not None
         return await self.cluster.leader()
