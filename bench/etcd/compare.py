@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -460,6 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(header, flush=True)
 
     async def go() -> dict[str, Any]:
+        # SIGTERM (a timeout, a supervisor) cancels the run, so the finally below stops every process
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             return await bench.run()
         finally:

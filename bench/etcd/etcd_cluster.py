@@ -105,7 +105,11 @@ class EtcdCluster:
     def _command(self, member: Member) -> list[str]:
         client = f"http://127.0.0.1:{member.client_port}"
         peer = f"http://127.0.0.1:{member.peer_port}"
+        # setpriv (util-linux) sets PR_SET_PDEATHSIG and execs etcd: a member dies with the benchmark's
+        # process however that ends (no preexec_fn, which is unsafe with threads)
+        die_with_parent = [setpriv, "--pdeathsig", "KILL"] if (setpriv := shutil.which("setpriv")) else []
         return [
+            *die_with_parent,
             self.binary,
             f"--name={member.name}",
             f"--data-dir={member.data_dir}",
