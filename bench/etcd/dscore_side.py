@@ -7,7 +7,8 @@
   processes with on this two-core machine (`dscore.demo_stack.STACK_ENV`, as `dscore demo --stack
   processes` and the end-to-end tests: 20 ms ticks, elections after 15-30 ticks, heartbeats every 3);
   `--dscore-env` overrides any of it;
-- one `dscore-gateway` process (services/gateway) at its defaults, on a free port: the HTTP path.
+- one `dscore-gateway` process (services/gateway) at its defaults, on a free port, started by the same
+  `ProcessCluster` (`start_gateway`): the HTTP path.
 
 `pids()` names every process of the stack (nodes, gateway, broker, Redis servers): the CPU a write costs
 is theirs together. The leader is the node a majority names (`ProcessCluster.leader`, from each node's
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from dscore.stack import ProcessCluster
 
 NODE_IDS = ("n1", "n2", "n3")
+#: the gateway's name (and endpoint id: its reply inbox)
+GATEWAY = "gw-bench"
 START_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.05
 
@@ -92,7 +94,6 @@ class DscoreStack:
     #: extra environment of the nodes, over `dscore.demo_stack.STACK_ENV`
     node_env: Mapping[str, str] = field(default_factory=dict)
     cluster: ProcessCluster | None = None
-    gateway: subprocess.Popen[bytes] | None = None
     gateway_port: int = 0
     bootstrap: str = ""
     redis_urls: dict[str, str] = field(default_factory=dict)
@@ -145,58 +146,20 @@ class DscoreStack:
         )
         await self.cluster.start()
         await self.cluster.wait_ready(timeout_s=START_TIMEOUT_S)
-        self.gateway_port = free_port()
-        gateway_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")},
-            "PYTHONUNBUFFERED": "1",
-            "DSCORE_NODES": ",".join(NODE_IDS),
-            "DSCORE_CLUSTER_ID": cluster_id,
-            "DSCORE_AUTH_KEY": auth_key,
-            "DSCORE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
-            "DSCORE_GATEWAY__HOST": "127.0.0.1",
-            "DSCORE_GATEWAY__PORT": str(self.gateway_port),
-            "DSCORE_GATEWAY__ENDPOINT_ID": "gw-bench",
-        }
-        executable = Path(sys.executable).parent / "dscore-gateway"
-        with (self.base_dir / "logs" / "gateway.log").open("ab") as log:
-            self.gateway = subprocess.Popen(
-                [str(executable)],
-                env=gateway_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        await self._wait_gateway_ready()
-
-    async def _wait_gateway_ready(self) -> None:
-        async def ready() -> bool:
-            connection = HttpConnection(self.endpoint)
-            try:
-                async with asyncio.timeout(2.0):
-                    status, _ = await connection.request("GET", "/readyz", b"")
-                return status == 200
-            except (OSError, HttpError, TimeoutError):
-                return False
-            finally:
-                connection.close()
-
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                while not await ready():
-                    if self.gateway is not None and self.gateway.poll() is not None:
-                        raise RuntimeError(f"dscore-gateway exited with {self.gateway.returncode}; log "
-                                           f"{self.base_dir / 'logs' / 'gateway.log'}")  # fmt: skip
-                    await asyncio.sleep(POLL_INTERVAL_S)
-        except TimeoutError:
-            raise RuntimeError(f"dscore-gateway not ready within {START_TIMEOUT_S} s") from None
+        # the gateway at its defaults, a process of the cluster's (`ProcessCluster.start_gateway`)
+        await self.cluster.start_gateway(GATEWAY, timeout_s=START_TIMEOUT_S)
+        await self.cluster.wait_gateway_ready(GATEWAY, timeout_s=START_TIMEOUT_S)
+        port = self.cluster.gateways[GATEWAY].http_port
+        assert port is not None
+        self.gateway_port = port
 
     def pids_by_role(self) -> dict[str, list[int]]:
         """Every process of the stack by role: nodes, gateway, broker, the nodes' Redis servers."""
-        nodes = [] if self.cluster is None else [
-            n.pid for n in self.cluster.nodes.values() if n.alive and n.pid is not None
-        ]  # fmt: skip
-        gateway = [self.gateway.pid] if self.gateway is not None and self.gateway.poll() is None else []
+        if self.cluster is None:
+            nodes, gateway = [], []
+        else:
+            nodes = [n.pid for n in self.cluster.nodes.values() if n.alive and n.pid is not None]
+            gateway = [g.pid for g in self.cluster.gateways.values() if g.alive and g.pid is not None]
         return {"nodes": nodes, "gateway": gateway, "kafka": [self.kafka_pid], "redis": list(self.redis_pids)}
 
     def pids(self) -> list[int]:
@@ -256,15 +219,8 @@ class DscoreStack:
         await self.cluster.wait_ready(timeout_s=START_TIMEOUT_S)
 
     async def stop(self) -> None:
-        if self.gateway is not None and self.gateway.poll() is None:
-            self.gateway.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.gateway.wait), 20.0)
-            except TimeoutError:
-                self.gateway.kill()
-                await asyncio.to_thread(self.gateway.wait)
         if self.cluster is not None:
-            await self.cluster.close()
+            await self.cluster.close()  # the gateway first (it drains), then the nodes
         for name in [*(f"redis-{n}" for n in NODE_IDS), "redis-baseline"]:
             try:
                 await asyncio.to_thread(_script, self.repo, self.run_env, "redis.sh", "stop", name)
