@@ -94,7 +94,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--failover-request-timeout-s",
         type=float,
-        default=0.25,
+        default=0.1,
         help="the failover client's bound on one attempt, then the next endpoint (both systems)",
     )
     parser.add_argument("--kafka-hops", type=int, default=2000, help="Kafka hops in the baseline")
