@@ -238,10 +238,15 @@ class Bench:
             for index, clients in enumerate(args.clients):
                 order = SYSTEMS if (repeat + index) % 2 == 0 else SYSTEMS[::-1]
                 for system in order:
+                    stack = self.etcd if system == "etcd" else self.dscore
+                    term_before = await stack.term()
                     if system == "dscore":
                         before = await self.dscore.latency_totals()
                     result = await self._load(system, clients, args.warmup_s, args.duration_s)
                     record = {"kind": "load", "repeat": repeat, **result.as_dict()}
+                    # an election during the run (a term change) is reported: the machine is shared, and a
+                    # stalled leader is replaced; such a run stays in the medians, flagged
+                    record["term_changes"] = await stack.term() - term_before
                     if system == "dscore":
                         record["step_means_ms"] = _means_ms(before, await self.dscore.latency_totals())
                     self.emit(
@@ -251,7 +256,7 @@ class Bench:
                         f"{_num(result.p99_ms, '.2f')} ms, {_num(result.stack_cpu_us_per_op, '.0f')} CPU "
                         f"µs/op ({result.stack_cpu_cores:.2f} cores: "
                         + ", ".join(f"{role} {cores:.2f}" for role, cores in record["cores_by_role"].items())
-                        + f"), failures {result.failures}"
+                        + f"), failures {result.failures}, term changes {record['term_changes']}"
                         + (f" (last: {result.last_error})" if result.failures else "")
                         + "".join(
                             f"\n#   mean {name}: {ms:.2f} ms"
@@ -308,6 +313,7 @@ class Bench:
                             "client_cpu_us_per_op", "other_cpu_cores"):  # fmt: skip
                     row[key] = median_of(runs, key)
                 row["failures"] = sum(r["failures"] for r in runs)
+                row["term_changes"] = sum(r["term_changes"] for r in runs)
                 row["ops"] = sum(r["ops"] for r in runs)
                 rows.append(row)
         baselines = {r["baseline"]: r for r in self.records if r["kind"] == "baseline"}
@@ -387,8 +393,8 @@ def format_summary(summary: dict[str, Any], clients: Sequence[int]) -> str:
     lines = [
         "",
         "| system | clients | writes/s | p50 ms | p99 ms | stack CPU µs/op | stack cores | client CPU µs/op "
-        "| other stack cores | failed | runs |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| other stack cores | failed | term changes | runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary["rows"]:
         lines.append(
@@ -396,7 +402,7 @@ def format_summary(summary: dict[str, Any], clients: Sequence[int]) -> str:
             f"{_num(row['p50_ms'], '.2f')} | {_num(row['p99_ms'], '.2f')} | "
             f"{_num(row['stack_cpu_us_per_op'], ',.0f')} | {_num(row['stack_cpu_cores'], '.2f')} | "
             f"{_num(row['client_cpu_us_per_op'], '.0f')} | {_num(row['other_cpu_cores'], '.2f')} | "
-            f"{row['failures']} | {row['runs']} |"
+            f"{row['failures']} | {row['term_changes']} | {row['runs']} |"
         )
     lines += ["", "| clients | dscore / etcd writes/s | CPU µs/op dscore / etcd | p50 dscore / etcd |",
               "| ---: | ---: | ---: | ---: |"]  # fmt: skip

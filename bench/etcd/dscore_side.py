@@ -205,6 +205,12 @@ class DscoreStack:
                         totals[key] = (pair[0], pair[1])
         return totals
 
+    async def term(self) -> int:
+        """The highest Raft term any running node reports in /debug/state."""
+        assert self.cluster is not None
+        states = await self.cluster.states()
+        return max([0, *(int(state.get("term", 0)) for state in states.values())])
+
     async def leader(self) -> str:
         assert self.cluster is not None
         return await self.cluster.leader()

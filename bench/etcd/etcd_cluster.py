@@ -235,6 +235,18 @@ class EtcdCluster:
                             return member
                 await asyncio.sleep(POLL_INTERVAL_S)
 
+    async def term(self) -> int:
+        """The highest Raft term any running member reports (it grows by one or more per election)."""
+        terms = [0]
+        for member in self.members:
+            if member.pid is None:
+                continue
+            try:
+                terms.append(int((await self.status(member))["header"]["raft_term"]))
+            except (OSError, HttpError, TimeoutError, ValueError, KeyError):
+                continue
+        return max(terms)
+
     def endpoints_leader_first(self, leader: Member) -> list[Endpoint]:
         others = [m for m in self.members if m is not leader]
         return [leader.endpoint, *(m.endpoint for m in others)]

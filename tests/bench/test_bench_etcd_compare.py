@@ -63,7 +63,7 @@ def test_compare_prints_every_table_and_both_systems_commit() -> None:
 
     assert load[0] == [
         "system", "clients", "writes/s", "p50 ms", "p99 ms", "stack CPU µs/op", "stack cores",
-        "client CPU µs/op", "other stack cores", "failed", "runs",
+        "client CPU µs/op", "other stack cores", "failed", "term changes", "runs",
     ]  # fmt: skip
     rows = {(row[0], int(row[1])): row for row in load[1:]}
     assert sorted(rows) == sorted((system, n) for system in ("etcd", "dscore") for n in LEVELS)
