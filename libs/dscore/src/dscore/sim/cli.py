@@ -128,8 +128,11 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
 
 
 def _run(args: argparse.Namespace, config: SimConfig) -> SimResult:
-    make_executor = planted(args.plant).make_executor if args.plant else None
-    return run_simulation(config=config, make_executor=make_executor)
+    if not args.plant:
+        return run_simulation(config=config)
+    bug = planted(args.plant)
+    adapter = bug.make_adapter() if bug.make_adapter is not None else None
+    return run_simulation(config=config, adapter=adapter, make_executor=bug.make_executor)
 
 
 def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, verbose: bool) -> int:
