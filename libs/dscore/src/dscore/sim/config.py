@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -105,9 +105,10 @@ class FaultPlan:
     #: timing: a message is held back an extra [0, delay_extra_us] with this probability (reorders)
     delay_probability: float = 0.0
     delay_extra_us: int = 0
-    #: pause: a node stalls (no ticks, no deliveries) for a while, like a long GC pause; when it resumes it
-    #: replays at most `SimConfig.max_catchup_ticks` of the ticks it missed and skips the rest, telling
-    #: the core (`skip_ticks`), as the runtime does after a stall of its event loop
+    #: pause: a node stalls (no ticks, no deliveries) for a while, like a long GC pause; half the pauses
+    #: stall the leader. When it resumes it replays at most `SimConfig.max_catchup_ticks` of the ticks it
+    #: missed and reports the rest to the core (`skip_ticks`), as the runtime does after a stall of its
+    #: event loop, then reads what queued up one sender at a time, senders in a seeded order
     pause_interval_ticks: int = 0
     pause_ticks: tuple[int, int] = (5, 50)
     #: duplication: a message is delivered twice (independent delays) with this probability
@@ -307,6 +308,11 @@ class SimConfig:
     #: what the drawn settings tolerate (`ProtocolAdapter.max_tick_drift`); more is not a valid deployment
     #: and only a test that shows what breaks beyond the bound asks for it (`swarm(..., tick_drift=x)`).
     tick_drift: float = 0.0
+    #: the node that believes it leads ticks at the slowest rate allowed, `tick_us * (1 + tick_drift)`,
+    #: whatever its own drift (rates change, they never leave the bound): a slow leader's lease against
+    #: fast followers' stickiness is the case the bound exists for, and elections, won by the fastest
+    #: timers, would seldom produce it
+    slow_leader_clock: bool = False
     #: after a pause (a stalled process), the missed ticks replayed at once; the rest are skipped and the
     #: core told (`skip_ticks`), as `dscore.runtime` does with the same setting (`max_catchup_ticks`)
     max_catchup_ticks: int = 2
@@ -352,6 +358,7 @@ class SimConfig:
         fault_kinds: Iterable[str] | None = None,
         draw_core_options: Callable[[random.Random], dict[str, int | bool | str]] | None = None,
         max_tick_drift: Callable[[dict[str, int | bool | str]], float] | None = None,
+        set_core_options: Mapping[str, int | bool | str] | None = None,
         **overrides: Any,
     ) -> SimConfig:
         """A run drawn from `seed`: the network model (unless given), a fault plan (swarm when
@@ -359,8 +366,10 @@ class SimConfig:
         path, timeouts), dedup, the protocol's settings (`draw_core_options`, from the protocol's
         adapter; `dscore.sim.registry.swarm` passes it), the tick drift within what those settings
         tolerate (`max_tick_drift`, default `DEPLOYMENT_TICK_DRIFT`) and the session bound.
-        `overrides` replace any `SimConfig` field afterwards (overriding `core_options` keeps the drift
-        drawn for the drawn ones: give `tick_drift` too if the new ones tolerate less).
+        `set_core_options` replace drawn protocol settings (the drift is then drawn for the result, as
+        `dscore sim --set NAME=VALUE` does). `overrides` replace any `SimConfig` field afterwards
+        (`tick_drift=x` beyond the drawn settings' bound is how a test shows what breaks there; overriding
+        `core_options` keeps the drift drawn for the drawn ones).
 
         Each later draw comes from a stream of its own (`{seed}:swarm:protocol`, `:drift`, `:sessions`),
         so adding one moved no earlier draw."""
@@ -383,9 +392,13 @@ class SimConfig:
         drawn: dict[str, int | bool | str] = {}
         if draw_core_options is not None:
             drawn = draw_core_options(random.Random(f"{seed}:swarm:protocol"))
-            core_options = tuple(sorted(drawn.items()))
+        if set_core_options:
+            drawn.update(set_core_options)
+        core_options = tuple(sorted(drawn.items()))
         bound = DEPLOYMENT_TICK_DRIFT if max_tick_drift is None else max_tick_drift(drawn)
-        tick_drift = draw_tick_drift(random.Random(f"{seed}:swarm:drift"), bound)
+        drift_rng = random.Random(f"{seed}:swarm:drift")
+        tick_drift = draw_tick_drift(drift_rng, bound)
+        slow_leader_clock = drift_rng.random() < 0.5
         sessions_rng = random.Random(f"{seed}:swarm:sessions")
         # A quarter of the runs keep so few sessions that the clients' are evicted under load.
         max_sessions = (
@@ -405,6 +418,7 @@ class SimConfig:
             snapshot_every_entries=snapshot_every_entries,
             core_options=core_options,
             tick_drift=tick_drift,
+            slow_leader_clock=slow_leader_clock,
             max_sessions=max_sessions,
         )
         return replace(config, **overrides)

@@ -154,6 +154,8 @@ class SimNode:
         self.paused_until_us = 0
         #: ticks that fell due while paused (replayed or skipped when it resumes)
         self.missed_ticks = 0
+        #: deliveries (source, bytes) that arrived while paused, in arrival order (read when it resumes)
+        self.held: list[tuple[str, bytes]] = []
         self._next_offset = 0
         #: whether the core believed it led after the previous input (leader events, `flaky_leader`)
         self.was_leading = False
@@ -196,6 +198,7 @@ class SimNode:
         )
         self.paused_until_us = 0
         self.missed_ticks = 0
+        self.held = []
         self.was_leading = False
         self.drain()
 
@@ -203,6 +206,7 @@ class SimNode:
         """Lose everything volatile; the durable image, incarnation, marks and positions stay."""
         self._rejected_before = self.rejected()
         self.executor = None
+        self.held = []  # what a stalled process had not read yet dies with it
         self.state_machine = KvStateMachine(self._max_sessions)
 
     def rejected(self) -> dict[str, int]:

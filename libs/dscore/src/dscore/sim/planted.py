@@ -54,7 +54,7 @@ Raft bugs (a `RaftNode` subclass replaces the core; the run's drawn settings sti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,8 +65,10 @@ from dscore.protocols.contract import ReadState
 from dscore.protocols.raft import AppendEntries, RaftNode, VoteRequest
 from dscore.replica.executor import Executor, Work, _PendingEntry, _Waiter
 from dscore.sim.adapter import ProtocolAdapter
+from dscore.sim.config import SimConfig
 from dscore.sim.host import ExecutorFactory
-from dscore.sim.registry import get_protocol, raft_config
+from dscore.sim.registry import get_protocol, raft_config, run_simulation, swarm
+from dscore.sim.simulator import SimResult
 
 # -- executor bugs ----------------------------------------------------------------------------------
 
@@ -301,3 +303,37 @@ def planted(name: str) -> PlantedBug:
         return PLANTED[name]
     except KeyError:
         raise ConfigError(f"unknown planted bug {name!r}; known: {', '.join(sorted(PLANTED))}") from None
+
+
+#: the default swarm of `dscore sim --protocol raft` (the command line's defaults)
+DEFAULT_NODES = 5
+DEFAULT_CLIENTS = 3
+DEFAULT_DURATION_TICKS = 1_000
+
+
+def default_swarm(seed: int, protocol: str = "raft") -> SimConfig:
+    """The run `dscore sim --protocol PROTOCOL --seed SEED` makes (every other option at its default)."""
+    config = swarm(seed, protocol, nodes=DEFAULT_NODES, duration_ticks=DEFAULT_DURATION_TICKS)
+    return replace(config, workload=replace(config.workload, clients=DEFAULT_CLIENTS))
+
+
+def run_planted(name: str, config: SimConfig) -> SimResult:
+    """`config` run with the planted bug `name` in place."""
+    bug = planted(name)
+    adapter = bug.make_adapter() if bug.make_adapter is not None else None
+    return run_simulation(config=config, adapter=adapter, make_executor=bug.make_executor)
+
+
+def replay_command(name: str, seed: int) -> str:
+    """The command that replays seed `seed` of the default swarm with bug `name` planted, with its trace."""
+    return f"dscore sim --protocol {planted(name).protocol} --seed {seed} --plant {name} --verbose"
+
+
+def first_catch(name: str, seeds: Iterable[int]) -> SimResult | None:
+    """The first of `seeds` (default swarm) on which the checks catch bug `name`, or None."""
+    protocol = planted(name).protocol
+    for seed in seeds:
+        result = run_planted(name, default_swarm(seed, protocol))
+        if not result.ok:
+            return result
+    return None

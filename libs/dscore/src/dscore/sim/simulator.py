@@ -230,6 +230,8 @@ class Simulation:
         self._leader_rng = kernel.stream("flaky-leader")
         self._crash_point_rng = kernel.stream("crash-points")
         self._partition_clients_rng = kernel.stream("partition-clients")
+        self._pause_leader_rng = kernel.stream("pause-leader")
+        self._resume_order_rng = kernel.stream("resume-order")
         self._isolation_serial = 0
         self.accepting_ops = True
         self._partition_serial = 0
@@ -267,7 +269,7 @@ class Simulation:
             self.trace(f"lost {source}>{destination} {label}")
             return
         for at_us, payload in deliveries:
-            self._push(at_us, _DELIVER, destination, payload)
+            self._push(at_us, _DELIVER, destination, (source, payload))
         self.trace(f"send {source}>{destination} {label} at={','.join(str(at) for at, _ in deliveries)}")
 
     def leader_event(self, node_id: NodeId, *, took_lead: bool) -> None:
@@ -367,6 +369,7 @@ class Simulation:
             f"clients={len(self.clients)} network={config.network.model.value} gst={self.gst_us} "
             f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup} sessions={config.max_sessions}"
             f" tick_periods_us={','.join(str(p) for p in self.tick_periods_us)}"
+            f"{' slow-leader-clock' if config.slow_leader_clock and config.tick_drift > 0 else ''}"
             + "".join(f" {name}={value}" for name, value in self._applied_core_options())
         )
         phase_rng = self._kernel.stream("phase")
@@ -402,6 +405,8 @@ class Simulation:
         clients = self._clients_by_id
         max_events = self.config.max_events
         periods = self.tick_periods_us
+        slow_leader = self.config.slow_leader_clock and self.config.tick_drift > 0
+        slowest = self.config.tick_us + int(self.config.tick_us * self.config.tick_drift)
         while queue and not self._done:
             at_us, _, kind, a, b = heappop(queue)
             kernel.now_us = at_us
@@ -411,22 +416,25 @@ class Simulation:
             if kind == _DELIVER:
                 node = by_id.get(a)
                 if node is None:
-                    clients[a].receive(b)
+                    clients[a].receive(b[1])
                     continue  # clients hold no protocol state: nothing for invariants to see
                 if node.executor is None:
                     self.network.stats.dropped_down += 1
                     self.trace(f"drop-down {a}")
                     continue
                 if node.paused_until_us > at_us:
-                    self._push(node.paused_until_us, _DELIVER, a, b)
+                    node.held.append(b)  # read when it resumes (see `_RESUME`)
                     continue
                 self.network.stats.delivered += 1
-                node.receive(b)
+                node.receive(b[1])
             elif kind == _TICK:
                 node = nodes[a]
                 if node.executor is None or node.incarnation != b:
                     continue  # a tick of a crashed incarnation
-                self._push(at_us + periods[a], _TICK, a, b)
+                if slow_leader and node.executor.core.leader_id == node.node_id:
+                    self._push(at_us + slowest, _TICK, a, b)
+                else:
+                    self._push(at_us + periods[a], _TICK, a, b)
                 if node.paused_until_us > at_us:
                     node.missed_ticks += 1  # the stalled process misses it (see `_RESUME`)
                     continue
@@ -497,6 +505,12 @@ class Simulation:
             ]
             if candidates:
                 node = rng.choice(candidates)
+                # Half the pauses stall the leader (its own stream: no other draw moved): a leader
+                # that stalls, while the others elect a new one, is what tests a lease's clock.
+                if self._pause_leader_rng.random() < 0.5:
+                    leaders = [n for n in candidates if n.core is not None and n.core.leader_id == n.node_id]
+                    if leaders:
+                        node = self._pause_leader_rng.choice(leaders)
                 low, high = plan.pause_ticks
                 node.paused_until_us = self.now_us + rng.randint(low, high) * tick_us
                 node.missed_ticks = 0
@@ -512,7 +526,22 @@ class Simulation:
                 missed = node.missed_ticks
                 replayed = min(missed, config.max_catchup_ticks)
                 node.resume(replayed, missed - replayed)
-                self.trace(f"resume {node.node_id} replayed={replayed} skipped={missed - replayed}")
+                # A resumed process reads what queued up on its connections one connection at a time,
+                # in no particular order: each sender's messages in order, but a client's request sent
+                # late may come before a peer's message sent early. Seeded; all after the ticks above.
+                held = node.held
+                node.held = []
+                queues: dict[str, list[tuple[str, bytes]]] = {}
+                for delivery in held:
+                    queues.setdefault(delivery[0], []).append(delivery)
+                order = list(queues)
+                self._resume_order_rng.shuffle(order)
+                for source in order:
+                    for delivery in queues[source]:
+                        self._push(self.now_us, _DELIVER, node.node_id, delivery)
+                self.trace(
+                    f"resume {node.node_id} replayed={replayed} skipped={missed - replayed} held={len(held)}"
+                )
         elif kind == _FAULTS_END:
             self.faults_active = False
             self.watch_leaders = False
