@@ -194,7 +194,9 @@ def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, ve
     console.print(f"plan: {plan}", markup=False)
     settings = " ".join(f"{name}={value}" for name, value in config.core_options) or "defaults"
     console.print(
-        f"settings: {settings} tick_drift={config.tick_drift:.4f} max_sessions={config.max_sessions}",
+        f"settings: {settings} tick_drift={config.tick_drift:.4f}"
+        f"{' slow_leader_clock' if config.slow_leader_clock and config.tick_drift else ''}"
+        f" max_sessions={config.max_sessions}",
         markup=False,
     )
     console.print(

@@ -308,10 +308,11 @@ class SimConfig:
     #: what the drawn settings tolerate (`ProtocolAdapter.max_tick_drift`); more is not a valid deployment
     #: and only a test that shows what breaks beyond the bound asks for it (`swarm(..., tick_drift=x)`).
     tick_drift: float = 0.0
-    #: the node that believes it leads ticks at the slowest rate allowed, `tick_us * (1 + tick_drift)`,
-    #: whatever its own drift (rates change, they never leave the bound): a slow leader's lease against
-    #: fast followers' stickiness is the case the bound exists for, and elections, won by the fastest
-    #: timers, would seldom produce it
+    #: the worst case the drift bound allows, in place of the drawn per-node drifts: the node that
+    #: believes it leads ticks at the slowest rate, `tick_us * (1 + tick_drift)`, every other node at the
+    #: fastest, `tick_us` (rates change, they never leave the bound). A slow leader's lease against fast
+    #: followers' stickiness is the case the bound exists for; elections, won by the fastest timers,
+    #: would seldom produce it from fixed rates
     slow_leader_clock: bool = False
     #: after a pause (a stalled process), the missed ticks replayed at once; the rest are skipped and the
     #: core told (`skip_ticks`), as `dscore.runtime` does with the same setting (`max_catchup_ticks`)

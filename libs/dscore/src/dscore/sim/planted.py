@@ -44,9 +44,9 @@ Raft bugs (a `RaftNode` subclass replaces the core; the run's drawn settings sti
   stale reads. Caught by the linearizability check.
 - `lease_too_long`: the lease held ten times longer than configured (beyond the election timeout the
   followers' stickiness lasts). Caught by the linearizability check in lease-read runs.
-- `lease_without_stickiness`: followers grant (pre-)votes while they hear from a leader (no leader
-  stickiness), though the leader's lease relies on exactly that. Caught by the linearizability check in
-  lease-read runs: a new leader is elected while the old one still serves reads from its lease.
+- `vote_in_stale_term`: a vote request of an earlier term is granted in that term, although this node
+  moved on (and may have voted for another candidate in that term). Caught by "at most one leader per
+  term".
 - `stall_uncounted`: the ticks a stalled node skips are not counted (`RaftNode.skip_ticks` does nothing),
   as before the lease/stall fix: a leader paused for 50 ticks counts 2, and holds its lease long after a
   new leader was elected. Caught by the linearizability check in lease-read runs with pauses.
@@ -62,7 +62,7 @@ from dscore.core.client_messages import ClientResponse, Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import ReadState
-from dscore.protocols.raft import AppendEntries, RaftNode, VoteRequest
+from dscore.protocols.raft import AppendEntries, RaftNode, VoteRequest, VoteResponse
 from dscore.replica.executor import Executor, Work, _PendingEntry, _Waiter
 from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.config import SimConfig
@@ -174,11 +174,15 @@ class LeaseTooLong(RaftNode):
             self._read_only.lease_ticks = 10 * lease
 
 
-class LeaseWithoutStickiness(RaftNode):
-    """Followers grant (pre-)votes while they hear from a leader (leaders still ignore them)."""
+class StaleTermVoter(RaftNode):
+    """Grants a vote request of an earlier term in that term (5.1 says: drop it, answer with the newer
+    term)."""
 
-    def _in_lease(self) -> bool:
-        return self._is_leader() and super()._in_lease()
+    def _step_vote_request(self, src: NodeId, m: VoteRequest) -> None:
+        if m.term < self._term and not m.pre_vote:
+            self._send(src, VoteResponse(m.term, True, False))
+            return
+        super()._step_vote_request(src, m)
 
 
 class StallUncounted(RaftNode):
@@ -283,10 +287,10 @@ PLANTED: dict[str, PlantedBug] = {
             make_adapter=raft_variant(LeaseTooLong),
         ),
         PlantedBug(
-            "lease_without_stickiness",
+            "vote_in_stale_term",
             "raft",
-            "followers grant votes while they hear from a leader, under the leader's lease",
-            make_adapter=raft_variant(LeaseWithoutStickiness),
+            "a vote request of an earlier term is granted in that term",
+            make_adapter=raft_variant(StaleTermVoter),
         ),
         PlantedBug(
             "stall_uncounted",

@@ -406,7 +406,8 @@ class Simulation:
         max_events = self.config.max_events
         periods = self.tick_periods_us
         slow_leader = self.config.slow_leader_clock and self.config.tick_drift > 0
-        slowest = self.config.tick_us + int(self.config.tick_us * self.config.tick_drift)
+        fastest = self.config.tick_us
+        slowest = fastest + int(fastest * self.config.tick_drift)
         while queue and not self._done:
             at_us, _, kind, a, b = heappop(queue)
             kernel.now_us = at_us
@@ -431,8 +432,9 @@ class Simulation:
                 node = nodes[a]
                 if node.executor is None or node.incarnation != b:
                     continue  # a tick of a crashed incarnation
-                if slow_leader and node.executor.core.leader_id == node.node_id:
-                    self._push(at_us + slowest, _TICK, a, b)
+                if slow_leader:  # the worst case the bound allows: a slowest leader, fastest followers
+                    leads = node.executor.core.leader_id == node.node_id
+                    self._push(at_us + (slowest if leads else fastest), _TICK, a, b)
                 else:
                     self._push(at_us + periods[a], _TICK, a, b)
                 if node.paused_until_us > at_us:
@@ -505,9 +507,9 @@ class Simulation:
             ]
             if candidates:
                 node = rng.choice(candidates)
-                # Half the pauses stall the leader (its own stream: no other draw moved): a leader
-                # that stalls, while the others elect a new one, is what tests a lease's clock.
-                if self._pause_leader_rng.random() < 0.5:
+                # Most pauses stall the leader (its own stream: no other draw moved): a leader that
+                # stalls while the others elect a new one is what tests a lease's clock.
+                if self._pause_leader_rng.random() < 0.8:
                     leaders = [n for n in candidates if n.core is not None and n.core.leader_id == n.node_id]
                     if leaders:
                         node = self._pause_leader_rng.choice(leaders)
