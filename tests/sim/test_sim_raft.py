@@ -13,11 +13,12 @@ import pytest
 
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState
-from dscore.protocols.raft import RaftConfig, RaftNode
+from dscore.protocols.raft import RaftConfig, RaftNode, ReadOnlyOption
 from dscore.sim import FAULT_KINDS, NetworkModel, SimResult, run_simulation
 from dscore.sim.adapter import ProtocolAdapter
+from dscore.sim.config import DEPLOYMENT_TICK_DRIFT
 from dscore.sim.raft_invariants import raft_invariants
-from dscore.sim.registry import get_protocol, swarm
+from dscore.sim.registry import get_protocol, raft_config, raft_max_tick_drift, swarm
 
 SEEDS_PER_CHUNK = 25
 CHUNKS = 20  # 500 seeds in all
@@ -53,12 +54,32 @@ def test_the_fixed_seeds_cover_every_fault_and_network_model() -> None:
     # Raft's own settings are drawn too: one-entry batches (Figure 8 needs them) and tiny windows.
     assert sum(1 for c in configs if dict(c.core_options).get("max_entries_per_msg") == 1) > 50
     assert sum(1 for c in configs if dict(c.core_options).get("max_inflight_msgs") == 1) > 25
-    assert sum(1 for c in configs if not c.core_options) > 150
+    # Every setting users can set is drawn (valid combinations only), each default kept in about half
+    # the seeds; tick rates drift within what the drawn settings tolerate.
+    options = [dict(c.core_options) for c in configs]
+    for config, drawn in zip(configs, options, strict=True):
+        built = raft_config(drawn)  # RaftConfig refuses invalid combinations
+        assert config.tick_drift <= raft_max_tick_drift(drawn) <= DEPLOYMENT_TICK_DRIFT
+        if built.read_only_option is ReadOnlyOption.LEASE:
+            assert built.check_quorum
+            lease = built.effective_lease_ticks
+            assert config.tick_drift <= (built.election_timeout_ticks - 1) / lease - 1
+    lease_runs = [o for o in options if o.get("read_only_option") == "lease"]
+    assert len(lease_runs) > 100
+    assert sum(1 for o in lease_runs if "lease_ticks" in o) > 30
+    assert sum(1 for o in options if o.get("pre_vote") is False) > 75
+    assert sum(1 for o in options if o.get("check_quorum") is False) > 75
+    assert {o.get("election_timeout_ticks") for o in options} == {None, 3, 5, 20}
+    assert sum(1 for o in options if "election_timeout_ticks" not in o) > 200
+    assert sum(1 for o in options if "heartbeat_ticks" in o) > 200
+    assert sum(1 for o in options if "max_bytes_per_msg" in o) > 50
+    assert sum(1 for o in options if "snapshot_chunk_bytes" in o) > 100
+    assert sum(1 for c in configs if c.tick_drift == DEPLOYMENT_TICK_DRIFT) > 50
+    assert sum(1 for c in configs if c.tick_drift > 0) > 300
 
 
 def test_drawn_raft_settings_reach_every_core_and_bad_ones_are_refused() -> None:
     from dscore.core.errors import ConfigError
-    from dscore.sim.registry import raft_config
     from dscore.sim.simulator import Simulation
 
     config = swarm(0, "raft", nodes=3, duration_ticks=50)

@@ -9,7 +9,7 @@ import random
 import pytest
 from raft_harness import Cluster, cfg, drain
 
-from dscore.core.errors import NotLeaderError
+from dscore.core.errors import LocalError, NotLeaderError
 from dscore.protocols.contract import ReadState
 from dscore.protocols.raft import AppendEntries, Heartbeat, HeartbeatResponse, RaftNode, ReadOnlyOption
 
@@ -95,6 +95,22 @@ def test_lease_reads_are_served_at_once_while_the_lease_holds() -> None:
     c.run()
     assert [r.request_id for r in c.reads[lead]] == [1]
     assert LEASE.effective_lease_ticks < LEASE.election_timeout_ticks
+
+
+def test_ticks_a_stalled_driver_skips_still_run_the_lease_out() -> None:
+    c = Cluster(config=LEASE, seed=5)
+    lead = c.wait_leader()
+    c.tick(1)  # a confirmed heartbeat round: the lease holds for lease_ticks from here
+    node = c.nodes[lead]
+    c.isolate(lead)
+    node.skip_ticks(LEASE.effective_lease_ticks)  # the driver stalled that long and replays none of it
+    assert node.role.name == "LEADER"  # a slow process is no reason to step down or time out
+    node.read_index(1)
+    c.process(lead)
+    c.run()
+    assert c.reads[lead] == []  # not served from a lease that ran out during the stall
+    with pytest.raises(LocalError):
+        node.skip_ticks(-1)
 
 
 def test_lease_reads_stop_once_a_leadership_transfer_starts() -> None:

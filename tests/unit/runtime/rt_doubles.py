@@ -64,6 +64,10 @@ class MiniLogCore:
         self.applied_index = 0
         self.reads: list[ReadState] = []
         self.ticks = 0
+        #: ticks a stalled driver reported as skipped (`KeepsTime`)
+        self.skipped = 0
+        #: the core's clock (ticks + skipped) when each envelope was stepped
+        self.clock_at_step: list[int] = []
         self.received: list[Envelope] = []
         self.compactions: list[int] = []
         if durable is not None:
@@ -94,9 +98,13 @@ class MiniLogCore:
 
     def step(self, envelope: Envelope) -> None:
         self.received.append(envelope)
+        self.clock_at_step.append(self.ticks + self.skipped)
 
     def tick(self) -> None:
         self.ticks += 1
+
+    def skip_ticks(self, count: int) -> None:
+        self.skipped += count
 
     def propose(self, data: bytes) -> int:
         if self.leader != self._node_id:

@@ -257,6 +257,24 @@ async def test_ticks_follow_the_clock_and_catch_up_boundedly() -> None:
         assert node.core.ticks - before <= 3  # not 30: a stall is not replayed as a burst
 
 
+async def test_a_stall_is_counted_on_the_cores_clock_before_what_arrived_during_it_is_stepped() -> None:
+    """The lease's clock: ticks a stall made the loop miss are reported as skipped (not replayed), and
+    before the core steps a message that arrived during the stall (else a stalled Raft leader would serve
+    lease reads with a clock 28 ticks slow)."""
+    config = RuntimeConfig(tick_interval_s=0.01, max_catchup_ticks=2)
+    async with Node(members=("n1", "n2"), config=config) as node:
+        await wait_until(lambda: node.core.ticks >= 5)
+        before = node.core.ticks + node.core.skipped
+        peer = EnvelopeFactory("n2", 1)
+        # Queued on the network now, read by the runtime only once the loop runs again.
+        assert node.network.inject("n1", peer_note(peer, "n1", 1))
+        time.sleep(0.3)  # a 300 ms stall of the whole event loop (at least 29 ticks' worth), not a wait
+        await wait_until(lambda: len(node.core.received) == 1)
+        assert node.core.ticks - before <= 3  # still no burst of replayed ticks
+        assert node.runtime.executor.skipped_ticks >= 26
+        assert node.core.clock_at_step[0] - before >= 29
+
+
 async def test_stop_fails_local_requests_and_refuses_new_ones() -> None:
     node = Node(members=("n1", "n2"), node_id="n1")
     await node.runtime.start()

@@ -175,6 +175,18 @@ class Compactable(Protocol):
 
 
 @runtime_checkable
+class KeepsTime(Protocol):
+    """A core that measures real time in ticks for safety, not only for timeouts (Raft's read lease).
+
+    A driver that stalled (GC, CPU starvation) and will not replay every tick it missed must report the
+    ones it drops, before it steps anything that arrived meanwhile; the core then moves its clock on
+    without firing timeouts. (The runtime replays at most `max_catchup_ticks`; the simulator's `pause`
+    fault does the same.)"""
+
+    def skip_ticks(self, count: int) -> None: ...
+
+
+@runtime_checkable
 class HasMembership(Protocol):
     """A core with a configuration that can change at run time (e.g. `RaftNode`): its current voters and
     learners, as of the latest configuration entry in its log. Drivers take the list of acceptable senders

@@ -77,6 +77,7 @@ from dscore.core.registry import constructor, kind_of_class
 from dscore.protocols.contract import (
     Compactable,
     HasMembership,
+    KeepsTime,
     LogEntry,
     ProtocolCore,
     Ready,
@@ -352,6 +353,8 @@ class Executor:
         self._ticks_unsaved = 0
         self._ticks_since_commit = 0
         self.ticks = 0
+        #: ticks a stalled driver reported as skipped (`skip_ticks`)
+        self.skipped_ticks = 0
         snapshot = stored.durable.snapshot
         if snapshot is not None and snapshot.index > state_machine.applied_index:
             state_machine.restore(snapshot.data)
@@ -561,6 +564,18 @@ class Executor:
         self.core.tick()
         if self._pending:
             self._expire_requests()
+
+    def skip_ticks(self, count: int) -> None:
+        """`count` ticks passed while the driver stalled, and will not be replayed (see `KeepsTime`). The
+        core is told if it keeps time; the executor's own tick counts (request expiry, position and
+        commit batching) are not a safety clock and stay as they are. Call it before stepping what
+        arrived during the stall."""
+        if count < 0:
+            raise LocalError(f"skip_ticks needs a count >= 0, got {count}")
+        self.skipped_ticks += count
+        core = self.core
+        if count and isinstance(core, KeepsTime):
+            core.skip_ticks(count)
 
     def introduce(self, node_id: NodeId) -> None:
         """Accept messages from `node_id` from now on, even while the configuration does not list it (a

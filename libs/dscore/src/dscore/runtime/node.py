@@ -16,6 +16,9 @@ one save and one send.
 Ticks follow the event loop's clock. Missed ticks are caught up only `max_catchup_ticks` at a time: a
 loop stall (GC, a slow save, CPU starvation on a shared machine) delays every node of a process alike,
 and replaying all of its ticks at once would make followers time out on a leader that did nothing wrong.
+The ticks beyond that are not lost from the core's clock, though: they are reported as skipped
+(`Executor.skip_ticks`, which moves Raft's lease clock on without firing timeouts), before anything that
+arrived during the stall is stepped.
 
 `crash()` simulates kill -9: the tasks are cancelled where they stand and nothing is flushed; whatever
 `Storage` holds is all that survives. `stop()` is the graceful variant. An unexpected exception in a task
@@ -608,7 +611,26 @@ class NodeRuntime:
                 executor.commit_latencies_s.clear()
 
     def _feed(self, executor: Executor) -> None:
-        """Deliveries in, then the ticks that are due: all before one round of work."""
+        """The ticks that are due, then deliveries: all before one round of work.
+
+        Ticks first, so the core's clock has counted the time that passed before it sees what arrived
+        meanwhile. After a stall only `max_catchup_ticks` are replayed; the rest are reported as skipped
+        (`Executor.skip_ticks`), so a Raft leader's lease ends when it would have: counting only the
+        replayed ticks, a leader stalled for 50 ticks would serve lease reads for 48 ticks too long, while
+        its followers' stickiness ran out on time and a new leader took writes."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if now >= self._next_tick_at:
+            interval = self.config.tick_interval_s
+            due = int((now - self._next_tick_at) / interval) + 1
+            replayed = min(due, self.config.max_catchup_ticks)
+            if due > replayed:
+                executor.skip_ticks(due - replayed)
+            for _ in range(replayed):
+                executor.tick()
+            self._next_tick_at += due * interval
+            if self._next_tick_at <= now:  # float rounding: never a tick in the past
+                self._next_tick_at = now + interval
         inbound = self._inbound
         count = min(len(inbound), self.config.max_inbound_batch)
         if count:
@@ -620,16 +642,6 @@ class NodeRuntime:
                 self._inbound_space.set()
             if inbound:
                 self._kick()  # more than one batch waiting: come back without sleeping
-        assert self._loop is not None
-        now = self._loop.time()
-        if now >= self._next_tick_at:
-            interval = self.config.tick_interval_s
-            due = min(int((now - self._next_tick_at) / interval) + 1, self.config.max_catchup_ticks)
-            for _ in range(due):
-                executor.tick()
-            self._next_tick_at += due * interval
-            if self._next_tick_at <= now:  # skip what catch-up may not replay
-                self._next_tick_at = now + interval
 
     async def _carry_out(self, work: Work) -> None:
         """One `Work`, in the contract's order (the caller calls `done` afterwards)."""

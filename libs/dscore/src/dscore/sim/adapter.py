@@ -7,7 +7,9 @@ an adapter and knows nothing else about protocols.
 node's own seeded `random.Random` (a new stream per incarnation), `durable` is what earlier `Ready`s
 persisted (None on first start). `make_invariants()` is called once per run, so invariants may keep state
 across calls. Protocol settings drawn per seed: `draw_options(rng) -> {setting: value}` (valid
-combinations only) and `configure(options) -> CoreFactory` builds the cores of that run.
+combinations only) and `configure(options) -> CoreFactory` builds the cores of that run;
+`max_tick_drift(options)` is how far nodes' tick rates may drift apart under those settings (the swarm
+draws each run's drift within it).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class ProtocolAdapter:
     draw_options: Callable[[random.Random], dict[str, int | bool | str]] | None = None
     #: builds the cores of a run from drawn settings (None: `make_core` always, options ignored)
     configure: Callable[[CoreOptions], CoreFactory] | None = None
+    #: the tick-rate drift between nodes these settings tolerate (None: `DEPLOYMENT_TICK_DRIFT`)
+    max_tick_drift: Callable[[CoreOptions], float] | None = None
 
     def core_factory(self, options: CoreOptions) -> CoreFactory:
         """The factory for a run with these drawn settings."""

@@ -4,6 +4,9 @@
     dscore sim --protocol sequencer --seeds 500              # a sweep; failures list their seeds
     dscore sim --seeds 100 --faults crash,partition --network partial
     dscore sim --protocol raft --plant apply_before_persist --seeds 200   # must fail: a planted bug
+    dscore sim --plant list                                   # the catalogue of planted bugs
+    dscore sim --protocol raft --seed 3 --set read_only_option=lease --set check_quorum=true \
+        --tick-drift 0.5                                      # drift beyond the bound lease reads assume
 
 One seed prints the run's configuration, statistics and trace digest (and with `--verbose` every trace
 line); the same seed always prints the same digest. Many seeds print a summary table. The exit status
@@ -22,7 +25,7 @@ from rich.table import Table
 
 from dscore.core.errors import ConfigError
 from dscore.sim.config import FAULT_KINDS, NetworkModel, SimConfig
-from dscore.sim.planted import PLANTED, planted
+from dscore.sim.planted import PLANTED, planted, run_planted
 from dscore.sim.registry import protocol_names, run_simulation, swarm
 from dscore.sim.simulator import SimResult
 
@@ -56,9 +59,25 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-check", action="store_true", help="skip the linearizability check")
     parser.add_argument(
         "--plant",
-        choices=sorted(PLANTED),
+        choices=["list", *sorted(PLANTED)],
         default=None,
-        help="run a deliberately broken variant (dscore.sim.planted); its failures are expected",
+        metavar="NAME",
+        help="run a deliberately broken variant (dscore.sim.planted; `--plant list` lists them); its "
+        "failures are expected",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="replace a protocol setting drawn from the seed (repeatable), e.g. read_only_option=lease",
+    )
+    parser.add_argument(
+        "--tick-drift",
+        type=float,
+        default=None,
+        help="nodes' tick rates drift apart by up to this fraction (default: drawn within what the "
+        "settings tolerate, 12.5%% at most; more is not a valid deployment, and shows what breaks)",
     )
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="print every trace line of a single seed"
@@ -80,7 +99,24 @@ def _fault_kinds(spec: str) -> tuple[str, ...] | None:
     return kinds
 
 
+def _setting(spec: str) -> tuple[str, int | bool | str]:
+    """`NAME=VALUE` with VALUE an int, true/false, or else a string."""
+    name, sep, text = spec.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"--set wants NAME=VALUE, got {spec!r}")
+    text = text.strip()
+    value: int | bool | str = text
+    if text.lower() in ("true", "false"):
+        value = text.lower() == "true"
+    elif text.lstrip("-").isdigit():
+        value = int(text)
+    return name.strip(), value
+
+
 def _config(args: argparse.Namespace, seed: int, keep_trace: bool) -> SimConfig:
+    extra: dict[str, Any] = {}
+    if args.tick_drift is not None:
+        extra["tick_drift"] = args.tick_drift
     config = swarm(
         seed,
         args.protocol,
@@ -90,6 +126,8 @@ def _config(args: argparse.Namespace, seed: int, keep_trace: bool) -> SimConfig:
         fault_kinds=_fault_kinds(args.faults),
         check=not args.no_check,
         keep_trace=keep_trace,
+        set_core_options=dict(_setting(spec) for spec in args.set),
+        **extra,
     )
     return replace(config, workload=replace(config.workload, clients=args.clients))
 
@@ -97,6 +135,10 @@ def _config(args: argparse.Namespace, seed: int, keep_trace: bool) -> SimConfig:
 def run_sim(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     try:
+        if args.plant == "list":
+            for bug in PLANTED.values():
+                console.print(f"{bug.name:36} {bug.protocol:10} {bug.description}", markup=False)
+            return 0
         if args.plant and planted(args.plant).protocol != args.protocol:
             raise ConfigError(f"--plant {args.plant} breaks protocol {planted(args.plant).protocol!r}")
         if args.protocol not in protocol_names():
@@ -120,6 +162,9 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
     ]
     if args.network:
         parts.append(f"--network {args.network}")
+    parts.extend(f"--set {spec}" for spec in args.set)
+    if args.tick_drift is not None:
+        parts.append(f"--tick-drift {args.tick_drift}")
     if args.no_check:
         parts.append("--no-check")
     if args.plant:
@@ -128,8 +173,9 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
 
 
 def _run(args: argparse.Namespace, config: SimConfig) -> SimResult:
-    make_executor = planted(args.plant).make_executor if args.plant else None
-    return run_simulation(config=config, make_executor=make_executor)
+    if not args.plant:
+        return run_simulation(config=config)
+    return run_planted(args.plant, config)
 
 
 def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, verbose: bool) -> int:
@@ -146,6 +192,13 @@ def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, ve
         markup=False,
     )
     console.print(f"plan: {plan}", markup=False)
+    settings = " ".join(f"{name}={value}" for name, value in config.core_options) or "defaults"
+    console.print(
+        f"settings: {settings} tick_drift={config.tick_drift:.4f}"
+        f"{' slow_leader_clock' if config.slow_leader_clock and config.tick_drift else ''}"
+        f" max_sessions={config.max_sessions}",
+        markup=False,
+    )
     console.print(
         f"events={stats.events} messages={stats.messages_sent} delivered={stats.messages_delivered} "
         f"dropped={stats.dropped_omission}+{stats.dropped_partition}(partition)+{stats.dropped_down}(down) "

@@ -19,6 +19,14 @@ responses, with the same rules as `dscore.runtime.client.KvClient`:
 Retries: an unanswered request is sent again after `request_timeout_ticks` to another node with the same
 `(client_id, seq)`; `NOT_LEADER` redirects to the hinted node; `SESSION_EXPIRED` makes the client register
 again (and retry the operation in the new session if no earlier attempt could have applied it).
+
+`SESSION_EXPIRED` says the session was gone when *that copy* of a request was applied; it proves the
+operation did nothing only if no other copy could have been applied before the session was evicted (a
+session never comes back, so any copy applied later is refused too). So it counts only for a request
+of the current session (a late answer about an earlier session says nothing about the attempt in this
+one), and only while the network cannot duplicate requests: with duplication on, one copy may apply,
+the session be evicted by other clients' registrations (few `max_sessions`), and the duplicate then
+answer `SESSION_EXPIRED`; the operation is then indeterminate (`info`), as after a timeout.
 """
 
 from __future__ import annotations
@@ -61,6 +69,11 @@ class ClientContext(Protocol):
     @property
     def client_count(self) -> int: ...
 
+    @property
+    def requests_may_duplicate(self) -> bool:
+        """Whether the network may deliver a request twice (then a copy may apply unseen)."""
+        ...
+
     def transmit(self, source: str, destination: str, data: bytes, envelope: Envelope | None) -> None: ...
 
     def schedule_client_timer(self, client_index: int, delay_us: int, token: int) -> None: ...
@@ -97,6 +110,8 @@ class _Operation:
     awaiting: bool = False
     #: requests sent for this operation (attempts and registrations), numbering their request ids
     sent: int = 0
+    #: the number of the first request sent in the current session (earlier ones used another)
+    session_from: int = 0
 
     @property
     def is_write(self) -> bool:
@@ -189,6 +204,9 @@ class SimClient:
                     op.maybe_applied = True
                 if response.outcome not in _DEFINITE or (request_id & 1) != (1 if op.registering else 0):
                     continue
+                number = (request_id & ((1 << _ATTEMPT_BITS) - 1)) >> 1
+                if response.outcome is Outcome.SESSION_EXPIRED and number < op.session_from:
+                    continue  # about a session this client already left
             self._on_response(op, envelope.source, response)
 
     # -- operations ---------------------------------------------------------------------------------
@@ -264,6 +282,7 @@ class SimClient:
                 self.seq = 1
                 op.registering = False
                 self.leader_guess = source
+                op.session_from = op.sent + 1
                 self._send(source)
             else:
                 self._refused(response, source)
@@ -279,6 +298,8 @@ class SimClient:
             self._refused(response, source)
         elif outcome is Outcome.SESSION_EXPIRED:
             self.client_id = 0
+            if self.ctx.requests_may_duplicate and op.is_write and op.attempts:
+                op.maybe_applied = True  # a duplicate may have applied before the eviction
             if op.maybe_applied:
                 self._finish_info()
             else:

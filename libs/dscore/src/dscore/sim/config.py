@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dscore.core.errors import ConfigError
+from dscore.statemachine.kv import KvStateMachine
 
 
 class NetworkModel(enum.Enum):
@@ -104,7 +105,10 @@ class FaultPlan:
     #: timing: a message is held back an extra [0, delay_extra_us] with this probability (reorders)
     delay_probability: float = 0.0
     delay_extra_us: int = 0
-    #: pause: a node stops (no ticks, no deliveries) for a while, like a long GC pause
+    #: pause: a node stalls (no ticks, no deliveries) for a while, like a long GC pause; half the pauses
+    #: stall the leader. When it resumes it replays at most `SimConfig.max_catchup_ticks` of the ticks it
+    #: missed and reports the rest to the core (`skip_ticks`), as the runtime does after a stall of its
+    #: event loop, then reads what queued up one sender at a time, senders in a seeded order
     pause_interval_ticks: int = 0
     pause_ticks: tuple[int, int] = (5, 50)
     #: duplication: a message is delivered twice (independent delays) with this probability
@@ -299,6 +303,23 @@ class SimConfig:
     snapshot_every_entries: int = 0
     #: protocol core settings for this run, as (name, value) pairs (see `ProtocolAdapter.draw_options`)
     core_options: tuple[tuple[str, int | bool | str], ...] = ()
+    #: per-node tick drift: node i ticks every `tick_us * (1 + d_i)` with each d_i drawn in
+    #: [0, tick_drift] (so two nodes' rates differ by at most that fraction). The swarm keeps it within
+    #: what the drawn settings tolerate (`ProtocolAdapter.max_tick_drift`); more is not a valid deployment
+    #: and only a test that shows what breaks beyond the bound asks for it (`swarm(..., tick_drift=x)`).
+    tick_drift: float = 0.0
+    #: the worst case the drift bound allows, in place of the drawn per-node drifts: the node that
+    #: believes it leads ticks at the slowest rate, `tick_us * (1 + tick_drift)`, every other node at the
+    #: fastest, `tick_us` (rates change, they never leave the bound). A slow leader's lease against fast
+    #: followers' stickiness is the case the bound exists for; elections, won by the fastest timers,
+    #: would seldom produce it from fixed rates
+    slow_leader_clock: bool = False
+    #: after a pause (a stalled process), the missed ticks replayed at once; the rest are skipped and the
+    #: core told (`skip_ticks`), as `dscore.runtime` does with the same setting (`max_catchup_ticks`)
+    max_catchup_ticks: int = 2
+    #: client sessions each state machine keeps (least recently used evicted): few means clients'
+    #: sessions are evicted under load and they re-register (`SESSION_EXPIRED`)
+    max_sessions: int = KvStateMachine.DEFAULT_MAX_SESSIONS
     #: keep the trace lines on the result (the digest is always computed)
     keep_trace: bool = False
     #: bounds: events in the queue at once, and events processed in one run
@@ -314,6 +335,10 @@ class SimConfig:
             raise ConfigError("event bounds must be positive")
         if self.snapshot_every_entries < 0:
             raise ConfigError("snapshot_every_entries must be >= 0 (0: never)")
+        if not 0.0 <= self.tick_drift <= 10.0:
+            raise ConfigError("tick_drift must be within [0, 10]")
+        if self.max_catchup_ticks < 1 or self.max_sessions < 1:
+            raise ConfigError("max_catchup_ticks and max_sessions must be at least 1")
 
     @property
     def duration_us(self) -> int:
@@ -333,13 +358,22 @@ class SimConfig:
         network: NetworkModel | None = None,
         fault_kinds: Iterable[str] | None = None,
         draw_core_options: Callable[[random.Random], dict[str, int | bool | str]] | None = None,
+        max_tick_drift: Callable[[dict[str, int | bool | str]], float] | None = None,
+        set_core_options: Mapping[str, int | bool | str] | None = None,
         **overrides: Any,
     ) -> SimConfig:
         """A run drawn from `seed`: the network model (unless given), a fault plan (swarm when
         `fault_kinds` is None, else those kinds with drawn intensities), the workload's knobs (keys, read
-        path, timeouts), dedup, and the protocol's settings (`draw_core_options`, from the protocol's
-        adapter; `dscore.sim.registry.swarm` passes it). `overrides` replace any `SimConfig` field
-        afterwards."""
+        path, timeouts), dedup, the protocol's settings (`draw_core_options`, from the protocol's
+        adapter; `dscore.sim.registry.swarm` passes it), the tick drift within what those settings
+        tolerate (`max_tick_drift`, default `DEPLOYMENT_TICK_DRIFT`) and the session bound.
+        `set_core_options` replace drawn protocol settings (the drift is then drawn for the result, as
+        `dscore sim --set NAME=VALUE` does). `overrides` replace any `SimConfig` field afterwards
+        (`tick_drift=x` beyond the drawn settings' bound is how a test shows what breaks there; overriding
+        `core_options` keeps the drift drawn for the drawn ones).
+
+        Each later draw comes from a stream of its own (`{seed}:swarm:protocol`, `:drift`, `:sessions`),
+        so adding one moved no earlier draw."""
         rng = random.Random(f"{seed}:swarm")
         drawn_model = rng.choice(list(NetworkModel))
         faults = FaultPlan.draw(
@@ -356,9 +390,23 @@ class SimConfig:
         dedup = rng.random() < 0.3
         snapshot_every_entries = rng.choice((0, 0, 10, 30, 100))
         core_options: tuple[tuple[str, int | bool | str], ...] = ()
+        drawn: dict[str, int | bool | str] = {}
         if draw_core_options is not None:
             drawn = draw_core_options(random.Random(f"{seed}:swarm:protocol"))
-            core_options = tuple(sorted(drawn.items()))
+        if set_core_options:
+            drawn.update(set_core_options)
+        core_options = tuple(sorted(drawn.items()))
+        bound = DEPLOYMENT_TICK_DRIFT if max_tick_drift is None else max_tick_drift(drawn)
+        drift_rng = random.Random(f"{seed}:swarm:drift")
+        tick_drift = draw_tick_drift(drift_rng, bound)
+        slow_leader_clock = drift_rng.random() < 0.5
+        sessions_rng = random.Random(f"{seed}:swarm:sessions")
+        # A quarter of the runs keep so few sessions that the clients' are evicted under load.
+        max_sessions = (
+            sessions_rng.choice((2, 3, 4))
+            if sessions_rng.random() < 0.25
+            else KvStateMachine.DEFAULT_MAX_SESSIONS
+        )
         config = SimConfig(
             protocol=protocol,
             seed=seed,
@@ -370,5 +418,36 @@ class SimConfig:
             dedup=dedup,
             snapshot_every_entries=snapshot_every_entries,
             core_options=core_options,
+            tick_drift=tick_drift,
+            slow_leader_clock=slow_leader_clock,
+            max_sessions=max_sessions,
         )
         return replace(config, **overrides)
+
+
+#: the drift in tick rate between nodes every deployment must stay within (`dscore.settings`: lease reads
+#: assume rates within 12.5%); protocols whose settings tolerate less say so (`ProtocolAdapter`)
+DEPLOYMENT_TICK_DRIFT = 0.125
+
+
+def draw_tick_drift(rng: random.Random, bound: float) -> float:
+    """A run's drift bound within `bound`: none in a quarter of the runs, exactly the bound in another
+    quarter (where an off-by-one in the lease's arithmetic would show), else uniform below it."""
+    pick = rng.random()
+    below = rng.uniform(0.0, bound)
+    if pick < 0.25 or bound <= 0:
+        return 0.0
+    if pick < 0.5:
+        return bound
+    return below
+
+
+def draw_node_drifts(rng: random.Random, nodes: int, tick_drift: float) -> tuple[float, ...]:
+    """Each node's own drift d_i in [0, tick_drift]: the extremes often (a slow leader and a fast
+    follower are what a lease must survive), values between otherwise."""
+    drifts = []
+    for _ in range(nodes):
+        pick = rng.random()
+        between = rng.uniform(0.0, tick_drift)
+        drifts.append(0.0 if pick < 1 / 3 else tick_drift if pick < 2 / 3 else between)
+    return tuple(drifts)

@@ -152,6 +152,10 @@ class SimNode:
         self.executor: Executor | None = None
         self.state_machine = KvStateMachine(max_sessions)
         self.paused_until_us = 0
+        #: ticks that fell due while paused (replayed or skipped when it resumes)
+        self.missed_ticks = 0
+        #: deliveries (source, bytes) that arrived while paused, in arrival order (read when it resumes)
+        self.held: list[tuple[str, bytes]] = []
         self._next_offset = 0
         #: whether the core believed it led after the previous input (leader events, `flaky_leader`)
         self.was_leading = False
@@ -193,6 +197,8 @@ class SimNode:
             storage_epoch=self._make_rng(f"storage-epoch:{self.node_id}").randrange(1, 1 << 63),
         )
         self.paused_until_us = 0
+        self.missed_ticks = 0
+        self.held = []
         self.was_leading = False
         self.drain()
 
@@ -200,6 +206,7 @@ class SimNode:
         """Lose everything volatile; the durable image, incarnation, marks and positions stay."""
         self._rejected_before = self.rejected()
         self.executor = None
+        self.held = []  # what a stalled process had not read yet dies with it
         self.state_machine = KvStateMachine(self._max_sessions)
 
     def rejected(self) -> dict[str, int]:
@@ -223,6 +230,18 @@ class SimNode:
         executor = self.executor
         assert executor is not None
         executor.tick()
+        self.drain()
+
+    def resume(self, replayed: int, skipped: int) -> None:
+        """The end of a pause, as a runtime whose event loop stalled handles it: the ticks it will not
+        replay are skipped and the core told (`skip_ticks`, for cores that keep time, such as Raft's
+        lease), then `replayed` ticks, all before the deliveries that waited."""
+        executor = self.executor
+        assert executor is not None
+        self.missed_ticks = 0
+        executor.skip_ticks(skipped)
+        for _ in range(replayed):
+            executor.tick()
         self.drain()
 
     # -- carrying out work --------------------------------------------------------------------------

@@ -33,12 +33,16 @@ class NetworkStats:
 @dataclass(frozen=True, slots=True)
 class Partition:
     """Endpoints on `side_b` cannot exchange messages with the rest; if `one_way`, only messages from
-    the rest to `side_b` are lost (the other direction still flows)."""
+    the rest to `side_b` are lost (the other direction still flows). Endpoints in `exempt` (clients,
+    when only nodes are split) reach both sides."""
 
     side_b: frozenset[str]
     one_way: bool
+    exempt: frozenset[str] = frozenset()
 
     def blocks(self, source: str, destination: str) -> bool:
+        if source in self.exempt or destination in self.exempt:
+            return False
         src_b = source in self.side_b
         if src_b == (destination in self.side_b):
             return False

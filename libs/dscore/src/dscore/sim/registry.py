@@ -25,10 +25,10 @@ from typing import Any
 from dscore.core.errors import ConfigError
 from dscore.protocols.gossip import GossipCore
 from dscore.protocols.noop import NoopCore
-from dscore.protocols.raft import RaftConfig, RaftNode
+from dscore.protocols.raft import RaftConfig, RaftNode, ReadOnlyOption, max_tick_drift
 from dscore.protocols.sequencer import SequencerCore
 from dscore.sim.adapter import CoreOptions, ProtocolAdapter
-from dscore.sim.config import SimConfig
+from dscore.sim.config import DEPLOYMENT_TICK_DRIFT, SimConfig
 from dscore.sim.gossip_invariants import gossip_invariants
 from dscore.sim.host import ExecutorFactory
 from dscore.sim.raft_invariants import raft_invariants
@@ -61,10 +61,16 @@ def protocol_names() -> tuple[str, ...]:
 def swarm(seed: int, protocol: str = "sequencer", **options: Any) -> SimConfig:
     """`SimConfig.swarm` with the protocol's own settings drawn too (see `ProtocolAdapter.draw_options`)."""
     try:
-        draw = get_protocol(protocol).draw_options
+        adapter: ProtocolAdapter | None = get_protocol(protocol)
     except ConfigError:
-        draw = None  # a protocol only a test's adapter knows: nothing to draw
-    return SimConfig.swarm(seed, protocol, draw_core_options=draw, **options)
+        adapter = None  # a protocol only a test's adapter knows: nothing to draw
+    return SimConfig.swarm(
+        seed,
+        protocol,
+        draw_core_options=adapter.draw_options if adapter is not None else None,
+        max_tick_drift=adapter.max_tick_drift if adapter is not None else None,
+        **options,
+    )
 
 
 def run_simulation(
@@ -104,9 +110,10 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             name="raft",
             make_core=RaftNode.factory(),
             make_invariants=raft_invariants,
-            description="Raft with pre-vote, check-quorum, ReadIndex reads and snapshots",
+            description="Raft with pre-vote, check-quorum, ReadIndex and lease reads, and snapshots",
             draw_options=draw_raft_options,
             configure=lambda options: RaftNode.factory(raft_config(options)),
+            max_tick_drift=raft_max_tick_drift,
         ),
         ProtocolAdapter(
             name="sequencer",
@@ -134,21 +141,82 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
 
 
 def draw_raft_options(rng: random.Random) -> dict[str, int | bool | str]:
-    """Half the seeds run Raft's defaults; the rest small batches and windows, where followers catch up
-    over many appends and probe/replicate transitions are frequent (the Figure 8 interleaving needs a
-    follower that catches up over several appends, which a 512-entry batch almost never produces)."""
+    """Every Raft setting users can set (`dscore.settings.RaftSettings`), drawn per seed; valid
+    combinations only (`raft_config` builds the `RaftConfig`, which refuses the rest).
+
+    About half the seeds keep each default, so defaults stay well covered and every combination of
+    departures from them is met too (swarm testing): other election timeouts (3, 5, 20 ticks) and
+    heartbeat periods (up to one tick short of the timeout); pre-vote and check-quorum off; lease reads in
+    two thirds of the runs that keep check-quorum (with the default lease or any `lease_ticks` below the
+    timeout; lease bugs also need a stalled leader, so they get more of the seeds); small batches and
+    windows, where followers catch up over many appends and probe/replicate transitions are frequent
+    (the Figure 8 interleaving needs a follower that catches up over several appends, which a 512-entry
+    batch almost never produces); byte limits that cut batches; snapshots sent in many small chunks."""
     options: dict[str, int | bool | str] = {}
-    if rng.random() < 0.5:
-        options["max_entries_per_msg"] = rng.choice((1, 2, 4))
-    if rng.random() < 0.25:
-        options["max_inflight_msgs"] = rng.choice((1, 4))
+    # Every value is drawn whether or not it is used, so one switch never shifts the draws after it.
+    election = rng.choice((3, 5, 20))
+    heartbeat_pick = rng.random()
+    pre_vote = rng.random() < 0.75
+    check_quorum = rng.random() < 0.75
+    lease = rng.random() < 2 / 3
+    lease_pick = rng.random()
+    entries = rng.choice((1, 2, 4))
+    inflight = rng.choice((1, 4))
+    message_bytes = rng.choice((1, 200, 2_000))
+    chunk_bytes = rng.choice((64, 256, 4_096))
+    switches = [rng.random() for _ in range(6)]
+    if switches[0] < 0.5:
+        options["election_timeout_ticks"] = election
+    else:
+        election = RaftConfig().election_timeout_ticks
+    if heartbeat_pick >= 0.5:
+        # 2 ticks, half the timeout, or one tick short of it (the slowest valid heartbeat)
+        choices = (2, election // 2, election - 1)
+        options["heartbeat_ticks"] = max(1, choices[int((heartbeat_pick - 0.5) * 6) % 3])
+    if not pre_vote:
+        options["pre_vote"] = False
+    if not check_quorum:
+        options["check_quorum"] = False
+    elif lease:  # leases need check-quorum (leader stickiness)
+        options["read_only_option"] = ReadOnlyOption.LEASE.value
+        if lease_pick < 0.5:
+            # any lease shorter than the timeout; the longest leave no room for drift at all
+            options["lease_ticks"] = 1 + int((lease_pick / 0.5) * (election - 1)) % (election - 1)
+    if switches[1] < 0.5:
+        options["max_entries_per_msg"] = entries
+    if switches[2] < 0.25:
+        options["max_inflight_msgs"] = inflight
+    if switches[3] < 0.2:
+        options["max_bytes_per_msg"] = message_bytes
+    if switches[4] < 0.3:
+        options["snapshot_chunk_bytes"] = chunk_bytes
     return options
 
 
 def raft_config(options: CoreOptions) -> RaftConfig:
-    """Raft's default settings with `options` replaced (unknown names are a `ConfigError`)."""
+    """Raft's default settings with `options` replaced (unknown names are a `ConfigError`; the read
+    option may be given by its value, as in the environment: `read_only_option="lease"`)."""
     base = RaftConfig()
     unknown = set(options) - set(RaftConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"unknown raft settings: {', '.join(sorted(unknown))}")
-    return replace(base, **options)  # type: ignore[arg-type]
+    values: dict[str, Any] = dict(options)
+    read_option = values.get("read_only_option")
+    if isinstance(read_option, str):
+        try:
+            values["read_only_option"] = ReadOnlyOption(read_option)
+        except ValueError:
+            raise ConfigError(f"unknown read_only_option {read_option!r}") from None
+    return replace(base, **values)
+
+
+def raft_max_tick_drift(options: CoreOptions) -> float:
+    """How far nodes' tick rates may drift apart under these Raft settings: the deployment bound (12.5%,
+    `dscore.settings`), or less if a lease is configured that tolerates less
+    (`dscore.protocols.raft.readonly.max_tick_drift`: (election_timeout_ticks - 1) / lease_ticks - 1)."""
+    config = raft_config(options)
+    if config.read_only_option is not ReadOnlyOption.LEASE:
+        return DEPLOYMENT_TICK_DRIFT
+    return min(
+        DEPLOYMENT_TICK_DRIFT, max_tick_drift(config.election_timeout_ticks, config.effective_lease_ticks)
+    )

@@ -8,7 +8,8 @@ Nothing is ever iterated in set order.
 
 A run:
 
-1. nodes start (each ticks every `tick_us`, with a per-node phase), clients start their workload;
+1. nodes start (each ticks every `tick_us * (1 + d_i)`, with a per-node phase and drift d_i drawn within
+   `SimConfig.tick_drift`), clients start their workload;
 2. until `faults.end_fraction` of `duration_ticks`, faults are injected (crashes and restarts, pauses,
    partitions and heals by timers; omission, timing, duplication and corruption by the network; the
    flaky-leader cut by leader events that hosts report, see `Simulation.leader_event`);
@@ -41,7 +42,7 @@ from dscore.core.ids import NodeId
 from dscore.replica.executor import Executor, ExecutorConfig
 from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.client import SimClient
-from dscore.sim.config import NetworkModel, ReadMode, SimConfig
+from dscore.sim.config import NetworkModel, ReadMode, SimConfig, draw_node_drifts
 from dscore.sim.host import CRASH_POINTS, ExecutorFactory, SimNode
 from dscore.sim.kernel import Kernel, QueueFull
 from dscore.sim.network import Isolation, Partition, SimNetwork
@@ -60,6 +61,7 @@ _FAULTS_END = 8
 _WORKLOAD_END = 9
 _DRAIN_CHECK = 10
 _REJOIN = 11
+_RESUME = 12
 
 
 class SimulationFailure(Exception):
@@ -175,8 +177,14 @@ class Simulation:
         cluster_settings = {
             "cluster_id": f"sim-{config.seed}",
             "protocol": adapter.name,
+            "max_sessions": str(config.max_sessions),
             **{f"{adapter.name}.{name}": str(value) for name, value in config.core_options},
         }
+        #: each node's drift and tick period (its own clock runs slow by that fraction)
+        self.tick_drifts = draw_node_drifts(kernel.stream("drift"), config.nodes, config.tick_drift)
+        self.tick_periods_us = tuple(
+            config.tick_us + int(config.tick_us * drift) for drift in self.tick_drifts
+        )
         self.nodes: dict[NodeId, SimNode] = {}
         for index, node_id in enumerate(node_ids):
             self.nodes[node_id] = SimNode(
@@ -187,6 +195,7 @@ class Simulation:
                 make_core=self.make_core,
                 make_rng=kernel.stream,
                 config=executor_config,
+                max_sessions=config.max_sessions,
                 make_executor=make_executor or Executor,
                 auth_key=self.auth_key,
                 cluster_settings=cluster_settings,
@@ -220,6 +229,9 @@ class Simulation:
         # Its own stream, so that turning it on leaves every other fault's draws where they were.
         self._leader_rng = kernel.stream("flaky-leader")
         self._crash_point_rng = kernel.stream("crash-points")
+        self._partition_clients_rng = kernel.stream("partition-clients")
+        self._pause_leader_rng = kernel.stream("pause-leader")
+        self._resume_order_rng = kernel.stream("resume-order")
         self._isolation_serial = 0
         self.accepting_ops = True
         self._partition_serial = 0
@@ -240,6 +252,10 @@ class Simulation:
         return len(self.clients)
 
     @property
+    def requests_may_duplicate(self) -> bool:
+        return self.config.faults.duplicate_probability > 0
+
+    @property
     def new_applies(self) -> Sequence[AppliedEntry]:
         return self._new_applies
 
@@ -253,7 +269,7 @@ class Simulation:
             self.trace(f"lost {source}>{destination} {label}")
             return
         for at_us, payload in deliveries:
-            self._push(at_us, _DELIVER, destination, payload)
+            self._push(at_us, _DELIVER, destination, (source, payload))
         self.trace(f"send {source}>{destination} {label} at={','.join(str(at) for at, _ in deliveries)}")
 
     def leader_event(self, node_id: NodeId, *, took_lead: bool) -> None:
@@ -351,7 +367,9 @@ class Simulation:
         self.trace(
             f"start seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
             f"clients={len(self.clients)} network={config.network.model.value} gst={self.gst_us} "
-            f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup}"
+            f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup} sessions={config.max_sessions}"
+            f" tick_periods_us={','.join(str(p) for p in self.tick_periods_us)}"
+            f"{' slow-leader-clock' if config.slow_leader_clock and config.tick_drift > 0 else ''}"
             + "".join(f" {name}={value}" for name, value in self._applied_core_options())
         )
         phase_rng = self._kernel.stream("phase")
@@ -386,7 +404,10 @@ class Simulation:
         by_id = self.nodes
         clients = self._clients_by_id
         max_events = self.config.max_events
-        tick_us = self.config.tick_us
+        periods = self.tick_periods_us
+        slow_leader = self.config.slow_leader_clock and self.config.tick_drift > 0
+        fastest = self.config.tick_us
+        slowest = fastest + int(fastest * self.config.tick_drift)
         while queue and not self._done:
             at_us, _, kind, a, b = heappop(queue)
             kernel.now_us = at_us
@@ -396,26 +417,30 @@ class Simulation:
             if kind == _DELIVER:
                 node = by_id.get(a)
                 if node is None:
-                    clients[a].receive(b)
+                    clients[a].receive(b[1])
                     continue  # clients hold no protocol state: nothing for invariants to see
                 if node.executor is None:
                     self.network.stats.dropped_down += 1
                     self.trace(f"drop-down {a}")
                     continue
                 if node.paused_until_us > at_us:
-                    self._push(node.paused_until_us, _DELIVER, a, b)
+                    node.held.append(b)  # read when it resumes (see `_RESUME`)
                     continue
                 self.network.stats.delivered += 1
-                node.receive(b)
+                node.receive(b[1])
             elif kind == _TICK:
                 node = nodes[a]
                 if node.executor is None or node.incarnation != b:
                     continue  # a tick of a crashed incarnation
+                if slow_leader:  # the worst case the bound allows: a slowest leader, fastest followers
+                    leads = node.executor.core.leader_id == node.node_id
+                    self._push(at_us + (slowest if leads else fastest), _TICK, a, b)
+                else:
+                    self._push(at_us + periods[a], _TICK, a, b)
                 if node.paused_until_us > at_us:
-                    self._push(node.paused_until_us, _TICK, a, b)
+                    node.missed_ticks += 1  # the stalled process misses it (see `_RESUME`)
                     continue
                 node.tick()
-                self._push(at_us + tick_us, _TICK, a, b)
             elif kind == _CLIENT_TIMER:
                 self.clients[a].on_timer(b)
                 continue
@@ -482,11 +507,43 @@ class Simulation:
             ]
             if candidates:
                 node = rng.choice(candidates)
+                # Most pauses stall the leader (its own stream: no other draw moved): a leader that
+                # stalls while the others elect a new one is what tests a lease's clock.
+                if self._pause_leader_rng.random() < 0.8:
+                    leaders = [n for n in candidates if n.core is not None and n.core.leader_id == n.node_id]
+                    if leaders:
+                        node = self._pause_leader_rng.choice(leaders)
                 low, high = plan.pause_ticks
                 node.paused_until_us = self.now_us + rng.randint(low, high) * tick_us
+                node.missed_ticks = 0
+                # Before any delivery held back during the pause: a resumed runtime counts the ticks
+                # that are due before it hands the core what arrived meanwhile.
+                self._push(node.paused_until_us, _RESUME, node.index, node.incarnation)
                 self.count("pauses")
                 self.trace(f"pause {node.node_id} until={node.paused_until_us}")
             self._push(self._next_fault_us(plan.pause_interval_ticks), _PAUSE_TIMER, None, None)
+        elif kind == _RESUME:
+            node = self._node_list[a]
+            if node.executor is not None and node.incarnation == b:
+                missed = node.missed_ticks
+                replayed = min(missed, config.max_catchup_ticks)
+                node.resume(replayed, missed - replayed)
+                # A resumed process reads what queued up on its connections one connection at a time,
+                # in no particular order: each sender's messages in order, but a client's request sent
+                # late may come before a peer's message sent early. Seeded; all after the ticks above.
+                held = node.held
+                node.held = []
+                queues: dict[str, list[tuple[str, bytes]]] = {}
+                for delivery in held:
+                    queues.setdefault(delivery[0], []).append(delivery)
+                order = list(queues)
+                self._resume_order_rng.shuffle(order)
+                for source in order:
+                    for delivery in queues[source]:
+                        self._push(self.now_us, _DELIVER, node.node_id, delivery)
+                self.trace(
+                    f"resume {node.node_id} replayed={replayed} skipped={missed - replayed} held={len(held)}"
+                )
         elif kind == _FAULTS_END:
             self.faults_active = False
             self.watch_leaders = False
@@ -561,14 +618,24 @@ class Simulation:
             if rng.random() < 0.5:
                 side_b.add(client_id)
         one_way = rng.random() < plan.one_way_probability
-        self.network.partition = Partition(frozenset(side_b), one_way)
+        # Half the partitions split only the nodes, and every client reaches both sides (as Jepsen's
+        # clients do): a leader cut off from its peers then still answers clients, which is where a
+        # deposed leader that does not know it yet serves stale reads. Its own stream: no other draw moved.
+        exempt: frozenset[str] = frozenset()
+        if self._partition_clients_rng.random() < 0.5:
+            exempt = frozenset(self._clients_by_id)
+            side_b -= exempt
+        self.network.partition = Partition(frozenset(side_b), one_way, exempt)
         self._partition_serial += 1
         low, high = plan.partition_ticks
         self._push(
             self.now_us + rng.randint(low, high) * self.config.tick_us, _HEAL, self._partition_serial, None
         )
         self.count("partitions")
-        self.trace(f"partition {'one-way ' if one_way else ''}{','.join(sorted(side_b))}")
+        self.trace(
+            f"partition {'one-way ' if one_way else ''}{'nodes-only ' if exempt else ''}"
+            f"{','.join(sorted(side_b))}"
+        )
 
     def _converged(self) -> bool:
         nodes = self._node_list

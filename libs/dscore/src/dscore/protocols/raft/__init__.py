@@ -45,6 +45,7 @@ from dscore.protocols.raft.messages import (
 )
 from dscore.protocols.raft.node import RaftFactory, RaftNode, Role
 from dscore.protocols.raft.progress import Progress, ProgressState
+from dscore.protocols.raft.readonly import max_tick_drift
 
 __all__ = [
     "AppendEntries",
@@ -67,4 +68,5 @@ __all__ = [
     "TimeoutNow",
     "VoteRequest",
     "VoteResponse",
+    "max_tick_drift",
 ]

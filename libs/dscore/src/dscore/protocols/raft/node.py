@@ -378,6 +378,19 @@ class RaftNode:
         if self._election_elapsed >= self._randomized_timeout and self._id in self._tracker.voter_set:
             self.campaign()
 
+    def skip_ticks(self, count: int) -> None:
+        """The driver stalled (GC, CPU starvation, a pause) and drops `count` ticks it will not replay
+        (the runtime replays at most `max_catchup_ticks` of the ticks a stall made it miss).
+
+        Time went on all the same, so the clock leases are measured with moves on by `count`: a lease
+        earned before the stall then ends when it would have (a leader that counted only the replayed
+        ticks would believe in its lease long after its followers' stickiness ran out and a new leader
+        could be serving writes). No timeout fires: a follower does not campaign, and a leader does not
+        step down by check-quorum, because its own process was slow. Produces no `Ready`."""
+        if type(count) is not int or count < 0:
+            raise LocalError(f"skip_ticks needs a count >= 0, got {count!r}")
+        self._ticks += count
+
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1

@@ -27,6 +27,15 @@ rate by more than `(election_timeout_ticks - 1) / lease_ticks - 1` (12.5% with t
 The lease is always shorter than the minimum election timeout (`lease_ticks < election_timeout_ticks`).
 A leader stops serving lease reads for the rest of its term once it starts a leadership transfer (a
 TimeoutNow bypasses stickiness), and re-earns its lease after a configuration change.
+`max_tick_drift(election_timeout_ticks, lease_ticks)` is that bound; the simulator draws per-node tick
+rates within it (`dscore.sim`), and shows lease reads break beyond it while ReadIndex reads do not.
+
+The lease counts ticks, so every tick that passes in real time must be counted, stalls included: a
+driver that stalled (GC, CPU starvation) and replays only some of the ticks it missed must tell the core
+how many it dropped (`RaftNode.skip_ticks`), and must count the ticks due *before* it hands the core the
+messages and reads that arrived meanwhile. A leader that missed 50 ticks and counted 2 would hold its
+lease 48 ticks too long, while its followers' stickiness ran out on time and a new leader served
+writes (the simulator's `pause` fault finds that; see `tests/sim/test_sim_lease.py`).
 """
 
 from __future__ import annotations
@@ -35,7 +44,15 @@ from collections import deque
 
 from dscore.protocols.contract import ReadState
 
-__all__ = ["ReadOnly"]
+__all__ = ["ReadOnly", "max_tick_drift"]
+
+
+def max_tick_drift(election_timeout_ticks: int, lease_ticks: int) -> float:
+    """The largest drift in tick rate between two nodes that a lease of `lease_ticks` tolerates: the
+    leader's `lease_ticks` ticks must not outlast `election_timeout_ticks - 1` ticks of any voter (see the
+    module doc). 0.125 with the defaults (10 and 8); 0 (no drift at all) for the longest lease,
+    `election_timeout_ticks - 1`."""
+    return (election_timeout_ticks - 1) / lease_ticks - 1
 
 
 class ReadOnly:
