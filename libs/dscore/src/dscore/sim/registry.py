@@ -25,12 +25,14 @@ from typing import Any
 from dscore.core.errors import ConfigError
 from dscore.protocols.gossip import GossipCore
 from dscore.protocols.noop import NoopCore
+from dscore.protocols.paxos import PaxosConfig, PaxosNode
 from dscore.protocols.raft import RaftConfig, RaftNode
 from dscore.protocols.sequencer import SequencerCore
 from dscore.sim.adapter import CoreOptions, ProtocolAdapter
 from dscore.sim.config import SimConfig
 from dscore.sim.gossip_invariants import gossip_invariants
 from dscore.sim.host import ExecutorFactory
+from dscore.sim.paxos_invariants import paxos_invariants
 from dscore.sim.raft_invariants import raft_invariants
 from dscore.sim.sequencer_invariants import sequencer_invariants
 from dscore.sim.simulator import SimResult, Simulation
@@ -109,6 +111,14 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             configure=lambda options: RaftNode.factory(raft_config(options)),
         ),
         ProtocolAdapter(
+            name="paxos",
+            make_core=PaxosNode.factory(),
+            make_invariants=paxos_invariants,
+            description="Multi-Paxos: stable leader, pipelined phase 2, read quorum rounds, snapshots",
+            draw_options=draw_paxos_options,
+            configure=lambda options: PaxosNode.factory(paxos_config(options)),
+        ),
+        ProtocolAdapter(
             name="sequencer",
             make_core=SequencerCore,
             make_invariants=sequencer_invariants,
@@ -152,3 +162,22 @@ def raft_config(options: CoreOptions) -> RaftConfig:
     if unknown:
         raise ConfigError(f"unknown raft settings: {', '.join(sorted(unknown))}")
     return replace(base, **options)  # type: ignore[arg-type]
+
+
+def draw_paxos_options(rng: random.Random) -> dict[str, int | bool | str]:
+    """Half the seeds run Paxos's defaults; the rest tiny windows and one-entry messages (many slots in
+    flight out of order, holes for a new leader to fill, catch-up over many `Learn`s)."""
+    options: dict[str, int | bool | str] = {}
+    if rng.random() < 0.5:
+        options["max_entries_per_msg"] = rng.choice((1, 2, 4))
+    if rng.random() < 0.25:
+        options["window_slots"] = rng.choice((1, 4))
+    return options
+
+
+def paxos_config(options: CoreOptions) -> PaxosConfig:
+    """Paxos's default settings with `options` replaced (unknown names are a `ConfigError`)."""
+    unknown = set(options) - set(PaxosConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown paxos settings: {', '.join(sorted(unknown))}")
+    return replace(PaxosConfig(), **options)  # type: ignore[arg-type]
