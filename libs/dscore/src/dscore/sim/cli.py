@@ -128,8 +128,10 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
 
 
 def _run(args: argparse.Namespace, config: SimConfig) -> SimResult:
-    make_executor = planted(args.plant).make_executor if args.plant else None
-    return run_simulation(config=config, make_executor=make_executor)
+    bug = planted(args.plant) if args.plant else None
+    if bug is None:
+        return run_simulation(config=config)
+    return run_simulation(config=config, make_executor=bug.make_executor, adapter=bug.adapter)
 
 
 def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, verbose: bool) -> int:

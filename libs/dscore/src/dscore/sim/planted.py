@@ -20,6 +20,13 @@ Executor bugs (protocol: raft):
 - `unknown_as_not_leader`: a command pending on a leader that lost the lead is answered NOT_LEADER ("no
   effect") instead of UNKNOWN, though the next leader may still commit it. Caught by the linearizability
   check when a client records `fail` for a write that took effect.
+
+Core bugs (the protocol core is swapped, through `PlantedBug.adapter`):
+
+- `paxos_accept_without_quorum` (protocol: paxos): the leader takes a value as chosen once one acceptor
+  fewer than a majority accepted it (itself alone in a cluster of three). Caught by `PaxosSafety` (a
+  later leader's phase 1 misses the value and a majority chooses another at that slot), by state-machine
+  safety, or by the linearizability check (an acknowledged write lost).
 """
 
 from __future__ import annotations
@@ -28,8 +35,12 @@ from dataclasses import dataclass
 
 from dscore.core.client_messages import ClientResponse, Outcome
 from dscore.core.errors import ConfigError
+from dscore.protocols.paxos import PaxosNode
 from dscore.replica.executor import Executor, Work, _PendingEntry, _Waiter
+from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.host import ExecutorFactory
+from dscore.sim.paxos_invariants import paxos_invariants
+from dscore.sim.registry import paxos_config
 
 
 class ApplyBeforePersist(Executor):
@@ -69,12 +80,21 @@ class UnknownAsNotLeader(Executor):
             )
 
 
+class AcceptWithoutQuorum(PaxosNode):
+    """Broken on purpose: phase 2 ends one acceptor short of a majority (at least the leader itself)."""
+
+    def _is_chosen(self, acceptors: int) -> bool:
+        return acceptors >= max(1, self.quorum - 1)
+
+
 @dataclass(frozen=True, slots=True)
 class PlantedBug:
     name: str
     protocol: str
     description: str
     make_executor: ExecutorFactory | None = None
+    #: a broken protocol core: the adapter the run uses instead of the registered one
+    adapter: ProtocolAdapter | None = None
 
 
 PLANTED: dict[str, PlantedBug] = {
@@ -103,6 +123,18 @@ PLANTED: dict[str, PlantedBug] = {
             "raft",
             "a leader that loses the lead answers its pending commands 'no effect' instead of 'unknown'",
             UnknownAsNotLeader,
+        ),
+        PlantedBug(
+            "paxos_accept_without_quorum",
+            "paxos",
+            "the Paxos leader takes a value as chosen one acceptor short of a majority",
+            adapter=ProtocolAdapter(
+                name="paxos",
+                make_core=AcceptWithoutQuorum.factory(),
+                make_invariants=paxos_invariants,
+                description="Multi-Paxos choosing without a majority (planted bug)",
+                configure=lambda options: AcceptWithoutQuorum.factory(paxos_config(options)),
+            ),
         ),
     )
 }
