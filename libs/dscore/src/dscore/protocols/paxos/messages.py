@@ -7,6 +7,7 @@ order of its fields are its wire format. Names follow Lamport's phases ("Paxos M
   per leadership, "Paxos Made Simple" 3); `Promise` (1b) reports the acceptor's chosen prefix and every
   value it accepted above it, each with its ballot (`CHOSEN` for values it knows are chosen);
 - phase 2: `Accept` (2a) carries values for some slots; `Accepted` (2b) lists the slots accepted;
+- `Probe` / `ProbeReply`: before phase 1, would a majority promise a higher ballot at all?
 - `Nack`: a ballot below the acceptor's promise was refused (the proposer is preempted);
 - learning: `Accept` and `Heartbeat` carry the leader's commit index (its chosen prefix); a node that
   cannot tell the values from its own accepts asks any peer that has them with `CatchUp` and gets
@@ -37,6 +38,8 @@ __all__ = [
     "Nack",
     "PaxosHardState",
     "Prepare",
+    "Probe",
+    "ProbeReply",
     "Promise",
     "PromisedSlot",
     "SnapshotOffer",
@@ -62,6 +65,25 @@ class Prepare:
     ballot: int
     #: the proposer's chosen prefix + 1: report every accepted value from here on
     from_slot: int
+
+
+@message("paxos.probe")
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Would you promise `ballot`? Asked before phase 1, changing nothing (Raft's pre-vote, 9.6 of
+    Ongaro's dissertation, in Paxos terms): a node cut off from the leader cannot raise everyone's
+    promises and depose a leader the others still hear."""
+
+    ballot: int
+
+
+@message("paxos.probe_reply")
+@dataclass(frozen=True, slots=True)
+class ProbeReply:
+    ballot: int
+    granted: bool
+    #: the replier's promise (a prober whose rounds are behind probes higher next time)
+    promised: int
 
 
 @message("paxos.promised_slot")

@@ -13,11 +13,13 @@ peer, by chosen values or a snapshot), snapshots that truncate the log, and dura
 before any message that depends on it (promises and accepts are in the `Ready` that carries the reply).
 
 Leadership: a follower that hears nothing from a leader for a randomized timeout (drawn from the
-injected rng) starts phase 1 with a ballot above every round it has seen; a proposer refused by an
-acceptor's higher promise (`Nack`) steps down and backs off for a fresh randomized timeout. A follower
-that heard from its leader within the election timeout ignores other proposers' `Prepare` (stickiness,
-as Raft's check-quorum), and a leader that has not heard from a majority for an election timeout steps
-down; both keep one partitioned node from deposing a working leader over and over.
+injected rng) first asks whether a majority would promise a higher ballot (`Probe`, which changes
+nothing anywhere: Raft's pre-vote), then starts phase 1 with a ballot above every round it has seen; a
+proposer refused by an acceptor's higher promise (`Nack`) steps down and backs off for a fresh
+randomized timeout. A node that heard from its leader within the election timeout, and the leader
+itself, refuse probes and ignore other proposers' `Prepare` (stickiness, as Raft's check-quorum); a
+leader that has not heard from a majority for an election timeout steps down. Together they keep a node
+that was cut off from deposing a working leader when it comes back.
 
 Learning: every `Accept` and `Heartbeat` carries the leader's commit index; a node marks chosen the slots
 up to it that it accepted at the leader's ballot (the leader proposes one value per slot per ballot).
@@ -67,6 +69,8 @@ from dscore.protocols.paxos.messages import (
     Nack,
     PaxosHardState,
     Prepare,
+    Probe,
+    ProbeReply,
     Promise,
     PromisedSlot,
     SnapshotOffer,
@@ -79,6 +83,8 @@ __all__ = ["PaxosFactory", "PaxosNode", "Role"]
 
 class Role(enum.Enum):
     FOLLOWER = "follower"
+    #: asking whether a majority would promise a higher ballot (`Probe`) before phase 1
+    PRE_CANDIDATE = "pre_candidate"
     #: running phase 1 (and catching up to the promises' chosen prefix before proposing)
     CANDIDATE = "candidate"
     LEADER = "leader"
@@ -92,8 +98,8 @@ class PaxosNode:
 
     `counters` (reason -> count): dropped input `misrouted`, `from_self`, `non_member`, `invalid`,
     `unknown_message`, `stale_ballot` (answered with a `Nack`), `prepare_in_lease` (stickiness),
-    `beyond_open_slots`; events `phase1_started`, `phase1_won`, `preempted`, `check_quorum_step_down`,
-    `catch_up_requested`, `snapshot_sent`, `snapshot_installed`.
+    `beyond_open_slots`; events `probe_started`, `phase1_started`, `phase1_won`, `preempted`,
+    `check_quorum_step_down`, `catch_up_requested`, `snapshot_sent`, `snapshot_installed`.
     """
 
     def __init__(
@@ -131,8 +137,10 @@ class PaxosNode:
         self._ballot = NO_BALLOT
         self._elapsed = 0
         self._timeout = self._et
-        # candidate: promises by acceptor (ours is implicit)
+        # candidate: promises by acceptor (ours is implicit); pre-candidate: the probed ballot and grants
         self._promises: dict[NodeId, Promise] = {}
+        self._probe_ballot = NO_BALLOT
+        self._probe_grants: set[NodeId] = set()
         # catch-up: the peer to ask and the chosen prefix to reach
         self._catch_up_from: NodeId | None = None
         self._catch_up_to = 0
@@ -187,9 +195,15 @@ class PaxosNode:
         return self._promised
 
     @property
+    def term(self) -> int:
+        """The protocol's epoch, as drivers read it (status, "the leader of the highest term"): the
+        highest ballot promised. A deposed leader's is below its successor's."""
+        return self._promised
+
+    @property
     def ballot(self) -> int:
         """Our own ballot while candidate or leader (0 otherwise)."""
-        return self._ballot if self._role is not Role.FOLLOWER else NO_BALLOT
+        return self._ballot if self._role in (Role.CANDIDATE, Role.LEADER) else NO_BALLOT
 
     @property
     def commit_index(self) -> int:
@@ -272,7 +286,7 @@ class PaxosNode:
                 if peer not in self._promises:
                     self._send(peer, prepare)
         if self._elapsed >= self._timeout:
-            self._start_phase1()
+            self._start_probe()
 
     def _tick_leader(self) -> None:
         config = self.config
@@ -300,7 +314,7 @@ class PaxosNode:
     # -- roles --------------------------------------------------------------------------------------
 
     def _become_follower(self, leader: NodeId | None) -> None:
-        if self._role is not Role.FOLLOWER:
+        if self._role in (Role.CANDIDATE, Role.LEADER):
             self._reads.reset()
             self._votes = {}
             self._promises = {}
@@ -308,6 +322,27 @@ class PaxosNode:
         self._role = Role.FOLLOWER
         self._leader = leader
         self._reset_timer()
+
+    def _sticky(self, proposer: NodeId) -> bool:
+        """Whether we stand by a live leader against `proposer`: we lead, or heard from our leader within
+        the election timeout."""
+        if self._role is Role.LEADER:
+            return True
+        return self._leader not in (None, proposer) and self._elapsed < self._et
+
+    def _start_probe(self) -> None:
+        if self._role is Role.CANDIDATE:
+            self._become_follower(None)
+        self._count("probe_started")
+        self._role = Role.PRE_CANDIDATE
+        self._leader = None
+        self._probe_ballot = self._ballots.make(self._max_round + 1, self._id)
+        self._probe_grants = set()
+        self._reset_timer()
+        if self._quorum <= 1:
+            self._start_phase1()
+            return
+        self._broadcast(Probe(self._probe_ballot))
 
     def _start_phase1(self) -> None:
         """Phase 1a for every slot from our chosen prefix on, with a ballot above every round seen."""
@@ -523,6 +558,21 @@ class PaxosNode:
                 self._count("invalid")
             else:
                 self._on_prepare(src, m)
+        elif isinstance(m, Probe):
+            if not owned(m.ballot, src):
+                self._count("invalid")
+            else:
+                granted = m.ballot > self._promised and not self._sticky(src)
+                self._send(src, ProbeReply(m.ballot, granted, self._promised))
+        elif isinstance(m, ProbeReply):
+            if not self._ballots.valid(m.ballot) or m.promised < 0 or m.promised >= CHOSEN:
+                self._count("invalid")
+            else:
+                self._max_round = max(self._max_round, Ballots.round_of(m.promised))
+                if self._role is Role.PRE_CANDIDATE and m.ballot == self._probe_ballot and m.granted:
+                    self._probe_grants.add(src)
+                    if len(self._probe_grants) + 1 >= self._quorum:
+                        self._start_phase1()
         elif isinstance(m, Promise):
             if not self._ballots.valid(m.ballot) or m.chosen < 0 or not _valid_promised(m.slots, m.ballot):
                 self._count("invalid")
@@ -588,7 +638,7 @@ class PaxosNode:
             self._refuse(src, m.ballot)
             return
         if m.ballot > self._promised:
-            if self._role is Role.FOLLOWER and self._leader not in (None, src) and self._elapsed < self._et:
+            if self._sticky(src):
                 self._count("prepare_in_lease")  # our leader is alive: do not help depose it
                 return
             self._raise_promise(m.ballot)
@@ -641,7 +691,11 @@ class PaxosNode:
 
     def _on_nack(self, m: Nack) -> None:
         self._max_round = max(self._max_round, Ballots.round_of(m.promised))
-        if self._role is not Role.FOLLOWER and m.ballot == self._ballot and m.promised > self._ballot:
+        if (
+            self._role in (Role.CANDIDATE, Role.LEADER)
+            and m.ballot == self._ballot
+            and m.promised > self._ballot
+        ):
             self._count("preempted")
             self._become_follower(None)  # backs off for a fresh randomized timeout
 
