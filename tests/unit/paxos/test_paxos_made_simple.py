@@ -174,3 +174,22 @@ def test_an_old_leader_nacked_by_a_majority_learns_of_the_higher_ballot() -> Non
     assert c.nodes["a"].role is Role.FOLLOWER and c.nodes["a"].counters["preempted"] == 1
     c.tick(3, nodes=["b", "c"])
     assert all(b"stale" not in c.sm[n] for n in IDS)
+
+
+def test_p2c_among_conflicting_promises_the_value_of_the_highest_ballot_wins() -> None:
+    node = PaxosNode("a", PaxosConfig(), random.Random(0), None, ("a", "b", "c", "d", "e"))
+    five = Ballots(("a", "b", "c", "d", "e"))
+    drain(node)
+    for _ in range(3):  # a third try: our ballot is in round 3
+        node.campaign()
+    drain(node)
+    ballot = node.ballot
+    low, high = five.make(1, "d"), five.make(2, "e")
+    old = LogEntry(1, low, EntryKind.NORMAL, b"old")
+    newer = LogEntry(1, high, EntryKind.NORMAL, b"newer")
+    node.step(env("b", "a", Promise(ballot, 0, (PromisedSlot(low, old),))))
+    assert node.role is Role.CANDIDATE  # two of five so far
+    node.step(env("c", "a", Promise(ballot, 0, (PromisedSlot(high, newer),))))
+    assert node.role is Role.LEADER
+    accepts = sent(drain(node), Accept)
+    assert accepts and all(a.entries == (newer,) for a in accepts)  # type: ignore[attr-defined]
