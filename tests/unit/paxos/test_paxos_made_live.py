@@ -40,6 +40,10 @@ IDS = ("a", "b", "c")
 B = Ballots(IDS)
 
 
+def value(slot: int) -> LogEntry:
+    return LogEntry(slot, B.make(1, "a"), EntryKind.NORMAL, b"")
+
+
 def image(c: Cluster, node: str) -> bytes:
     return codec.encode_value(c.sm[node])
 
@@ -196,11 +200,11 @@ def test_every_message_crosses_the_real_codec() -> None:
             "a",
             Accept(
                 B.make(1, "a"),
-                (LogEntry(2, 256, EntryKind.NORMAL, b""), LogEntry(1, 256, EntryKind.NORMAL, b"")),
+                (value(2), value(1)),
                 0,
             ),
             "invalid",
-        ),  # fmt: skip
+        ),
         (
             "a",
             Accept(B.make(1, "a"), (LogEntry(1, B.make(2, "a"), EntryKind.NORMAL, b""),), 0),
@@ -208,16 +212,14 @@ def test_every_message_crosses_the_real_codec() -> None:
         ),  # value from the future
         (
             "a",
-            Learn((LogEntry(1, 256, EntryKind.NORMAL, b""), LogEntry(3, 256, EntryKind.NORMAL, b""))),
+            Learn((value(1), value(3))),
             "invalid",
-        ),  # fmt: skip
+        ),
         (
             "c",
-            Promise(
-                B.make(1, "b"), 0, (PromisedSlot(B.make(2, "c"), LogEntry(1, 256, EntryKind.NORMAL, b"")),)
-            ),
+            Promise(B.make(1, "b"), 0, (PromisedSlot(B.make(2, "c"), value(1)),)),
             "invalid",
-        ),  # fmt: skip
+        ),
         ("a", HeartbeatAck(0, 0, 0), "invalid"),
         ("a", CatchUp(0), "invalid"),
         ("z", Heartbeat(B.make(1, "a"), 0, 0), "non_member"),
