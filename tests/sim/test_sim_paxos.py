@@ -160,3 +160,18 @@ def test_dscore_sim_runs_paxos_and_its_planted_bug_names_the_seed_to_replay(
     )
     assert code == 1 and f"FAIL seed={seed} protocol=paxos" in again
     assert run("--seed", "1", "--plant", "apply_before_persist")[0] == 2  # a raft bug, not a paxos one
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", range(CHUNKS, 5 * CHUNKS))
+def test_more_paxos_seeds_for_longer(chunk: int) -> None:
+    # `make test-slow`: 2000 further seeds, each 500 ticks long (2.5 times the `make test` runs).
+    results = [
+        run_simulation("paxos", seed, nodes=nodes_for(chunk), duration_ticks=500)
+        for seed in chunk_seeds(chunk)
+    ]
+    failures = [r.failure for r in results if not r.ok]
+    assert not failures, "\n".join(f or "" for f in failures)
+    assert all(
+        r.verdict == "LINEARIZABLE" and r.stats.ops_checked == r.stats.ops_invoked > 0 for r in results
+    )
