@@ -175,3 +175,25 @@ def test_more_paxos_seeds_for_longer(chunk: int) -> None:
     assert all(
         r.verdict == "LINEARIZABLE" and r.stats.ops_checked == r.stats.ops_invoked > 0 for r in results
     )
+
+
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_paxos_safety_alone_catches_choosing_without_a_quorum(nodes: int) -> None:
+    # The Paxos invariant by itself (no state-machine safety, no linearizability check): a value taken as
+    # chosen that no majority accepted, or two values chosen at one slot, from the durable states alone.
+    from dscore.sim.adapter import ProtocolAdapter
+    from dscore.sim.paxos_invariants import PaxosSafety
+    from dscore.sim.planted import AcceptWithoutQuorum
+
+    adapter = ProtocolAdapter(
+        name="paxos", make_core=AcceptWithoutQuorum.factory(), make_invariants=lambda: (PaxosSafety(),)
+    )
+    for seed in range(40):
+        result = run_simulation(
+            "paxos", seed, adapter=adapter, nodes=nodes, duration_ticks=DURATION_TICKS, check=False
+        )
+        if not result.ok:
+            assert result.failure is not None and "invariant violated" in result.failure
+            assert "paxos: two values" in result.failure
+            return
+    pytest.fail("PaxosSafety missed a Paxos that chooses without a majority")
