@@ -12,9 +12,21 @@
 
 from __future__ import annotations
 
-from paxos_harness import Cluster
+import random
 
-from dscore.protocols.paxos import Accept, Accepted, PaxosConfig, Prepare, Role
+from paxos_harness import Cluster, drain, env, sent
+
+from dscore.protocols.paxos import (
+    Accept,
+    Accepted,
+    Ballots,
+    PaxosConfig,
+    PaxosNode,
+    Prepare,
+    Probe,
+    ProbeReply,
+    Role,
+)
 
 IDS = ("a", "b", "c")
 
@@ -116,3 +128,37 @@ def test_a_resent_prepare_after_loss_still_completes_phase1() -> None:
     assert c.nodes["a"].role is Role.CANDIDATE and len(dropped) == 2
     c.tick(3, nodes=["a"])  # retry_ticks: the Prepare goes again
     assert c.nodes["a"].role is Role.LEADER
+
+
+def test_a_refused_probe_teaches_the_prober_the_rounds_it_missed() -> None:
+    node = PaxosNode("a", PaxosConfig(), random.Random(0), None, IDS)
+    drain(node)
+    for _ in range(40):
+        node.tick()
+        if node.role is Role.PRE_CANDIDATE:
+            break
+    probes = sent(drain(node), Probe)
+    assert probes and Ballots.round_of(probes[0].ballot) == 1  # type: ignore[attr-defined]
+    higher = Ballots(IDS).make(5, "c")
+    node.step(env("b", "a", ProbeReply(probes[0].ballot, False, higher)))  # type: ignore[attr-defined]
+    for _ in range(40):
+        node.tick()
+        again = sent(drain(node), Probe)
+        if again:
+            assert Ballots.round_of(again[0].ballot) == 6  # type: ignore[attr-defined]
+            return
+    raise AssertionError("no second probe")
+
+
+def test_a_probe_is_granted_once_the_leader_is_silent() -> None:
+    c = Cluster(IDS)
+    c.elect("b")
+    c.elect("c")  # rounds go up: c's ballot is in round 2
+    c.crash("c")
+    # a and b stop hearing from c; b's first probe is refused by a until a's timeout has passed too.
+    c.tick(25, nodes=["a", "b"])
+    leaders = c.leaders()
+    assert len(leaders) == 1 and leaders[0] in ("a", "b")
+    winner = c.nodes[leaders[0]]
+    assert winner.counters["probe_started"] >= 1 and winner.counters["phase1_won"] >= 1
+    assert winner.ballots.round_of(winner.ballot) == 3  # above every round seen, c's included

@@ -5,9 +5,10 @@ Moderately Complex"; engineering after Chandra, Griesemer and Redstone, "Paxos M
 never reads a clock (time is `tick()`s) and draws randomness only from the injected `random.Random`.
 
 What is implemented: a stable leader (distinguished proposer) with ballots (round, node); phase 1 once
-per leadership for every open slot; phase 2 per slot, pipelined within a window; learners told of chosen
-values by the commit index, catching up by chosen values or a snapshot; a new leader re-proposes what
-phase 1 reported and fills holes with no-ops; leadership by ballot preemption with randomized backoff;
+per leadership for every open slot, after a probe (pre-vote); phase 2 per slot, pipelined within a
+window; learners told of chosen values by the commit index, catching up by chosen values or a snapshot;
+a new leader re-proposes what phase 1 reported and fills holes with no-ops; leadership by ballot
+preemption with randomized backoff;
 heartbeats; linearizable reads by a read quorum round; snapshots and log truncation. Not implemented:
 membership changes (the membership is fixed at start).
 
@@ -35,6 +36,8 @@ from dscore.protocols.paxos.messages import (
     Nack,
     PaxosHardState,
     Prepare,
+    Probe,
+    ProbeReply,
     Promise,
     PromisedSlot,
     SnapshotOffer,
@@ -57,6 +60,8 @@ __all__ = [
     "PaxosHardState",
     "PaxosNode",
     "Prepare",
+    "Probe",
+    "ProbeReply",
     "Promise",
     "PromisedSlot",
     "Role",
