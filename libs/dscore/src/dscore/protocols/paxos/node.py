@@ -272,14 +272,14 @@ class PaxosNode:
     # -- inputs: time -------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        if self._role is Role.LEADER:
-            self._tick_leader()
-            return
-        self._elapsed += 1
         if self._catch_up_from is not None:
             self._catch_up_elapsed += 1
             if self._catch_up_elapsed >= self.config.retry_ticks:
                 self._request_catch_up()
+        if self._role is Role.LEADER:
+            self._tick_leader()
+            return
+        self._elapsed += 1
         if self._role is Role.CANDIDATE and self._elapsed % self.config.retry_ticks == 0:
             prepare = Prepare(self._ballot, self._log.chosen + 1)
             for peer in self._peers:
@@ -605,6 +605,7 @@ class PaxosNode:
             elif self._role is Role.LEADER and m.ballot == self._ballot:
                 self._heard.add(src)
                 self._reads.ack(src, m.round)
+                self._behind(src, m.chosen)
         elif isinstance(m, Nack):
             if not self._ballots.valid(m.ballot) or not self._ballots.valid(m.promised):
                 self._count("invalid")
@@ -672,6 +673,7 @@ class PaxosNode:
         if self._role is not Role.LEADER or m.ballot != self._ballot:
             return
         self._heard.add(src)
+        self._behind(src, m.chosen)
         votes = self._votes
         for slot in m.slots:
             voters = votes.get(slot)
@@ -713,6 +715,16 @@ class PaxosNode:
             self._catch_up_to = max(self._catch_up_to, commit)
             if self._catch_up_from is None:  # one request in flight (the tick retries it)
                 self._catch_up_from = leader
+                self._request_catch_up()
+
+    def _behind(self, peer: NodeId, chosen: int) -> None:
+        """A leader learns that `peer` knows more chosen slots than it does (values chosen under an
+        earlier ballot that it re-proposed, which the peer has compacted and so cannot accept again):
+        fetch them, or those slots would wait for a majority forever."""
+        if chosen > self._log.chosen:
+            self._catch_up_to = max(self._catch_up_to, chosen)
+            if self._catch_up_from is None:
+                self._catch_up_from = peer
                 self._request_catch_up()
 
     def _request_catch_up(self) -> None:
