@@ -2,8 +2,8 @@
 
 What it does, in order (times are fractions of `--duration-s`, jittered by `--seed`):
 
-1. starts an `EmbeddedCluster` of `--nodes` Raft replicas on the in-memory transport (real codec, real
-   checksums, real storage semantics) and waits for a leader;
+1. starts an `EmbeddedCluster` of `--nodes` replicas of `--protocol` (Raft by default, or Multi-Paxos) on
+   the in-memory transport (real codec, real checksums, real storage semantics) and waits for a leader;
 2. runs `--clients` concurrent `KvClient`s doing get / put / append / cas over `--keys` keys, each
    recording into one `dscore.check.HistoryRecorder`;
 3. injects a deterministic fault schedule: kill the leader (~20%), restart it (~40%), partition the
@@ -55,6 +55,7 @@ from dscore.check.result import CheckResult
 from dscore.core.client_messages import Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
+from dscore.protocols.paxos import PaxosConfig, PaxosNode
 from dscore.protocols.raft import RaftConfig
 from dscore.report import (
     WINDOW_S,
@@ -96,6 +97,10 @@ __all__ = [
 DEFAULT_HTML_PATH = Path("dscore-demo-report.html")
 
 
+#: the protocols the demo can run, with the name its report gives them
+DEMO_PROTOCOLS = {"raft": "Raft", "paxos": "Multi-Paxos"}
+
+
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     seed: int = 1
@@ -114,6 +119,10 @@ class DemoOptions:
     think_s: float = 0.01
     #: Raft's settings (`dscore demo` reads them from DSCORE_RAFT__*, e.g. DSCORE_RAFT__PRE_VOTE=false)
     raft: RaftConfig = field(default_factory=RaftConfig)
+    #: the replication protocol: one of `DEMO_PROTOCOLS`
+    protocol: str = "raft"
+    #: Multi-Paxos's settings (with `protocol="paxos"`; defaults)
+    paxos: PaxosConfig = field(default_factory=PaxosConfig)
     #: the process's young-generation GC threshold (DSCORE_GC_GEN0_THRESHOLD; 0 keeps CPython's)
     gc_gen0_threshold: int = DEFAULT_GC_GEN0_THRESHOLD
     #: the cluster-wide settings every node fingerprints (`ClusterSettings.description()`)
@@ -126,17 +135,34 @@ class DemoOptions:
             raise ConfigError("--duration-s must be at least 3 seconds to fit the fault schedule")
         if self.clients < 1 or self.keys < 1:
             raise ConfigError("--clients and --keys must be at least 1")
+        if self.protocol not in DEMO_PROTOCOLS:
+            raise ConfigError(f"--protocol must be one of {', '.join(DEMO_PROTOCOLS)}, got {self.protocol!r}")
+
+    @property
+    def protocol_label(self) -> str:
+        return DEMO_PROTOCOLS[self.protocol]
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoOptions:
         """The command line, plus the node settings from the environment (`dscore.settings`): the tick
         length, Raft's knobs and the GC threshold. Raises `ConfigError` naming a bad variable."""
         settings = load_settings()
+        protocol = getattr(args, "protocol", "raft")
+        description = settings.cluster_settings().description()
+        if protocol == "paxos":
+            # The fingerprint names what the nodes run: Paxos and its settings, not Raft's.
+            description = {k: v for k, v in description.items() if not k.startswith("raft.")}
+            description["protocol"] = "paxos"
+            paxos = PaxosConfig()
+            description.update(
+                {f"paxos.{k}": str(getattr(paxos, k)) for k in PaxosConfig.__dataclass_fields__}
+            )
         return cls(
             tick_interval_s=settings.tick_interval_s,
             raft=settings.raft.raft_config(),
+            protocol=protocol,
             gc_gen0_threshold=settings.gc_gen0_threshold,
-            cluster_settings=tuple(sorted(settings.cluster_settings().description().items())),
+            cluster_settings=tuple(sorted(description.items())),
             seed=args.seed,
             nodes=args.nodes,
             duration_s=args.duration_s,
@@ -210,11 +236,12 @@ class _Demo:
         self.options = options
         self.console = console
         self.cluster = EmbeddedCluster(
-            raft_factory(options.raft),
+            PaxosNode.factory(options.paxos) if options.protocol == "paxos" else raft_factory(options.raft),
             options.nodes,
             config=RuntimeConfig(tick_interval_s=options.tick_interval_s),
             seed=options.seed,
             cluster_settings=dict(options.cluster_settings) or None,
+            protocol=options.protocol,
         )
         self.history = HistoryRecorder()
         self.stats = ClientStats()
@@ -241,7 +268,10 @@ class _Demo:
         self.started_at = self.now_s()
         self.cpu_started_s = time.process_time()
         roles = asyncio.ensure_future(self._track_roles())
-        self.log(f"{opts.nodes} Raft nodes up, leader {leader}; {opts.clients} clients on {opts.keys} keys")
+        self.log(
+            f"{opts.nodes} {opts.protocol_label} nodes up, leader {leader}; "
+            f"{opts.clients} clients on {opts.keys} keys"
+        )
         keys = [f"k{i}" for i in range(opts.keys)]
         endpoint = await self.cluster.client_endpoint("demo-clients")
         clients = [
@@ -433,7 +463,7 @@ class _Demo:
         ok = sum(1 for c in self.stats.completions if c.outcome is OpOutcome.OK)
         header = Text.assemble(
             ("dscore demo ", "bold"),
-            f"{self.options.nodes}-node Raft, seed {self.options.seed}   ",
+            f"{self.options.nodes}-node {self.options.protocol_label}, seed {self.options.seed}   ",
             (f"{elapsed:5.1f}/{self.options.duration_s:.0f} s", "cyan"),
             "   phase: ",
             (self.phase, "bold magenta"),
@@ -503,9 +533,9 @@ def build_report(
         opts.history_path.write_text(history.to_edn(), encoding="utf-8")
     check = check_history(history, model="kv", timeout_s=opts.check_timeout_s)
     data = ReportData(
-        title=f"demo: {opts.nodes}-node Raft, seed {opts.seed}",
+        title=f"demo: {opts.nodes}-node {opts.protocol_label}, seed {opts.seed}",
         stack=stack,
-        protocol="raft",
+        protocol=opts.protocol,
         nodes=nodes,
         seed=opts.seed,
         clients=opts.clients,
@@ -545,7 +575,7 @@ def format_report(report: DemoReport) -> str:
     opts = report.options
     lines = [
         "",
-        f"dscore demo report: {opts.nodes}-node Raft, seed {opts.seed}, "
+        f"dscore demo report: {opts.nodes}-node {opts.protocol_label}, seed {opts.seed}, "
         f"{report.workload_s:.1f} s of workload, {opts.clients} clients on {opts.keys} keys",
         "",
         "faults:",
@@ -587,12 +617,15 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `demo` to a `dscore` subcommand parser (an `argparse` `_SubParsersAction`)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "demo",
-        help="run a 5-node Raft cluster in-process, break it, and check the history",
+        help="run a 5-node Raft (or Multi-Paxos) cluster in-process, break it, and check the history",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     defaults = DemoOptions()
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the workload and faults")
     parser.add_argument("--nodes", type=int, default=defaults.nodes, help="replicas (at least 3)")
+    parser.add_argument(
+        "--protocol", choices=tuple(DEMO_PROTOCOLS), default=defaults.protocol, help="what the replicas run"
+    )
     parser.add_argument("--duration-s", type=float, default=defaults.duration_s, help="workload seconds")
     parser.add_argument("--clients", type=int, default=defaults.clients, help="concurrent clients")
     parser.add_argument("--keys", type=int, default=defaults.keys, help="keys the clients share")

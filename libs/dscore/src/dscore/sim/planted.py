@@ -50,6 +50,13 @@ Raft bugs (a `RaftNode` subclass replaces the core; the run's drawn settings sti
 - `stall_uncounted`: the ticks a stalled node skips are not counted (`RaftNode.skip_ticks` does nothing),
   as before the lease/stall fix: a leader paused for 50 ticks counts 2, and holds its lease long after a
   new leader was elected. Caught by the linearizability check in lease-read runs with pauses.
+
+Paxos bugs (a `PaxosNode` subclass replaces the core, through `PlantedBug.make_adapter`):
+
+- `paxos_accept_without_quorum` (protocol: paxos): the leader takes a value as chosen once one acceptor
+  fewer than a majority accepted it (itself alone in a cluster of three). Caught by `PaxosSafety` (a
+  later leader's phase 1 misses the value and a majority chooses another at that slot), by state-machine
+  safety, or by the linearizability check (an acknowledged write lost).
 """
 
 from __future__ import annotations
@@ -62,12 +69,13 @@ from dscore.core.client_messages import ClientResponse, Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import ReadState
+from dscore.protocols.paxos import PaxosNode
 from dscore.protocols.raft import AppendEntries, RaftNode, VoteRequest, VoteResponse
 from dscore.replica.executor import Executor, Work, _PendingEntry, _Waiter
 from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.config import SimConfig
 from dscore.sim.host import ExecutorFactory
-from dscore.sim.registry import get_protocol, raft_config, run_simulation, swarm
+from dscore.sim.registry import get_protocol, paxos_config, raft_config, run_simulation, swarm
 from dscore.sim.simulator import SimResult
 
 # -- executor bugs ----------------------------------------------------------------------------------
@@ -206,6 +214,16 @@ def raft_variant(core: type[RaftNode]) -> Callable[[], ProtocolAdapter]:
     return make
 
 
+# -- Paxos bugs -------------------------------------------------------------------------------------
+
+
+class AcceptWithoutQuorum(PaxosNode):
+    """Broken on purpose: phase 2 ends one acceptor short of a majority (at least the leader itself)."""
+
+    def _is_chosen(self, acceptors: int) -> bool:
+        return acceptors >= max(1, self.quorum - 1)
+
+
 @dataclass(frozen=True, slots=True)
 class PlantedBug:
     name: str
@@ -297,6 +315,17 @@ PLANTED: dict[str, PlantedBug] = {
             "raft",
             "ticks skipped after a stall are not counted, so a paused leader's lease outlives it",
             make_adapter=raft_variant(StallUncounted),
+        ),
+        PlantedBug(
+            "paxos_accept_without_quorum",
+            "paxos",
+            "the Paxos leader takes a value as chosen one acceptor short of a majority",
+            make_adapter=lambda: replace(
+                get_protocol("paxos"),
+                make_core=AcceptWithoutQuorum.factory(),
+                description="Multi-Paxos choosing without a majority (planted bug)",
+                configure=lambda options: AcceptWithoutQuorum.factory(paxos_config(options)),
+            ),
         ),
     )
 }

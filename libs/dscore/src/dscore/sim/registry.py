@@ -25,12 +25,14 @@ from typing import Any
 from dscore.core.errors import ConfigError
 from dscore.protocols.gossip import GossipCore
 from dscore.protocols.noop import NoopCore
+from dscore.protocols.paxos import PaxosConfig, PaxosNode
 from dscore.protocols.raft import RaftConfig, RaftNode, ReadOnlyOption, max_tick_drift
 from dscore.protocols.sequencer import SequencerCore
 from dscore.sim.adapter import CoreOptions, ProtocolAdapter
 from dscore.sim.config import DEPLOYMENT_TICK_DRIFT, SimConfig
 from dscore.sim.gossip_invariants import gossip_invariants
 from dscore.sim.host import ExecutorFactory
+from dscore.sim.paxos_invariants import paxos_invariants
 from dscore.sim.raft_invariants import raft_invariants
 from dscore.sim.sequencer_invariants import sequencer_invariants
 from dscore.sim.simulator import SimResult, Simulation
@@ -114,6 +116,14 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             draw_options=draw_raft_options,
             configure=lambda options: RaftNode.factory(raft_config(options)),
             max_tick_drift=raft_max_tick_drift,
+        ),
+        ProtocolAdapter(
+            name="paxos",
+            make_core=PaxosNode.factory(),
+            make_invariants=paxos_invariants,
+            description="Multi-Paxos: stable leader, pipelined phase 2, read quorum rounds, snapshots",
+            draw_options=draw_paxos_options,
+            configure=lambda options: PaxosNode.factory(paxos_config(options)),
         ),
         ProtocolAdapter(
             name="sequencer",
@@ -220,3 +230,22 @@ def raft_max_tick_drift(options: CoreOptions) -> float:
     return min(
         DEPLOYMENT_TICK_DRIFT, max_tick_drift(config.election_timeout_ticks, config.effective_lease_ticks)
     )
+
+
+def draw_paxos_options(rng: random.Random) -> dict[str, int | bool | str]:
+    """Half the seeds run Paxos's defaults; the rest tiny windows and one-entry messages (many slots in
+    flight out of order, holes for a new leader to fill, catch-up over many `Learn`s)."""
+    options: dict[str, int | bool | str] = {}
+    if rng.random() < 0.5:
+        options["max_entries_per_msg"] = rng.choice((1, 2, 4))
+    if rng.random() < 0.25:
+        options["window_slots"] = rng.choice((1, 4))
+    return options
+
+
+def paxos_config(options: CoreOptions) -> PaxosConfig:
+    """Paxos's default settings with `options` replaced (unknown names are a `ConfigError`)."""
+    unknown = set(options) - set(PaxosConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown paxos settings: {', '.join(sorted(unknown))}")
+    return replace(PaxosConfig(), **options)  # type: ignore[arg-type]
