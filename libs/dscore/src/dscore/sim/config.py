@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dscore.core.errors import ConfigError
+from dscore.sim.byzantine import ByzantinePlan, split_fault_kinds
 
 
 class NetworkModel(enum.Enum):
@@ -299,6 +300,8 @@ class SimConfig:
     snapshot_every_entries: int = 0
     #: protocol core settings for this run, as (name, value) pairs (see `ProtocolAdapter.draw_options`)
     core_options: tuple[tuple[str, int | bool | str], ...] = ()
+    #: Byzantine replicas and what they do (`dscore.sim.byzantine`); none by default
+    byzantine: ByzantinePlan = field(default_factory=ByzantinePlan)
     #: keep the trace lines on the result (the digest is always computed)
     keep_trace: bool = False
     #: bounds: events in the queue at once, and events processed in one run
@@ -333,15 +336,29 @@ class SimConfig:
         network: NetworkModel | None = None,
         fault_kinds: Iterable[str] | None = None,
         draw_core_options: Callable[[random.Random], dict[str, int | bool | str]] | None = None,
+        byzantine: bool = False,
         **overrides: Any,
     ) -> SimConfig:
         """A run drawn from `seed`: the network model (unless given), a fault plan (swarm when
         `fault_kinds` is None, else those kinds with drawn intensities), the workload's knobs (keys, read
         path, timeouts), dedup, and the protocol's settings (`draw_core_options`, from the protocol's
         adapter; `dscore.sim.registry.swarm` passes it). `overrides` replace any `SimConfig` field
-        afterwards."""
+        afterwards.
+
+        Byzantine kinds (`dscore.sim.byzantine.BYZANTINE_KINDS`, or `byzantine` for all) may be listed in
+        `fault_kinds`; with `fault_kinds=None` and `byzantine=True` (protocols that tolerate them) they are
+        drawn swarm style too. Either way from a stream of their own, so the rest of the run is unchanged.
+        """
         rng = random.Random(f"{seed}:swarm")
         drawn_model = rng.choice(list(NetworkModel))
+        byzantine_rng = random.Random(f"{seed}:swarm:byzantine")
+        byzantine_plan = ByzantinePlan()
+        if fault_kinds is not None:
+            fault_kinds, byzantine_kinds = split_fault_kinds(fault_kinds)
+            if byzantine_kinds:
+                byzantine_plan = ByzantinePlan.draw(byzantine_rng, byzantine_kinds)
+        elif byzantine:
+            byzantine_plan = ByzantinePlan.draw(byzantine_rng)
         faults = FaultPlan.draw(
             rng, fault_kinds, nodes=nodes, late_rng=random.Random(f"{seed}:swarm:late-faults")
         )
@@ -370,5 +387,6 @@ class SimConfig:
             dedup=dedup,
             snapshot_every_entries=snapshot_every_entries,
             core_options=core_options,
+            byzantine=byzantine_plan,
         )
         return replace(config, **overrides)

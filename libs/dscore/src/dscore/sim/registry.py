@@ -25,12 +25,14 @@ from typing import Any
 from dscore.core.errors import ConfigError
 from dscore.protocols.gossip import GossipCore
 from dscore.protocols.noop import NoopCore
+from dscore.protocols.pbft import PbftConfig, PbftNode
 from dscore.protocols.raft import RaftConfig, RaftNode
 from dscore.protocols.sequencer import SequencerCore
 from dscore.sim.adapter import CoreOptions, ProtocolAdapter
 from dscore.sim.config import SimConfig
 from dscore.sim.gossip_invariants import gossip_invariants
 from dscore.sim.host import ExecutorFactory
+from dscore.sim.pbft_invariants import pbft_invariants
 from dscore.sim.raft_invariants import raft_invariants
 from dscore.sim.sequencer_invariants import sequencer_invariants
 from dscore.sim.simulator import SimResult, Simulation
@@ -61,10 +63,13 @@ def protocol_names() -> tuple[str, ...]:
 def swarm(seed: int, protocol: str = "sequencer", **options: Any) -> SimConfig:
     """`SimConfig.swarm` with the protocol's own settings drawn too (see `ProtocolAdapter.draw_options`)."""
     try:
-        draw = get_protocol(protocol).draw_options
+        adapter: ProtocolAdapter | None = get_protocol(protocol)
     except ConfigError:
-        draw = None  # a protocol only a test's adapter knows: nothing to draw
-    return SimConfig.swarm(seed, protocol, draw_core_options=draw, **options)
+        adapter = None  # a protocol only a test's adapter knows: nothing to draw
+    draw = adapter.draw_options if adapter is not None else None
+    # Byzantine faults are part of the swarm of protocols that claim to tolerate them.
+    byzantine = adapter is not None and adapter.tolerates_byzantine and options.get("fault_kinds") is None
+    return SimConfig.swarm(seed, protocol, draw_core_options=draw, byzantine=byzantine, **options)
 
 
 def run_simulation(
@@ -107,6 +112,21 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             description="Raft with pre-vote, check-quorum, ReadIndex reads and snapshots",
             draw_options=draw_raft_options,
             configure=lambda options: RaftNode.factory(raft_config(options)),
+        ),
+        ProtocolAdapter(
+            name="pbft",
+            make_core=PbftNode.factory(secret=b"dscore-sim-pbft-default-secret"),
+            make_invariants=pbft_invariants,
+            supports_read_index=False,
+            description="PBFT (Castro and Liskov): n = 3f + 1, checkpoints, view changes, pair MACs",
+            draw_options=draw_pbft_options,
+            configure=lambda options: PbftNode.factory(
+                pbft_config(options), secret=b"dscore-sim-pbft-default-secret"
+            ),
+            configure_keyed=lambda options, secret: PbftNode.factory(pbft_config(options), secret=secret),
+            tolerates_byzantine=True,
+            tolerated=pbft_tolerated,
+            reply_quorum=lambda nodes, options: pbft_tolerated(nodes, options) + 1,
         ),
         ProtocolAdapter(
             name="sequencer",
@@ -152,3 +172,28 @@ def raft_config(options: CoreOptions) -> RaftConfig:
     if unknown:
         raise ConfigError(f"unknown raft settings: {', '.join(sorted(unknown))}")
     return replace(base, **options)  # type: ignore[arg-type]
+
+
+def draw_pbft_options(rng: random.Random) -> dict[str, int | bool | str]:
+    """Small checkpoint intervals and windows (so checkpoints, garbage collection and the water marks are
+    met in every run), and short or long view-change timeouts."""
+    return {
+        "checkpoint_interval": rng.choice((2, 4, 8)),
+        "log_size_checkpoints": rng.choice((2, 3)),
+        "view_change_timeout_ticks": rng.choice((15, 30, 60)),
+        "status_every_ticks": rng.choice((5, 10, 20)),
+    }
+
+
+def pbft_config(options: CoreOptions) -> PbftConfig:
+    """PBFT's default settings with `options` replaced (unknown names are a `ConfigError`)."""
+    unknown = set(options) - set(PbftConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown pbft settings: {', '.join(sorted(unknown))}")
+    return replace(PbftConfig(), **options)  # type: ignore[arg-type]
+
+
+def pbft_tolerated(nodes: int, options: CoreOptions) -> int:
+    """f: what the settings claim (`faults_tolerated`), else the most n = 3f + 1 allows."""
+    claimed = options.get("faults_tolerated")
+    return int(claimed) if claimed is not None else (nodes - 1) // 3
