@@ -109,6 +109,13 @@ class QEntry:
     digest: bytes
 
 
+@message("pbft.checkpoint_ref")
+@dataclass(frozen=True, slots=True)
+class CheckpointRef:
+    seq: int
+    digest: bytes
+
+
 @message("pbft.view_change")
 @dataclass(frozen=True, slots=True)
 class ViewChange:
@@ -117,6 +124,8 @@ class ViewChange:
     stable_digest: bytes
     prepared: tuple[PEntry, ...]
     preprepared: tuple[QEntry, ...]
+    #: C: the checkpoints the sender holds (its stable one, and later ones of its own not yet stable)
+    checkpoints: tuple[CheckpointRef, ...]
     mac: bytes = b""
 
 
@@ -144,6 +153,8 @@ class Status:
     """How far the sender got: peers answer with what it lacks (retransmission)."""
 
     view: int
+    #: the sender is moving to `view` and has not installed it yet
+    changing: bool
     executed: int
     stable_seq: int
     mac: bytes = b""

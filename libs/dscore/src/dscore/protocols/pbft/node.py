@@ -59,6 +59,7 @@ from dscore.protocols.pbft.messages import (
     BUNDLED,
     Bundle,
     Checkpoint,
+    CheckpointRef,
     Commit,
     Executed,
     Forward,
@@ -74,6 +75,11 @@ from dscore.protocols.pbft.messages import (
     VcRef,
     ViewChange,
 )
+
+#: the view-change timeout grows to at most this many times `view_change_timeout_ticks`
+MAX_BACKOFF = 8
+#: VIEW-CHANGE entries lie within this many log sizes (L) above the low water mark they report
+MAX_VIEW_CHANGE_SPAN = 4
 
 
 class PbftRole(enum.Enum):
@@ -135,6 +141,10 @@ class PbftNode:
         self.changing = False
         self.stable_seq = 0
         self.stable_digest = b""
+        #: the stable checkpoint before the current one: what VIEW-CHANGE messages report as the low water
+        #: mark (with P and Q kept since then). A replica that adopted a checkpoint only a minority of
+        #: correct replicas hold (from a NEW-VIEW) still tells the others what they can check.
+        self.prev_stable: tuple[int, bytes] = (0, b"")
         self.next_seq = 1
         self._slots: dict[int, _Slot] = {}
         self._prepared: dict[int, PEntry] = {}
@@ -171,7 +181,7 @@ class PbftNode:
         # -- requests --
         self._queued: deque[tuple[bytes, tuple[Origin, ...]]] = deque()
         #: requests this backup forwarded and waits to see executed: digest -> (data, origins)
-        self._forwarded: dict[bytes, tuple[bytes, tuple[Origin, ...]]] = {}
+        self._forwarded: dict[bytes, tuple[bytes, tuple[Origin, ...], int]] = {}
         self._timer_started: int | None = None
         self.ticks = 0
         # -- output --
@@ -227,7 +237,7 @@ class PbftNode:
             return self._assign(data, origins)
         digest = request_digest(data, origins)
         if digest not in self._forwarded and len(self._forwarded) < self.config.max_queued_requests:
-            self._forwarded[digest] = (data, origins)
+            self._forwarded[digest] = (data, origins, self.ticks)
         if not self.changing:
             self._send(self.primary_of(self.view), Forward(data, origins))
         self._arm_timer()
@@ -299,8 +309,12 @@ class PbftNode:
     def tick(self) -> None:
         self.ticks += 1
         config = self.config
+        if self._forwarded and self.ticks % config.view_change_timeout_ticks == 0:
+            # A client retries what goes unanswered: requests forwarded long ago are its to resend.
+            horizon = self.ticks - 4 * config.view_change_timeout_ticks
+            self._forwarded = {d: f for d, f in self._forwarded.items() if f[2] > horizon}
         if self.ticks % config.status_every_ticks == 0:
-            self._broadcast(Status(self.view, self.last_executed, self.stable_seq))
+            self._broadcast(Status(self.view, self.changing, self.last_executed, self.stable_seq))
         if self.changing:
             # The new view's timer runs only once 2f + 1 replicas moved to it (section 4.5.2), so a
             # replica cut off alone does not run through views nobody else is in.
@@ -308,7 +322,7 @@ class PbftNode:
                 self._vc_quorum_at = self.ticks
             quorum_at = self._vc_quorum_at
             if quorum_at is not None and self.ticks - quorum_at >= self._vc_timeout:
-                self._vc_timeout *= 2
+                self._back_off()
                 self._start_view_change(self.view + 1)
             elif self.ticks - self._last_vc_sent >= config.view_change_resend_ticks:
                 own = self._view_changes.get(self.view, {}).get(self._node_id)
@@ -323,8 +337,14 @@ class PbftNode:
         started = self._timer_started
         if started is not None and self.ticks - started >= self._vc_timeout:
             self.counters.drop("primary_suspected")
-            self._vc_timeout *= 2
+            self._back_off()
             self._start_view_change(self.view + 1)
+
+    def _back_off(self) -> None:
+        """Each view that fails to start doubles the wait for the next (section 4.5.2), up to a cap: the
+        simulator's networks stabilize, and a bounded wait keeps recovery after that bounded too."""
+        base = self.config.view_change_timeout_ticks
+        self._vc_timeout = min(2 * self._vc_timeout, MAX_BACKOFF * base)
 
     def _pending_work(self) -> bool:
         return bool(self._forwarded) or bool(self._queued) or any(n > self.last_executed for n in self._slots)
@@ -378,7 +398,9 @@ class PbftNode:
             self._on_state_offer(src, msg)  # type: ignore[arg-type]
 
     def _in_window(self, seq: int) -> bool:
-        return self.stable_seq < seq <= self.stable_seq + self._log_size
+        """Between the water marks; below, back to the previous stable checkpoint, for requests a new
+        view proposes again (replicas behind need this one's votes for them)."""
+        return self.prev_stable[0] < seq <= self.stable_seq + self._log_size
 
     def _on_forward(self, msg: Forward) -> None:
         if self.is_primary:
@@ -388,7 +410,7 @@ class PbftNode:
         if self.changing or msg.view != self.view or src != self.primary_of(msg.view):
             self.counters.drop("stale")
             return
-        if not self._in_window(msg.seq):
+        if not self.stable_seq < msg.seq <= self.stable_seq + self._log_size:
             self.counters.drop("out_of_window")
             return
         if msg.digest == NULL_DIGEST or request_digest(msg.data, msg.origins) != msg.digest:
@@ -448,6 +470,7 @@ class PbftNode:
         if (
             len(self._commits.get(key, ())) >= self.quorum
             and seq > self.last_executed
+            and seq > self.stable_seq  # below, the checkpoint's state stands for it
             and seq not in self._committed
         ):
             self._committed[seq] = PEntry(seq, slot.view, slot.digest, slot.data, slot.origins)
@@ -537,8 +560,7 @@ class PbftNode:
         if own is not None and own[0] != digest:
             self.counters.drop("checkpoint_diverged")  # this replica's state is not the certified one
             own = None
-        self.stable_seq = seq
-        self.stable_digest = digest
+        self._set_stable(seq, digest)
         self._dirty = True
         if own is not None:
             self._stable_image = own[1]
@@ -551,22 +573,34 @@ class PbftNode:
             self.next_seq = max(self.next_seq, seq + 1)
             self._drain_queue()
 
+    def _set_stable(self, seq: int, digest: bytes) -> None:
+        if seq > self.stable_seq:
+            close = seq - self.stable_seq <= self._log_size
+            self.prev_stable = (self.stable_seq, self.stable_digest) if close else (seq, digest)
+        self.stable_seq = seq
+        self.stable_digest = digest
+
     def _garbage_collect(self, seq: int) -> None:
+        """Drop what a stable checkpoint at `seq` makes useless. Certificates and votes since the previous
+        stable checkpoint are kept: VIEW-CHANGE messages report that one as the low water mark, and this
+        replica keeps taking part in re-proposals of the requests after it."""
+        kept_from = self.prev_stable[0]
         tables: tuple[dict[int, object], ...] = (
             self._slots,  # type: ignore[assignment]
             self._prepared,
             self._preprepared,
             self._executed,
-            self._committed,
         )
         for table in tables:
-            for n in [n for n in table if n <= seq]:
+            for n in [n for n in table if n <= kept_from]:
                 del table[n]
+        for n in [n for n in self._committed if n <= seq]:
+            del self._committed[n]
         for votes in (self._prepares, self._commits):
-            for vote in [vote for vote in votes if vote[1] <= seq]:
+            for vote in [vote for vote in votes if vote[1] <= kept_from]:
                 del votes[vote]
-        self._sent_commit = {key for key in self._sent_commit if key[1] > seq}
-        for n in [n for n in self._own_checkpoints if n < seq]:
+        self._sent_commit = {key for key in self._sent_commit if key[1] > kept_from}
+        for n in [n for n in self._own_checkpoints if n < kept_from]:
             del self._own_checkpoints[n]
         for n in [n for n in self._checkpoint_votes if n <= seq]:
             del self._checkpoint_votes[n]
@@ -588,7 +622,7 @@ class PbftNode:
             self._send(src, Bundle(tuple(items)))
 
     def _answer_status(self, src: NodeId, msg: Status) -> None:
-        if msg.view < self.view:
+        if msg.view < self.view or (msg.view == self.view and msg.changing and not self.changing):
             self._help_join(src)
         if msg.executed < self.stable_seq and self._stable_image is not None:
             self._send(src, StateOffer(self.stable_seq, self.stable_digest, self._stable_image))
@@ -668,8 +702,8 @@ class PbftNode:
         self._own_checkpoints[seq] = (digest, data)
         self._wanted_state = None
         if seq > self.stable_seq:
-            self.stable_seq = seq
-            self.stable_digest = digest
+            self._set_stable(seq, digest)
+            self.prev_stable = (seq, digest)  # nothing is known between: report this one
             self._garbage_collect(seq)
         self._dirty = True
         self._on_executed(seq)
@@ -700,25 +734,31 @@ class PbftNode:
             self._on_new_view(self.primary_of(view), pending)
 
     def _own_view_change(self, view: int) -> ViewChange:
-        h = self.stable_seq
+        h, low_digest = self.prev_stable
+        top = h + MAX_VIEW_CHANGE_SPAN * self._log_size  # what receivers accept (`_valid_view_change`)
         prepared: tuple[PEntry, ...] = ()
         if self.config.view_change_keeps_prepared:
-            prepared = tuple(e for n, e in sorted(self._prepared.items()) if n > h)
+            prepared = tuple(e for n, e in sorted(self._prepared.items()) if h < n <= top)
         preprepared = tuple(
             QEntry(n, v, d)
             for n, by_digest in sorted(self._preprepared.items())
-            if n > h
+            if h < n <= top
             for d, v in sorted(by_digest.items())
         )
-        return ViewChange(view, h, self.stable_digest, prepared, preprepared)
+        held = {seq: digest for seq, (digest, _) in self._own_checkpoints.items() if h < seq <= top}
+        if h < self.stable_seq <= top:
+            held[self.stable_seq] = self.stable_digest
+        checkpoints = tuple(CheckpointRef(seq, digest) for seq, digest in sorted(held.items()))
+        return ViewChange(view, h, low_digest, prepared, preprepared, checkpoints)
 
     def _valid_view_change(self, vc: ViewChange) -> bool:
         h = vc.stable_seq
         if h % self._k or (h == 0 and vc.stable_digest):
             return False
+        top = h + MAX_VIEW_CHANGE_SPAN * self._log_size  # a bound: the low mark reported is an old one
         seen: set[int] = set()
         for entry in vc.prepared:
-            if not h < entry.seq <= h + self._log_size or entry.seq in seen or entry.view >= vc.view:
+            if not h < entry.seq <= top or entry.seq in seen or entry.view >= vc.view:
                 return False
             seen.add(entry.seq)
             if entry.digest == NULL_DIGEST:
@@ -726,16 +766,16 @@ class PbftNode:
                     return False
             elif request_digest(entry.data, entry.origins) != entry.digest:
                 return False
-        return all(h < q.seq <= h + self._log_size and q.view < vc.view for q in vc.preprepared)
+        if not all(h < c.seq <= top and c.seq % self._k == 0 for c in vc.checkpoints):
+            return False
+        return all(h < q.seq <= top and q.view < vc.view for q in vc.preprepared)
 
     def _on_view_change(self, src: NodeId, msg: ViewChange) -> None:
         if not self._valid_view_change(msg):
             self.counters.drop("invalid")
             return
         if msg.view < self.view or (msg.view == self.view and not self.changing):
-            if msg.view == self.view:
-                self._help_join(src)  # it missed the NEW-VIEW, or VIEW-CHANGE messages it names
-            return
+            return  # a late one: if its sender is still behind, its status says so (`_help_join`)
         self._view_changes.setdefault(msg.view, {})[src] = msg
         later = {r for v, by in self._view_changes.items() if v > self.view for r in by if r != self._node_id}
         if len(later) >= self.weak:
@@ -824,8 +864,7 @@ class PbftNode:
         self._pending_new_view = None
         self._dirty = True
         if h > self.stable_seq:
-            self.stable_seq = h
-            self.stable_digest = digest
+            self._set_stable(h, digest)
             own = self._own_checkpoints.get(h)
             if own is not None and own[0] == digest:
                 self._stable_image = own[1]
@@ -841,18 +880,18 @@ class PbftNode:
         top = h
         for entry in chosen:
             top = max(top, entry.seq)
-            if entry.seq <= h:
+            if entry.seq <= max(h, self.prev_stable[0]):
                 continue
             self._accept(entry)
         self.next_seq = top + 1
         self._timer_started = None
         if self.primary_of(view) == self._node_id:
-            for data, origins in list(self._forwarded.values()):
+            for data, origins, _ in list(self._forwarded.values()):
                 self._assign(data, origins)
             self._forwarded = {}
             self._drain_queue()
         else:
-            for data, origins in self._forwarded.values():
+            for data, origins, _ in self._forwarded.values():
                 self._send(self.primary_of(view), Forward(data, origins))
             if self._pending_work():
                 self._arm_timer()

@@ -3,8 +3,9 @@
 Given a set S of VIEW-CHANGE messages (at least a quorum, each authenticated by its sender to whoever holds
 it), the new primary picks:
 
-- the checkpoint: the highest `h` that f + 1 messages report as their stable checkpoint `(h, d)` (so at
-  least one correct replica saw it certified) and a quorum of messages have a stable checkpoint at or below;
+- the checkpoint: the highest `h` such that f + 1 messages hold checkpoint `(h, d)` in C (their stable one
+  or a later one of their own: at least one correct replica computed `d`) and a quorum of messages have a
+  stable checkpoint at or below `h`;
 - for every sequence number `n` above `h` mentioned in S, a request:
 
   A. digest `d` from an entry `(n, v, d)` of some message's P such that
@@ -31,10 +32,7 @@ from dscore.protocols.pbft.messages import PEntry, ViewChange
 
 def select_checkpoint(vcs: Sequence[ViewChange], quorum: int, weak: int) -> tuple[int, bytes] | None:
     best: tuple[int, bytes] | None = None
-    claims: dict[tuple[int, bytes], int] = {}
-    for vc in vcs:
-        key = (vc.stable_seq, vc.stable_digest)
-        claims[key] = claims.get(key, 0) + 1
+    claims = _checkpoint_claims(vcs)
     for (seq, digest), count in claims.items():
         if count < weak:
             continue
@@ -43,6 +41,15 @@ def select_checkpoint(vcs: Sequence[ViewChange], quorum: int, weak: int) -> tupl
         if best is None or seq > best[0]:
             best = (seq, digest)
     return best
+
+
+def _checkpoint_claims(vcs: Sequence[ViewChange]) -> dict[tuple[int, bytes], int]:
+    claims: dict[tuple[int, bytes], int] = {}
+    for vc in vcs:
+        held = {(vc.stable_seq, vc.stable_digest)} | {(c.seq, c.digest) for c in vc.checkpoints}
+        for key in held:
+            claims[key] = claims.get(key, 0) + 1
+    return claims
 
 
 def _p_entry(vc: ViewChange, seq: int) -> PEntry | None:
@@ -110,8 +117,8 @@ def check(
 ) -> str | None:
     """Why a NEW-VIEW's choices do not follow from `vcs` (None: they do)."""
     seq, digest = checkpoint
-    if sum(1 for vc in vcs if (vc.stable_seq, vc.stable_digest) == (seq, digest)) < weak and seq > 0:
-        return f"checkpoint {seq} is not reported by f + 1 replicas"
+    if _checkpoint_claims(vcs).get((seq, digest), 0) < weak and seq > 0:
+        return f"checkpoint {seq} is not held by f + 1 replicas"
     if sum(1 for vc in vcs if vc.stable_seq <= seq) < quorum:
         return f"checkpoint {seq} is above the stable checkpoints of a quorum"
     by_seq = {e.seq: e for e in chosen}
