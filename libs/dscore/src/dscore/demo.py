@@ -1,4 +1,4 @@
-"""`dscore demo`: a 5-node Raft cluster in one process, a live workload, faults, and a checked history.
+"""`dscore demo`: a 5-node Raft (or 4-node PBFT) cluster in one process, a workload, faults, a checked history.
 
 What it does, in order (times are fractions of `--duration-s`, jittered by `--seed`):
 
@@ -67,7 +67,7 @@ from dscore.report import (
     write_report,
 )
 from dscore.runtime.client import ClientConfig, ClientStats, KvClient, OpOutcome, mixed_workload
-from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+from dscore.runtime.cluster import EmbeddedCluster, pbft_factory, raft_factory
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, RuntimeConfig
 from dscore.settings import load_settings
@@ -94,10 +94,15 @@ __all__ = [
 DEFAULT_HTML_PATH = Path("dscore-demo-report.html")
 
 
+DEFAULT_NODES = 5
+#: the protocols `dscore demo --protocol` runs
+DEMO_PROTOCOLS = ("raft", "pbft")
+
+
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     seed: int = 1
-    nodes: int = 5
+    nodes: int = DEFAULT_NODES
     duration_s: float = 20.0
     clients: int = 6
     keys: int = 3
@@ -116,14 +121,24 @@ class DemoOptions:
     gc_gen0_threshold: int = DEFAULT_GC_GEN0_THRESHOLD
     #: the cluster-wide settings every node fingerprints (`ClusterSettings.description()`)
     cluster_settings: tuple[tuple[str, str], ...] = ()
+    #: raft, or pbft (n = 3f + 1: at least 4 nodes; every replica answers, clients wait for f + 1)
+    protocol: str = "raft"
 
     def __post_init__(self) -> None:
+        if self.protocol not in DEMO_PROTOCOLS:
+            raise ConfigError(f"--protocol must be one of {', '.join(DEMO_PROTOCOLS)}")
+        if self.protocol == "pbft" and self.nodes < 4:
+            raise ConfigError("--nodes must be at least 4 for pbft (n = 3f + 1 with f >= 1)")
         if self.nodes < 3:
             raise ConfigError("--nodes must be at least 3 (a minority must be able to fail)")
         if self.duration_s < 3:
             raise ConfigError("--duration-s must be at least 3 seconds to fit the fault schedule")
         if self.clients < 1 or self.keys < 1:
             raise ConfigError("--clients and --keys must be at least 1")
+
+    @property
+    def protocol_name(self) -> str:
+        return "PBFT" if self.protocol == "pbft" else "Raft"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoOptions:
@@ -136,7 +151,7 @@ class DemoOptions:
             gc_gen0_threshold=settings.gc_gen0_threshold,
             cluster_settings=tuple(sorted(settings.cluster_settings().description().items())),
             seed=args.seed,
-            nodes=args.nodes,
+            nodes=args.nodes if args.nodes is not None else (4 if args.protocol == "pbft" else DEFAULT_NODES),
             duration_s=args.duration_s,
             clients=args.clients,
             keys=args.keys,
@@ -144,6 +159,7 @@ class DemoOptions:
             history_path=args.history,
             html_path=None if args.no_html else args.html,
             check_timeout_s=args.check_timeout_s,
+            protocol=args.protocol,
         )
 
 
@@ -208,7 +224,7 @@ class _Demo:
         self.options = options
         self.console = console
         self.cluster = EmbeddedCluster(
-            raft_factory(options.raft),
+            pbft_factory() if options.protocol == "pbft" else raft_factory(options.raft),
             options.nodes,
             config=RuntimeConfig(tick_interval_s=options.tick_interval_s),
             seed=options.seed,
@@ -239,7 +255,10 @@ class _Demo:
         self.started_at = self.now_s()
         self.cpu_started_s = time.process_time()
         roles = asyncio.ensure_future(self._track_roles())
-        self.log(f"{opts.nodes} Raft nodes up, leader {leader}; {opts.clients} clients on {opts.keys} keys")
+        self.log(
+            f"{opts.nodes} {opts.protocol_name} nodes up, leader {leader}; "
+            f"{opts.clients} clients on {opts.keys} keys"
+        )
         keys = [f"k{i}" for i in range(opts.keys)]
         endpoint = await self.cluster.client_endpoint("demo-clients")
         clients = [
@@ -431,7 +450,7 @@ class _Demo:
         ok = sum(1 for c in self.stats.completions if c.outcome is OpOutcome.OK)
         header = Text.assemble(
             ("dscore demo ", "bold"),
-            f"{self.options.nodes}-node Raft, seed {self.options.seed}   ",
+            f"{self.options.nodes}-node {self.options.protocol_name}, seed {self.options.seed}   ",
             (f"{elapsed:5.1f}/{self.options.duration_s:.0f} s", "cyan"),
             "   phase: ",
             (self.phase, "bold magenta"),
@@ -467,9 +486,9 @@ class _Demo:
             opts.history_path.write_text(history.to_edn(), encoding="utf-8")
         check = check_history(history, model="kv", timeout_s=opts.check_timeout_s)
         data = ReportData(
-            title=f"demo: {opts.nodes}-node Raft, seed {opts.seed}",
+            title=f"demo: {opts.nodes}-node {opts.protocol_name}, seed {opts.seed}",
             stack="embedded",
-            protocol="raft",
+            protocol=self.options.protocol,
             nodes=self.cluster.node_ids,
             seed=opts.seed,
             clients=opts.clients,
@@ -509,7 +528,7 @@ def format_report(report: DemoReport) -> str:
     opts = report.options
     lines = [
         "",
-        f"dscore demo report: {opts.nodes}-node Raft, seed {opts.seed}, "
+        f"dscore demo report: {opts.nodes}-node {opts.protocol_name}, seed {opts.seed}, "
         f"{report.workload_s:.1f} s of workload, {opts.clients} clients on {opts.keys} keys",
         "",
         "faults:",
@@ -556,7 +575,15 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     defaults = DemoOptions()
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the workload and faults")
-    parser.add_argument("--nodes", type=int, default=defaults.nodes, help="replicas (at least 3)")
+    parser.add_argument(
+        "--protocol",
+        choices=DEMO_PROTOCOLS,
+        default=defaults.protocol,
+        help="raft (default) or pbft (at least 4 nodes; the primary is the leader the faults hit)",
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=None, help=f"replicas (default {defaults.nodes}; 4 for pbft; at least 3)"
+    )
     parser.add_argument("--duration-s", type=float, default=defaults.duration_s, help="workload seconds")
     parser.add_argument("--clients", type=int, default=defaults.clients, help="concurrent clients")
     parser.add_argument("--keys", type=int, default=defaults.keys, help="keys the clients share")

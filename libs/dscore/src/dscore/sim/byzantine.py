@@ -24,6 +24,12 @@ Kinds (`BYZANTINE_KINDS`), each drawn per seed like any fault and replayable fro
 - `collude`: every Byzantine node draws its lies from one shared stream, so they equivocate towards the
   same replicas with the same values.
 
+Like every fault of the simulator, Byzantine behaviour stops at the end of the faulty part of the run
+(`active` turns off; the node then runs its correct core), so liveness is checked on a fault-free tail:
+safety is what must hold while they lie. (A replica that stays Byzantine forever can stall this PBFT's
+view changes by sending its VIEW-CHANGE to the new primary alone: the paper's view-change acknowledgements
+are not implemented; see the README.)
+
 The number of Byzantine nodes is `ByzantinePlan.replicas` (0: the f the protocol claims to tolerate, at
 least 1); which nodes are drawn from the run's seed.
 """
@@ -227,8 +233,11 @@ class ByzantineCore:
         peers: Sequence[NodeId],
         *,
         shared_rng: random.Random | None = None,
+        active: bool = True,
     ) -> None:
         self.inner = inner
+        #: lying now (the simulator turns it off when faults end)
+        self.active = active
         self.plan = plan
         self._rng = rng
         # Colluders draw their lies from one stream: the same victims, the same values.
@@ -282,7 +291,7 @@ class ByzantineCore:
     def ready(self) -> Ready:
         ready = self.inner.ready()
         self._inner_ready = ready
-        if not ready.messages:
+        if not ready.messages or not self.active:
             return ready
         return dataclasses.replace(ready, messages=tuple(self._tamper(ready.messages)))
 
@@ -382,6 +391,8 @@ class ByzantineExecutor(Executor):
         if not isinstance(core, ByzantineCore):
             return frames
         forged, replays = core.take_extra()
+        if not core.active:
+            return frames
         if replays:
             frames.extend(super()._frames_for(Ready(messages=tuple(replays))))
         for victim, to, content in forged:
@@ -395,6 +406,7 @@ class ByzantineExecutor(Executor):
         core = self.core
         if (
             isinstance(core, ByzantineCore)
+            and core.active
             and core.plan.on("lie")
             and response.outcome is Outcome.OK
             and core._rng.random() < core.plan.intensity

@@ -225,7 +225,7 @@ class Simulation:
             gst_us = kernel.stream("gst").randint(0, max(0, config.faults_end_us))
         self.gst_us = gst_us if network_config.model is NetworkModel.PARTIAL else 0
         self.network = SimNetwork(network_config, config.faults, kernel.stream("network"), endpoints, gst_us)
-        self.faults_active = bool(config.faults.enabled)
+        self.faults_active = bool(config.faults.enabled) or bool(self.byzantine)
         #: hosts report leader events only when the flaky-leader nemesis is on (`leader_event`)
         self.watch_leaders = config.faults.flaky_leader_probability > 0
         # Its own stream, so that turning it on leaves every other fault's draws where they were.
@@ -254,6 +254,7 @@ class Simulation:
                 stream(f"byzantine:{node}:{incarnations[0]}"),
                 peers,
                 shared_rng=self._collusion_rng,
+                active=self.faults_active,
             )
 
         return make
@@ -532,6 +533,8 @@ class Simulation:
             self.network.partition = None
             self.network.isolation = None
             for node in self._node_list:
+                if isinstance(node.core, ByzantineCore):
+                    node.core.active = False  # Byzantine behaviour is a fault too: it ends here
                 node.crash_point = None  # a kill armed but not landed yet is called off
                 if node.core is None:
                     self._restart(node)
