@@ -1,4 +1,4 @@
-"""`dscore demo`: a 5-node Raft (or 4-node PBFT) cluster in one process, a workload, faults, a checked history.
+"""`dscore demo`: a 5-node Raft (or 4-node PBFT) cluster in one process, workload, faults, a checked history.
 
 What it does, in order (times are fractions of `--duration-s`, jittered by `--seed`):
 
