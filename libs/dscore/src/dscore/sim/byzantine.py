@@ -64,6 +64,9 @@ _REPLAY_KEPT = 64
 _EMPTY_BATCH = b"\x90"
 _YES_FIELDS = ("granted", "ok", "accepted", "promised", "success")
 _NO_FIELDS = ("reject", "rejected", "nack")
+#: fields that name the slot a message is about (equivocation is decided per slot)
+_SLOT_FIELDS = ("seq", "index", "prev_index", "slot")
+_MAX_SLOTS_KEPT = 4_096
 _INDEX_FIELDS = ("index", "match", "commit", "executed", "stable_seq", "last_index", "slot")
 
 
@@ -147,17 +150,26 @@ def _fix_digest(content: Any) -> Any:
     return content
 
 
-def equivocate(content: Any, rng: random.Random) -> Any:
-    """Another version of the same message: another request, another vote, other entries."""
+def equivocate(content: Any, rng: random.Random, alternatives: dict[bytes, bytes] | None = None) -> Any:
+    """Another version of the same message: another request, another vote, other entries. A request's
+    digest and the votes for it change together (`alternatives` maps each digest to its other version),
+    so the replicas lied to see one consistent story."""
     if not dataclasses.is_dataclass(content):
         return content
+    alternatives = alternatives if alternatives is not None else {}
+    fields = {f.name for f in dataclasses.fields(content)}
+    request: Any = content
+    if {"digest", "data", "origins"} <= fields and request.digest:
+        other = _fix_digest(_replace(request, data=_alternative_data(request.data)))
+        alternatives[request.digest] = other.digest
+        return other
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(content):
         value = getattr(content, f.name)
         if f.name == "data" and isinstance(value, bytes):
             changes["data"] = _alternative_data(value)
         elif f.name == "digest" and isinstance(value, bytes) and value:
-            changes["digest"] = hashlib.sha256(value + b"equivocation").digest()
+            changes["digest"] = alternatives.get(value) or hashlib.sha256(value + b"equivocation").digest()
         elif f.name == "entries" and isinstance(value, tuple) and value:
             changes["entries"] = tuple(
                 _replace(e, data=_alternative_data(e.data)) if isinstance(e, LogEntry) else e for e in value
@@ -252,6 +264,9 @@ class ByzantineCore:
         #: what it did, by kind (for tests and the trace)
         self.actions: dict[str, int] = {}
         self._inner_ready: Ready | None = None
+        #: equivocation decided per (view, slot): the replicas that get the other version
+        self._equivocations: dict[tuple[object, int], frozenset[NodeId]] = {}
+        self._alternatives: dict[bytes, bytes] = {}
         #: its own old messages, to go out again with the next step's (stale, not forged: authentic)
         self._replays: list[Outgoing] = []
         keys = getattr(inner, "keys", None)
@@ -319,7 +334,6 @@ class ByzantineCore:
         lie_rng = self._lie_rng
         out: list[Outgoing] = []
         # Equivocation splits the peers in two for each distinct message multicast in this step.
-        versions: dict[bytes, tuple[Any, frozenset[NodeId]]] = {}
         for outgoing in messages:
             to = outgoing.to
             content = outgoing.content
@@ -327,19 +341,17 @@ class ByzantineCore:
                 self._did("silence")
                 continue
             self._said.append((to, content))
-            if rng.random() >= plan.intensity:
-                out.append(outgoing)
-                continue
             changed = content
             if plan.on("equivocate"):
-                key = encode_value(_replace(content, mac=b"") if _has_mac(content) else content)
-                if key not in versions:
-                    victims = frozenset(lie_rng.sample(self.peers, len(self.peers) // 2))
-                    versions[key] = (equivocate(content, lie_rng), victims)
-                alternative, victims = versions[key]
-                if to in victims:
-                    changed = alternative
+                # Decided once per slot (sequence number, log index): the same replicas get the other
+                # version of the request and of every vote on it.
+                victims = self._victims(content)
+                if victims is not None and to in victims:
+                    changed = equivocate(content, lie_rng, self._alternatives)
                     self._did("equivocate")
+            if changed is content and rng.random() >= plan.intensity:
+                out.append(outgoing)
+                continue
             if plan.on("lie") and rng.random() < 0.5:
                 changed = lie(changed, lie_rng)
                 self._did("lie")
@@ -356,6 +368,21 @@ class ByzantineCore:
             if plan.on("replay") and rng.random() < 0.3:
                 self._replay(to)
         return out
+
+    def _victims(self, content: Any) -> frozenset[NodeId] | None:
+        slot = next((getattr(content, name) for name in _SLOT_FIELDS if hasattr(content, name)), None)
+        if type(slot) is not int:
+            return None
+        key = (getattr(content, "view", getattr(content, "term", 0)), slot)
+        plans = self._equivocations
+        if key not in plans:
+            if len(plans) > _MAX_SLOTS_KEPT:
+                plans.clear()
+                self._alternatives.clear()
+            rng = self._lie_rng
+            on = rng.random() < self.plan.intensity
+            plans[key] = frozenset(rng.sample(self.peers, len(self.peers) // 2)) if on else frozenset()
+        return plans[key]
 
     def _replay(self, to: NodeId) -> None:
         rng = self._rng

@@ -364,8 +364,9 @@ class Simulation:
         if failure is not None:
             failure = (
                 f"seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
-                f"network={config.network.model.value} faults={','.join(config.faults.enabled) or 'none'}: "
-                f"{failure}"
+                f"network={config.network.model.value} faults={','.join(config.faults.enabled) or 'none'}"
+                + (f" byzantine={','.join(config.byzantine.enabled)}" if self.byzantine else "")
+                + f": {failure}"
             )
         return SimResult(
             config=config,
