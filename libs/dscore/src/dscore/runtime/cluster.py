@@ -48,6 +48,7 @@ from dscore.replica.executor import Counters
 from dscore.runtime.client import ClientEndpoint
 from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError, ReadFailedError
 from dscore.runtime.node import CoreFactory, NodeRuntime, NodeStatus, RuntimeConfig, StateMachineFactory
+from dscore.statemachine.kv import valid_batch
 from dscore.storage.base import Storage
 from dscore.storage.memory import MemoryStorage
 from dscore.transport.memory import DEFAULT_INBOX_MAX_MESSAGES, MemoryNetwork
@@ -95,7 +96,9 @@ class PbftCoreFactory:
     ) -> PbftNode:
         if self.secret is None:
             raise ConfigError("a PBFT factory needs the secret its pair keys come from (with_secret)")
-        return PbftNode.factory(self.config, secret=self.secret)(node_id, peers, rng, durable)
+        return PbftNode.factory(self.config, secret=self.secret, valid_request=valid_batch)(
+            node_id, peers, rng, durable
+        )
 
     def with_secret(self, secret: bytes) -> PbftCoreFactory:
         return dataclasses.replace(self, secret=secret)

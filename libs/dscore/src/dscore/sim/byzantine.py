@@ -160,7 +160,9 @@ def equivocate(content: Any, rng: random.Random, alternatives: dict[bytes, bytes
     fields = {f.name for f in dataclasses.fields(content)}
     request: Any = content
     if {"digest", "data", "origins"} <= fields and request.digest:
-        other = _fix_digest(_replace(request, data=_alternative_data(request.data)))
+        # Another request, named by no client (an empty batch): it orders something else, it does not
+        # impersonate a client (client requests carry no MAC of their own here; see the README).
+        other = _fix_digest(_replace(request, data=_EMPTY_BATCH, origins=()))
         alternatives[request.digest] = other.digest
         return other
     changes: dict[str, Any] = {}

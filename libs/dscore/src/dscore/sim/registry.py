@@ -36,6 +36,7 @@ from dscore.sim.pbft_invariants import pbft_invariants
 from dscore.sim.raft_invariants import raft_invariants
 from dscore.sim.sequencer_invariants import sequencer_invariants
 from dscore.sim.simulator import SimResult, Simulation
+from dscore.statemachine.kv import valid_batch
 
 _registry: dict[str, ProtocolAdapter] = {}
 
@@ -123,7 +124,9 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             configure=lambda options: PbftNode.factory(
                 pbft_config(options), secret=b"dscore-sim-pbft-default-secret"
             ),
-            configure_keyed=lambda options, secret: PbftNode.factory(pbft_config(options), secret=secret),
+            configure_keyed=lambda options, secret: PbftNode.factory(
+                pbft_config(options), secret=secret, valid_request=valid_batch
+            ),
             tolerates_byzantine=True,
             tolerated=pbft_tolerated,
             reply_quorum=lambda nodes, options: pbft_tolerated(nodes, options) + 1,

@@ -121,8 +121,12 @@ class PbftNode:
         *,
         keys: PairKeys,
         config: PbftConfig | None = None,
+        valid_request: Callable[[bytes, int], bool] | None = None,
     ) -> None:
         self._node_id = node_id
+        #: the application's check of a request batch (its data, and how many origins it names): a backup
+        #: refuses a pre-prepare of a request no client could have sent (PBFT's validity predicate)
+        self._valid_request = valid_request
         self.config = config = config or PbftConfig()
         self.members: tuple[NodeId, ...] = tuple(sorted({node_id, *peers}))
         self.peers = tuple(m for m in self.members if m != node_id)
@@ -416,6 +420,9 @@ class PbftNode:
         if msg.digest == NULL_DIGEST or request_digest(msg.data, msg.origins) != msg.digest:
             self.counters.drop("bad_digest")
             return
+        if self._valid_request is not None and not self._valid_request(msg.data, len(msg.origins)):
+            self.counters.drop("invalid_request")
+            return
         slot = self._slots.get(msg.seq)
         if slot is not None and slot.view == msg.view:
             if slot.digest != msg.digest:
@@ -515,6 +522,9 @@ class PbftNode:
     # -- the primary --------------------------------------------------------------------------------
 
     def _assign(self, data: bytes, origins: tuple[Origin, ...]) -> int:
+        if self._valid_request is not None and not self._valid_request(data, len(origins)):
+            self.counters.drop("invalid_request")
+            return 0
         digest = request_digest(data, origins)
         for seq, slot in self._slots.items():
             if slot.digest == digest and seq > self.last_executed:
@@ -980,7 +990,10 @@ class PbftNode:
 
     @staticmethod
     def factory(
-        config: PbftConfig | None = None, *, secret: bytes
+        config: PbftConfig | None = None,
+        *,
+        secret: bytes,
+        valid_request: Callable[[bytes, int], bool] | None = None,
     ) -> Callable[[NodeId, Sequence[NodeId], random.Random, DurableState | None], PbftNode]:
         """A core factory (`make_core(node_id, peers, rng, durable)`) whose replicas get their own row of
         pair keys derived from `secret`."""
@@ -989,6 +1002,8 @@ class PbftNode:
             node_id: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState | None
         ) -> PbftNode:
             keys = PairKeys.for_node(secret, node_id, (node_id, *peers))
-            return PbftNode(node_id, peers, rng, durable, keys=keys, config=config)
+            return PbftNode(
+                node_id, peers, rng, durable, keys=keys, config=config, valid_request=valid_request
+            )
 
         return make
