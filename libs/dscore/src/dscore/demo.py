@@ -1,4 +1,4 @@
-"""`dscore demo`: a 5-node Raft cluster in one process, a live workload, faults, and a checked history.
+"""`dscore demo`: a 5-node Raft (or 4-node PBFT) cluster in one process, workload, faults, a checked history.
 
 What it does, in order (times are fractions of `--duration-s`, jittered by `--seed`):
 
@@ -69,7 +69,7 @@ from dscore.report import (
     write_report,
 )
 from dscore.runtime.client import ClientConfig, ClientStats, KvClient, OpOutcome, mixed_workload
-from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+from dscore.runtime.cluster import EmbeddedCluster, pbft_factory, raft_factory
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, RuntimeConfig
 from dscore.settings import load_settings
@@ -97,14 +97,15 @@ __all__ = [
 DEFAULT_HTML_PATH = Path("dscore-demo-report.html")
 
 
+DEFAULT_NODES = 5
 #: the protocols the demo can run, with the name its report gives them
-DEMO_PROTOCOLS = {"raft": "Raft", "paxos": "Multi-Paxos"}
+DEMO_PROTOCOLS = {"raft": "Raft", "paxos": "Multi-Paxos", "pbft": "PBFT"}
 
 
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     seed: int = 1
-    nodes: int = 5
+    nodes: int = DEFAULT_NODES
     duration_s: float = 20.0
     clients: int = 6
     keys: int = 3
@@ -119,7 +120,8 @@ class DemoOptions:
     think_s: float = 0.01
     #: Raft's settings (`dscore demo` reads them from DSCORE_RAFT__*, e.g. DSCORE_RAFT__PRE_VOTE=false)
     raft: RaftConfig = field(default_factory=RaftConfig)
-    #: the replication protocol: one of `DEMO_PROTOCOLS`
+    #: the replication protocol: one of `DEMO_PROTOCOLS` (pbft: n = 3f + 1, at least 4 nodes; every
+    #: replica answers, clients wait for f + 1 matching answers)
     protocol: str = "raft"
     #: Multi-Paxos's settings (with `protocol="paxos"`; defaults)
     paxos: PaxosConfig = field(default_factory=PaxosConfig)
@@ -129,6 +131,8 @@ class DemoOptions:
     cluster_settings: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.protocol == "pbft" and self.nodes < 4:
+            raise ConfigError("--nodes must be at least 4 for pbft (n = 3f + 1 with f >= 1)")
         if self.nodes < 3:
             raise ConfigError("--nodes must be at least 3 (a minority must be able to fail)")
         if self.duration_s < 3:
@@ -141,6 +145,10 @@ class DemoOptions:
     @property
     def protocol_label(self) -> str:
         return DEMO_PROTOCOLS[self.protocol]
+
+    @property
+    def protocol_name(self) -> str:
+        return self.protocol_label
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoOptions:
@@ -157,6 +165,9 @@ class DemoOptions:
             description.update(
                 {f"paxos.{k}": str(getattr(paxos, k)) for k in PaxosConfig.__dataclass_fields__}
             )
+        elif protocol == "pbft":
+            description = {k: v for k, v in description.items() if not k.startswith("raft.")}
+            description["protocol"] = "pbft"
         return cls(
             tick_interval_s=settings.tick_interval_s,
             raft=settings.raft.raft_config(),
@@ -164,7 +175,7 @@ class DemoOptions:
             gc_gen0_threshold=settings.gc_gen0_threshold,
             cluster_settings=tuple(sorted(description.items())),
             seed=args.seed,
-            nodes=args.nodes,
+            nodes=args.nodes if args.nodes is not None else (4 if protocol == "pbft" else DEFAULT_NODES),
             duration_s=args.duration_s,
             clients=args.clients,
             keys=args.keys,
@@ -236,7 +247,11 @@ class _Demo:
         self.options = options
         self.console = console
         self.cluster = EmbeddedCluster(
-            PaxosNode.factory(options.paxos) if options.protocol == "paxos" else raft_factory(options.raft),
+            PaxosNode.factory(options.paxos)
+            if options.protocol == "paxos"
+            else pbft_factory()
+            if options.protocol == "pbft"
+            else raft_factory(options.raft),
             options.nodes,
             config=RuntimeConfig(tick_interval_s=options.tick_interval_s),
             seed=options.seed,
@@ -622,9 +637,14 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     defaults = DemoOptions()
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the workload and faults")
-    parser.add_argument("--nodes", type=int, default=defaults.nodes, help="replicas (at least 3)")
     parser.add_argument(
-        "--protocol", choices=tuple(DEMO_PROTOCOLS), default=defaults.protocol, help="what the replicas run"
+        "--protocol",
+        choices=tuple(DEMO_PROTOCOLS),
+        default=defaults.protocol,
+        help="raft (default), paxos or pbft (at least 4 nodes; the primary is the leader the faults hit)",
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=None, help=f"replicas (default {defaults.nodes}; 4 for pbft; at least 3)"
     )
     parser.add_argument("--duration-s", type=float, default=defaults.duration_s, help="workload seconds")
     parser.add_argument("--clients", type=int, default=defaults.clients, help="concurrent clients")

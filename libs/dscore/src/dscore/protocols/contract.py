@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -217,6 +218,29 @@ class Reconfigurable(HasMembership, Protocol):
     def remove_learner(self, node: NodeId) -> int: ...
 
     def promote_learner(self, node: NodeId) -> int: ...
+
+
+@runtime_checkable
+class Checkpointing(Protocol):
+    """A core that needs the state machine's image at exact log indexes (PBFT's checkpoints): it stops
+    handing out committed entries at `checkpoint_due` until the driver, having applied everything up to
+    it, calls `compact(checkpoint_due, image)`."""
+
+    @property
+    def checkpoint_due(self) -> int: ...
+
+    def compact(self, index: int, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class RepliesFromEveryReplica(Protocol):
+    """A core whose every replica answers clients (PBFT: a client trusts a result once f + 1 replicas sent
+    it). Proposals carry who asked, `(reply address, request id)` per command, agreed with the request;
+    after applying an entry, every replica answers those origins."""
+
+    def propose_with_origins(self, data: bytes, origins: Sequence[tuple[str, int]]) -> int: ...
+
+    def origins_of(self, index: int) -> tuple[tuple[str, int], ...]: ...
 
 
 @dataclass(slots=True)

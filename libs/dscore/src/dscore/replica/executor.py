@@ -48,6 +48,17 @@ next `poll` goes into one log entry (up to `max_commands_per_entry`), so consens
 not per command. A pending batch is answered when its entry is applied (matched by index and data, so an
 entry replaced by another leader's is answered `UNKNOWN`), with `UNKNOWN` when this node loses the lead or
 after `request_timeout_ticks`, and `OVERLOADED` at once beyond `max_pending_proposals`.
+
+Replies from every replica (PBFT). A Byzantine-tolerant client cannot trust one replica's answer, so with a
+core that is `RepliesFromEveryReplica` the leader path above is not used: a command's batch is proposed
+with its origins, `(reply address, request id)` per command, which the core orders together with the
+commands (they are part of the request's digest); whichever replica executes the entry answers each
+origin, and the client (`dscore.sim.client.SimClient`, `dscore.runtime.client.ClientEndpoint` with
+`reply_quorum=f + 1`) accepts an answer once f + 1 replicas sent the same one. Nothing is pending on the
+replica, so nothing is answered `UNKNOWN` or `NOT_LEADER`: an unanswered client retries (its session's
+`seq` is PBFT's timestamp, so a request ordered twice takes effect once). A backup's core forwards the
+request to the primary. With a `Checkpointing` core, the state image is handed to `compact` exactly at the
+core's checkpoints instead of every `snapshot_every_entries`.
 """
 
 from __future__ import annotations
@@ -75,6 +86,7 @@ from dscore.core.errors import ConfigError, DecodeError, LocalError, NotLeaderEr
 from dscore.core.ids import NodeId
 from dscore.core.registry import constructor, kind_of_class
 from dscore.protocols.contract import (
+    Checkpointing,
     Compactable,
     HasMembership,
     KeepsTime,
@@ -82,6 +94,7 @@ from dscore.protocols.contract import (
     ProtocolCore,
     Ready,
     Reconfigurable,
+    RepliesFromEveryReplica,
 )
 from dscore.statemachine.kv import BadCommandError, KvResult, StateMachine
 from dscore.storage.base import DedupMark, StoredState, WriteBatch
@@ -89,6 +102,9 @@ from dscore.transport.base import OutboundFrame
 
 #: the reply address of requests made in-process (`submit_local`): answered through `events`, not sent
 LOCAL = ""
+#: with a core whose every replica answers (PBFT), in-process requests travel as "@<node id>", so that only
+#: the replica they were made on answers them through `events`
+_LOCAL_PREFIX = "@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +387,11 @@ class Executor:
         self._senders: frozenset[NodeId] = frozenset()
         self._refresh_senders()
         self._read_index_supported = not self.config.reads_through_log
+        # PBFT: every replica answers what it executes (the client waits for f + 1 matching answers), and
+        # the core wants the state image at its checkpoints. See the module docstring.
+        self._local_origin = _LOCAL_PREFIX + node_id
+        self._every_replica = core if isinstance(core, RepliesFromEveryReplica) else None
+        self._checkpointing = core if isinstance(core, Checkpointing) else None
         # Client work.
         self._batch: list[tuple[object, ...]] = []
         self._batch_waiters: list[_Waiter] = []
@@ -814,6 +835,12 @@ class Executor:
         self._propose(data, waiters)
 
     def _propose(self, data: bytes, waiters: list[_Waiter]) -> None:
+        every = self._every_replica
+        if every is not None:
+            # No pending entry: whichever replicas execute it answer the origins the request carries.
+            local = self._local_origin
+            every.propose_with_origins(data, [(local if s == LOCAL else s, r) for s, r in waiters])
+            return
         try:
             index = self.core.propose(data)
         except NotLeaderError as error:
@@ -845,6 +872,22 @@ class Executor:
         new = _new_response
         for (source, request_id), result in zip(pending.waiters, results, strict=True):
             reply(source, new(request_id, result.outcome, result.value, None, result.client_id, result.error))
+
+    def _answer_origins(self, entry: LogEntry, results: Sequence[KvResult]) -> None:
+        assert self._every_replica is not None
+        origins = self._every_replica.origins_of(entry.index)
+        if len(origins) != len(results):
+            return  # executed without knowing who asked (caught up by state transfer): others answer
+        local = self._local_origin
+        new = _new_response
+        for (address, request_id), result in zip(origins, results, strict=True):
+            if address.startswith(_LOCAL_PREFIX):
+                if address != local:
+                    continue  # another replica's in-process request: that replica answers it
+                address = LOCAL
+            self._reply(
+                address, new(request_id, result.outcome, result.value, None, result.client_id, result.error)
+            )
 
     def _answer_unknown(self, pending: _PendingEntry, why: str) -> None:
         leader = self.core.leader_id
@@ -969,6 +1012,8 @@ class Executor:
                 commands += len(results)
                 if pending:
                     self._answer_entry(entry, results)
+                elif self._every_replica is not None and results:
+                    self._answer_origins(entry, results)
             self.counters.entries_applied += applied
             self.counters.commands_applied += commands
             if self._change is not None:
@@ -1014,6 +1059,14 @@ class Executor:
 
     def _maybe_compact(self) -> None:
         applied = self.sm.applied_index
+        checkpointing = self._checkpointing
+        if checkpointing is not None:
+            due = checkpointing.checkpoint_due
+            if due and due == applied:
+                checkpointing.compact(due, self.sm.snapshot())
+                self._snapshot_index = applied
+                self.counters.snapshots_taken += 1
+            return
         if applied - self._snapshot_index < self.config.snapshot_every_entries:
             return
         core = self.core
@@ -1036,7 +1089,7 @@ class Executor:
         self.events.append(LeadershipChanged(leader, was_leader))
         if leader is not None:
             self.counters.leader_changes += 1
-        if not was_leader or leader == self.node_id:
+        if not was_leader or leader == self.node_id or self._every_replica is not None:
             return
         # Pending commands may still commit under the next leader: their outcome is unknown here.
         for entry in self._pending.values():

@@ -11,6 +11,9 @@ through the log returns its client id) before its first write, then numbers its 
 one at a time. A write keeps its `seq` across every retry, to whichever node, so the state machine's
 sessions make it take effect at most once and a retry of an applied write returns the first answer.
 
+Byzantine-tolerant protocols (PBFT): every replica answers, and with `reply_quorum=f + 1` an endpoint
+hands a request's answer on only once f + 1 distinct nodes sent the same one.
+
 Routing: a client sends to the node it believes leads; `NOT_LEADER` names the next guess; a missing hint,
 `OVERLOADED` or an attempt without an answer moves on round-robin. Each operation has an overall
 `op_timeout_s` and each attempt an `attempt_timeout_s`.
@@ -104,6 +107,7 @@ class ClientEndpoint:
         sweep_interval_s: float = 0.005,
         max_batch: int = 4_096,
         first_request_id: int = 0,
+        reply_quorum: int = 1,
     ) -> None:
         self.transport = transport
         self.endpoint_id = transport.node_id
@@ -122,6 +126,10 @@ class ClientEndpoint:
         self._loop_time: Callable[[], float] = time.monotonic
         #: responses that could not be decoded or matched, by reason
         self.rejected: dict[str, int] = {}
+        #: matching responses from distinct nodes a request needs (PBFT: f + 1, as every replica answers;
+        #: one otherwise); until then they are counted here: request id -> answer -> nodes
+        self.reply_quorum = reply_quorum
+        self._votes: dict[int, dict[tuple[object, ...], set[str]]] = {}
 
     async def start(self) -> None:
         await self.transport.start({})
@@ -239,6 +247,8 @@ class ClientEndpoint:
                     self._reject("unexpected")
                     continue
                 for response in content.responses:
+                    if self.reply_quorum > 1 and not self._believed(envelope.source, response):
+                        continue
                     answer = waiting.pop(response.request_id, None)
                     if answer is None:
                         self._reject("late")  # answered after its attempt timed out, or a redelivery
@@ -255,11 +265,25 @@ class ClientEndpoint:
             while deadlines and deadlines[0][0] <= now:
                 _, request_id = heapq.heappop(deadlines)
                 answer = waiting.pop(request_id, None)
+                self._votes.pop(request_id, None)
                 if answer is not None:
                     answer(None)
             if len(deadlines) > 2 * len(waiting) + 4_096:  # drop answered requests' deadlines
                 self._deadlines = deadlines = [d for d in deadlines if d[1] in waiting]
                 heapq.heapify(deadlines)
+
+    def _believed(self, source: str, response: ClientResponse) -> bool:
+        """Count one node's answer; True once `reply_quorum` nodes sent the same one."""
+        request_id = response.request_id
+        if request_id not in self._waiting:
+            return True  # answered or timed out: counted as late below
+        by_answer = self._votes.setdefault(request_id, {})
+        voters = by_answer.setdefault((response.outcome, response.value, response.client_id), set())
+        voters.add(source)
+        if len(voters) < self.reply_quorum:
+            return False
+        del self._votes[request_id]
+        return True
 
     def _reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

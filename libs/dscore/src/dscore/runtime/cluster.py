@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import random
 import secrets
 from collections import deque
@@ -41,11 +42,13 @@ from dscore.core.errors import ConfigError, LocalError, NotLeaderError
 from dscore.core.ids import NodeId
 from dscore.metrics import NodeCollector, NodeMetrics, TransportStatsView
 from dscore.protocols.contract import DurableState
+from dscore.protocols.pbft import PbftConfig, PbftNode
 from dscore.protocols.raft import RaftConfig, RaftNode
 from dscore.replica.executor import Counters
 from dscore.runtime.client import ClientEndpoint
 from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError, ReadFailedError
 from dscore.runtime.node import CoreFactory, NodeRuntime, NodeStatus, RuntimeConfig, StateMachineFactory
+from dscore.statemachine.kv import valid_batch
 from dscore.storage.base import Storage
 from dscore.storage.memory import MemoryStorage
 from dscore.transport.memory import DEFAULT_INBOX_MAX_MESSAGES, MemoryNetwork
@@ -76,6 +79,38 @@ class RaftCoreFactory:
 
     def joining(self) -> RaftCoreFactory:
         return dataclasses.replace(self, join=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PbftCoreFactory:
+    """Builds `PbftNode`s for the runtime. Each replica gets its own row of pair keys
+    (`dscore.protocols.pbft.auth`), derived from `secret`; `EmbeddedCluster` derives the secret from its
+    cluster key (`with_secret`), so the embedded cluster authenticates every pair of replicas. Clients
+    there wait for `reply_quorum` (f + 1) matching replies."""
+
+    config: PbftConfig = dataclasses.field(default_factory=PbftConfig)
+    secret: bytes | None = None
+
+    def __call__(
+        self, node_id: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState | None
+    ) -> PbftNode:
+        if self.secret is None:
+            raise ConfigError("a PBFT factory needs the secret its pair keys come from (with_secret)")
+        return PbftNode.factory(self.config, secret=self.secret, valid_request=valid_batch)(
+            node_id, peers, rng, durable
+        )
+
+    def with_secret(self, secret: bytes) -> PbftCoreFactory:
+        return dataclasses.replace(self, secret=secret)
+
+    def reply_quorum(self, nodes: int) -> int:
+        f = self.config.faults_tolerated
+        return (f if f is not None else (nodes - 1) // 3) + 1
+
+
+def pbft_factory(config: PbftConfig | None = None) -> PbftCoreFactory:
+    """Builds `PbftNode`s (n = 3f + 1; the secret of their pair keys comes from the cluster)."""
+    return PbftCoreFactory(config if config is not None else PbftConfig())
 
 
 def raft_factory(config: RaftConfig | None = None) -> RaftCoreFactory:
@@ -167,6 +202,13 @@ class EmbeddedCluster:
         self._make_state_machine = make_state_machine
         # Authenticated by default: a key of its own unless one is given (never shown anywhere).
         self._auth_key = auth_key if auth_key is not None else secrets.token_bytes(32)
+        # Cores that authenticate each pair of nodes (PBFT) get a secret derived from the cluster key.
+        with_secret = getattr(make_core, "with_secret", None)
+        if callable(with_secret):
+            self._make_core = with_secret(hashlib.sha256(b"dscore-pair-keys:" + self._auth_key).digest())
+        quorum = getattr(self._make_core, "reply_quorum", None)
+        #: matching replies a client waits for (f + 1 for PBFT, one otherwise)
+        self.reply_quorum: int = quorum(len(ids)) if callable(quorum) else 1
         self.cluster_settings = dict(cluster_settings) if cluster_settings is not None else None
         #: every node's metrics (one handle per node, kept across its restarts), when a collector is given
         self._metrics = metrics
@@ -206,7 +248,12 @@ class EmbeddedCluster:
     async def client_endpoint(self, name: str) -> ClientEndpoint:
         """A started client endpoint on this cluster's network (its own inbox for replies), talking to the
         current members; closed with the cluster. `KvClient`s share it."""
-        endpoint = ClientEndpoint(self.network.add_client(name), lambda: self.node_ids, key=self._auth_key)
+        endpoint = ClientEndpoint(
+            self.network.add_client(name),
+            lambda: self.node_ids,
+            key=self._auth_key,
+            reply_quorum=self.reply_quorum,
+        )
         await endpoint.start()
         self._endpoints.append(endpoint)
         return endpoint

@@ -44,9 +44,21 @@ class ProtocolAdapter:
     configure: Callable[[CoreOptions], CoreFactory] | None = None
     #: the tick-rate drift between nodes these settings tolerate (None: `DEPLOYMENT_TICK_DRIFT`)
     max_tick_drift: Callable[[CoreOptions], float] | None = None
+    #: builds the cores of a run from drawn settings and the run's secret (cores that authenticate each
+    #: pair of nodes with keys derived from it, e.g. PBFT); wins over `configure` when a secret is given
+    configure_keyed: Callable[[CoreOptions, bytes], CoreFactory] | None = None
+    #: the protocol tolerates Byzantine replicas: swarm runs draw Byzantine faults for it
+    tolerates_byzantine: bool = False
+    #: the faults it claims to tolerate with this many nodes and settings (how many Byzantine nodes a run
+    #: with Byzantine faults gets); None: (nodes - 1) // 2
+    tolerated: Callable[[int, CoreOptions], int] | None = None
+    #: matching answers from distinct replicas a client waits for (None: one, the leader's)
+    reply_quorum: Callable[[int, CoreOptions], int] | None = None
 
-    def core_factory(self, options: CoreOptions) -> CoreFactory:
-        """The factory for a run with these drawn settings."""
+    def core_factory(self, options: CoreOptions, secret: bytes | None = None) -> CoreFactory:
+        """The factory for a run with these drawn settings (and this run's secret, if it has one)."""
+        if secret is not None and self.configure_keyed is not None:
+            return self.configure_keyed(options, secret)
         if options and self.configure is not None:
             return self.configure(options)
         return self.make_core

@@ -7,6 +7,7 @@
     dscore sim --plant list                                   # the catalogue of planted bugs
     dscore sim --protocol raft --seed 3 --set read_only_option=lease --set check_quorum=true \
         --tick-drift 0.5                                      # drift beyond the bound lease reads assume
+    dscore sim --protocol pbft --seeds 100 --faults byzantine --nodes 4   # every Byzantine kind
 
 One seed prints the run's configuration, statistics and trace digest (and with `--verbose` every trace
 line); the same seed always prints the same digest. Many seeds print a summary table. The exit status
@@ -24,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dscore.core.errors import ConfigError
+from dscore.sim.byzantine import BYZANTINE_KINDS
 from dscore.sim.config import FAULT_KINDS, NetworkModel, SimConfig
 from dscore.sim.planted import PLANTED, planted, run_planted
 from dscore.sim.registry import protocol_names, run_simulation, swarm
@@ -48,7 +50,9 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults",
         default="swarm",
-        help=f"swarm (a random subset per seed), none, or a comma list of: {', '.join(FAULT_KINDS)}",
+        help=f"swarm (a random subset per seed; Byzantine kinds too for pbft), none, or a comma list of: "
+        f"{', '.join(FAULT_KINDS)}, and Byzantine kinds {', '.join(BYZANTINE_KINDS)} (byzantine: all of "
+        "them)",
     )
     parser.add_argument(
         "--network",
@@ -93,9 +97,10 @@ def _fault_kinds(spec: str) -> tuple[str, ...] | None:
     if spec in ("none", ""):
         return ()
     kinds = tuple(k.strip() for k in spec.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    known = (*FAULT_KINDS, *BYZANTINE_KINDS, "byzantine")
+    unknown = [k for k in kinds if k not in known]
     if unknown:
-        raise ConfigError(f"unknown fault kinds {unknown}; choose from {', '.join(FAULT_KINDS)}")
+        raise ConfigError(f"unknown fault kinds {unknown}; choose from {', '.join(known)}")
     return kinds
 
 
@@ -191,6 +196,8 @@ def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, ve
         f"faults={','.join(plan.enabled) or 'none'} dedup={config.dedup} reads={config.workload.reads.value}",
         markup=False,
     )
+    if config.byzantine.kinds:
+        console.print(f"byzantine: {config.byzantine}", markup=False)
     console.print(f"plan: {plan}", markup=False)
     settings = " ".join(f"{name}={value}" for name, value in config.core_options) or "defaults"
     console.print(

@@ -16,6 +16,10 @@ responses, with the same rules as `dscore.runtime.client.KvClient`:
   `UNKNOWN`, then the client gave up or its session expired); it then continues as a fresh history
   process, Jepsen style.
 
+Byzantine-tolerant protocols (PBFT): with `reply_quorum > 1` every replica answers, and the client takes
+an answer only once `reply_quorum` (f + 1) distinct replicas sent the same one (so at least one correct
+replica vouches for it); a retry goes to every replica, as the paper's client broadcasts (section 4.1).
+
 Retries: an unanswered request is sent again after `request_timeout_ticks` to another node with the same
 `(client_id, seq)`; `NOT_LEADER` redirects to the hinted node; `SESSION_EXPIRED` makes the client register
 again (and retry the operation in the new session if no earlier attempt could have applied it).
@@ -131,6 +135,7 @@ class SimClient:
         *,
         recorder: HistoryRecorder,
         auth_key: bytes | None = None,
+        reply_quorum: int = 1,
     ) -> None:
         self.ctx = ctx
         self.index = index
@@ -155,6 +160,10 @@ class SimClient:
         self._kinds = kinds
         self._weights = [weight for _, weight in workload.mix if weight > 0]
         self.invoked = self.completed_ok = self.completed_fail = self.completed_info = 0
+        #: matching answers from distinct replicas needed before one is believed (1: the leader's)
+        self.reply_quorum = reply_quorum
+        #: answers of the current operation's requests by request id: answer -> replicas that sent it
+        self._votes: dict[int, dict[tuple[object, ...], set[NodeId]]] = {}
 
     @property
     def idle(self) -> bool:
@@ -198,6 +207,8 @@ class SimClient:
             request_id = response.request_id
             if op is None or request_id >> _ATTEMPT_BITS != op.op_id:
                 continue  # a late answer to an operation already finished
+            if self.reply_quorum > 1 and not self._believed(envelope.source, response):
+                continue
             if request_id != self._request_id(op):
                 # An earlier request of this operation: only what it says for sure counts.
                 if response.outcome is Outcome.UNKNOWN and op.is_write:
@@ -208,6 +219,20 @@ class SimClient:
                 if response.outcome is Outcome.SESSION_EXPIRED and number < op.session_from:
                     continue  # about a session this client already left
             self._on_response(op, envelope.source, response)
+
+    def _believed(self, source: NodeId, response: ClientResponse) -> bool:
+        """Count `source`'s answer; True once `reply_quorum` replicas sent this same answer (the first
+        time only: later copies are dropped)."""
+        by_answer = self._votes.setdefault(response.request_id, {})
+        answer = (response.outcome, response.value, response.client_id)
+        voters = by_answer.setdefault(answer, set())
+        if len(voters) >= self.reply_quorum:
+            return False  # already believed and acted on
+        voters.add(source)
+        if len(voters) < self.reply_quorum:
+            return False
+        self.ctx.trace(f"believed {self.name} request={response.request_id} from={','.join(sorted(voters))}")
+        return True
 
     # -- operations ---------------------------------------------------------------------------------
 
@@ -252,6 +277,7 @@ class SimClient:
             op_id, f, op, key, value, expected, history_value, history_id, self.ctx.now_us, target
         )
         self.op.registering = op is not Op.GET and self.client_id == 0
+        self._votes = {}
         self.ctx.trace(f"invoke {self.name} op={op_id} {f} {key} {history_value!r}")
         self._send(target)
 
@@ -269,8 +295,12 @@ class SimClient:
                 self._request_id(op), op.op, op.key, op.value, op.expected, session[0], session[1]
             )
         op.awaiting = True
-        envelope = self.factory.wrap(target, ClientRequests((request,)))
-        self.ctx.transmit(self.name, target, encode_envelope(envelope, key=self._key), envelope)
+        targets = [target]
+        if self.reply_quorum > 1 and op.attempts + (1 if op.registering else 0) > 1:
+            targets = list(self.nodes)  # a retry goes to every replica (a faulty primary may drop it)
+        for node in targets:
+            envelope = self.factory.wrap(node, ClientRequests((request,)))
+            self.ctx.transmit(self.name, node, encode_envelope(envelope, key=self._key), envelope)
         self._set_timer(self.workload.request_timeout_ticks * self.ctx.tick_us)
 
     def _on_response(self, op: _Operation, source: NodeId, response: ClientResponse) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dscore.core.errors import ConfigError
+from dscore.sim.byzantine import ByzantinePlan, split_fault_kinds
 from dscore.statemachine.kv import KvStateMachine
 
 
@@ -320,6 +321,8 @@ class SimConfig:
     #: client sessions each state machine keeps (least recently used evicted): few means clients'
     #: sessions are evicted under load and they re-register (`SESSION_EXPIRED`)
     max_sessions: int = KvStateMachine.DEFAULT_MAX_SESSIONS
+    #: Byzantine replicas and what they do (`dscore.sim.byzantine`); none by default
+    byzantine: ByzantinePlan = field(default_factory=ByzantinePlan)
     #: keep the trace lines on the result (the digest is always computed)
     keep_trace: bool = False
     #: bounds: events in the queue at once, and events processed in one run
@@ -360,6 +363,7 @@ class SimConfig:
         draw_core_options: Callable[[random.Random], dict[str, int | bool | str]] | None = None,
         max_tick_drift: Callable[[dict[str, int | bool | str]], float] | None = None,
         set_core_options: Mapping[str, int | bool | str] | None = None,
+        byzantine: bool = False,
         **overrides: Any,
     ) -> SimConfig:
         """A run drawn from `seed`: the network model (unless given), a fault plan (swarm when
@@ -373,9 +377,22 @@ class SimConfig:
         `core_options` keeps the drift drawn for the drawn ones).
 
         Each later draw comes from a stream of its own (`{seed}:swarm:protocol`, `:drift`, `:sessions`),
-        so adding one moved no earlier draw."""
+        so adding one moved no earlier draw.
+
+        Byzantine kinds (`dscore.sim.byzantine.BYZANTINE_KINDS`, or `byzantine` for all) may be listed in
+        `fault_kinds`; with `fault_kinds=None` and `byzantine=True` (protocols that tolerate them) they are
+        drawn swarm style too. Either way from a stream of their own, so the rest of the run is unchanged.
+        """
         rng = random.Random(f"{seed}:swarm")
         drawn_model = rng.choice(list(NetworkModel))
+        byzantine_rng = random.Random(f"{seed}:swarm:byzantine")
+        byzantine_plan = ByzantinePlan()
+        if fault_kinds is not None:
+            fault_kinds, byzantine_kinds = split_fault_kinds(fault_kinds)
+            if byzantine_kinds:
+                byzantine_plan = ByzantinePlan.draw(byzantine_rng, byzantine_kinds)
+        elif byzantine:
+            byzantine_plan = ByzantinePlan.draw(byzantine_rng)
         faults = FaultPlan.draw(
             rng, fault_kinds, nodes=nodes, late_rng=random.Random(f"{seed}:swarm:late-faults")
         )
@@ -421,6 +438,7 @@ class SimConfig:
             tick_drift=tick_drift,
             slow_leader_clock=slow_leader_clock,
             max_sessions=max_sessions,
+            byzantine=byzantine_plan,
         )
         return replace(config, **overrides)
 

@@ -26,6 +26,7 @@ from dscore.core.errors import ConfigError
 from dscore.protocols.gossip import GossipCore
 from dscore.protocols.noop import NoopCore
 from dscore.protocols.paxos import PaxosConfig, PaxosNode
+from dscore.protocols.pbft import PbftConfig, PbftNode
 from dscore.protocols.raft import RaftConfig, RaftNode, ReadOnlyOption, max_tick_drift
 from dscore.protocols.sequencer import SequencerCore
 from dscore.sim.adapter import CoreOptions, ProtocolAdapter
@@ -33,9 +34,11 @@ from dscore.sim.config import DEPLOYMENT_TICK_DRIFT, SimConfig
 from dscore.sim.gossip_invariants import gossip_invariants
 from dscore.sim.host import ExecutorFactory
 from dscore.sim.paxos_invariants import paxos_invariants
+from dscore.sim.pbft_invariants import pbft_invariants
 from dscore.sim.raft_invariants import raft_invariants
 from dscore.sim.sequencer_invariants import sequencer_invariants
 from dscore.sim.simulator import SimResult, Simulation
+from dscore.statemachine.kv import valid_batch
 
 _registry: dict[str, ProtocolAdapter] = {}
 
@@ -66,11 +69,15 @@ def swarm(seed: int, protocol: str = "sequencer", **options: Any) -> SimConfig:
         adapter: ProtocolAdapter | None = get_protocol(protocol)
     except ConfigError:
         adapter = None  # a protocol only a test's adapter knows: nothing to draw
+    draw = adapter.draw_options if adapter is not None else None
+    # Byzantine faults are part of the swarm of protocols that claim to tolerate them.
+    byzantine = adapter is not None and adapter.tolerates_byzantine and options.get("fault_kinds") is None
     return SimConfig.swarm(
         seed,
         protocol,
-        draw_core_options=adapter.draw_options if adapter is not None else None,
+        draw_core_options=draw,
         max_tick_drift=adapter.max_tick_drift if adapter is not None else None,
+        byzantine=byzantine,
         **options,
     )
 
@@ -124,6 +131,23 @@ def _builtin_adapters() -> tuple[ProtocolAdapter, ...]:
             description="Multi-Paxos: stable leader, pipelined phase 2, read quorum rounds, snapshots",
             draw_options=draw_paxos_options,
             configure=lambda options: PaxosNode.factory(paxos_config(options)),
+        ),
+        ProtocolAdapter(
+            name="pbft",
+            make_core=PbftNode.factory(secret=b"dscore-sim-pbft-default-secret"),
+            make_invariants=pbft_invariants,
+            supports_read_index=False,
+            description="PBFT (Castro and Liskov): n = 3f + 1, checkpoints, view changes, pair MACs",
+            draw_options=draw_pbft_options,
+            configure=lambda options: PbftNode.factory(
+                pbft_config(options), secret=b"dscore-sim-pbft-default-secret"
+            ),
+            configure_keyed=lambda options, secret: PbftNode.factory(
+                pbft_config(options), secret=secret, valid_request=valid_batch
+            ),
+            tolerates_byzantine=True,
+            tolerated=pbft_tolerated,
+            reply_quorum=lambda nodes, options: pbft_tolerated(nodes, options) + 1,
         ),
         ProtocolAdapter(
             name="sequencer",
@@ -249,3 +273,28 @@ def paxos_config(options: CoreOptions) -> PaxosConfig:
     if unknown:
         raise ConfigError(f"unknown paxos settings: {', '.join(sorted(unknown))}")
     return replace(PaxosConfig(), **options)  # type: ignore[arg-type]
+
+
+def draw_pbft_options(rng: random.Random) -> dict[str, int | bool | str]:
+    """Small checkpoint intervals and windows (so checkpoints, garbage collection and the water marks are
+    met in every run), and short or long view-change timeouts."""
+    return {
+        "checkpoint_interval": rng.choice((2, 4, 8)),
+        "log_size_checkpoints": rng.choice((2, 3)),
+        "view_change_timeout_ticks": rng.choice((15, 30, 60)),
+        "status_every_ticks": rng.choice((5, 10, 20)),
+    }
+
+
+def pbft_config(options: CoreOptions) -> PbftConfig:
+    """PBFT's default settings with `options` replaced (unknown names are a `ConfigError`)."""
+    unknown = set(options) - set(PbftConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown pbft settings: {', '.join(sorted(unknown))}")
+    return replace(PbftConfig(), **options)  # type: ignore[arg-type]
+
+
+def pbft_tolerated(nodes: int, options: CoreOptions) -> int:
+    """f: what the settings claim (`faults_tolerated`), else the most n = 3f + 1 allows."""
+    claimed = options.get("faults_tolerated")
+    return int(claimed) if claimed is not None else (nodes - 1) // 3

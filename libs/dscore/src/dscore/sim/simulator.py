@@ -39,8 +39,10 @@ from dscore.check import History, HistoryRecorder, check_history
 from dscore.core.envelope import Envelope
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
+from dscore.protocols.contract import DurableState, ProtocolCore
 from dscore.replica.executor import Executor, ExecutorConfig
-from dscore.sim.adapter import ProtocolAdapter
+from dscore.sim.adapter import CoreFactory, ProtocolAdapter
+from dscore.sim.byzantine import ByzantineCore, ByzantineExecutor, choose_byzantine
 from dscore.sim.client import SimClient
 from dscore.sim.config import NetworkModel, ReadMode, SimConfig, draw_node_drifts
 from dscore.sim.host import CRASH_POINTS, ExecutorFactory, SimNode
@@ -160,8 +162,15 @@ class Simulation:
         self._events = 0
         self._new_applies: list[AppliedEntry] = []
         self.invariants = adapter.make_invariants()
-        #: builds this run's cores (with the run's drawn core settings, if the adapter takes them)
-        self.make_core = adapter.core_factory(dict(config.core_options))
+        # Every frame is authenticated with a key of the run (drawn from the seed, so a run replays), and
+        # carries the fingerprint of the run's cluster-wide settings, as on a real cluster.
+        self.auth_key = hashlib.sha256(f"dscore-sim-key:{config.seed}".encode()).digest()
+        options = dict(config.core_options)
+        #: builds this run's cores (with the run's drawn core settings, if the adapter takes them, and
+        #: pair keys derived from a secret of the run, if the protocol has them)
+        self.make_core = adapter.core_factory(
+            options, secret=hashlib.sha256(b"pair-keys:" + self.auth_key).digest()
+        )
         self._fault_rng = kernel.stream("faults")
         node_ids = tuple(f"n{i}" for i in range(config.nodes))
         self.node_ids: tuple[NodeId, ...] = node_ids
@@ -171,9 +180,10 @@ class Simulation:
             dedup=config.dedup,
             reads_through_log=workload.reads is ReadMode.LOG or not adapter.supports_read_index,
         )
-        # Every frame is authenticated with a key of the run (drawn from the seed, so a run replays), and
-        # carries the fingerprint of the run's cluster-wide settings, as on a real cluster.
-        self.auth_key = hashlib.sha256(f"dscore-sim-key:{config.seed}".encode()).digest()
+        #: Byzantine nodes (`dscore.sim.byzantine`): their cores and executors lie; invariants and the
+        #: convergence check hold the others only
+        tolerated = adapter.tolerated(config.nodes, options) if adapter.tolerated else (config.nodes - 1) // 2
+        self.byzantine = choose_byzantine(config.byzantine, node_ids, tolerated, kernel.stream("byzantine"))
         cluster_settings = {
             "cluster_id": f"sim-{config.seed}",
             "protocol": adapter.name,
@@ -192,11 +202,11 @@ class Simulation:
                 index,
                 node_id,
                 node_ids,
-                make_core=self.make_core,
+                make_core=self._byzantine_core(node_id) if node_id in self.byzantine else self.make_core,
                 make_rng=kernel.stream,
                 config=executor_config,
                 max_sessions=config.max_sessions,
-                make_executor=make_executor or Executor,
+                make_executor=ByzantineExecutor if node_id in self.byzantine else (make_executor or Executor),
                 auth_key=self.auth_key,
                 cluster_settings=cluster_settings,
             )
@@ -212,6 +222,7 @@ class Simulation:
                 node_ids,
                 recorder=self.recorder,
                 auth_key=self.auth_key,
+                reply_quorum=adapter.reply_quorum(config.nodes, options) if adapter.reply_quorum else 1,
             )
             for index in range(client_count)
         ]
@@ -223,7 +234,7 @@ class Simulation:
             gst_us = kernel.stream("gst").randint(0, max(0, config.faults_end_us))
         self.gst_us = gst_us if network_config.model is NetworkModel.PARTIAL else 0
         self.network = SimNetwork(network_config, config.faults, kernel.stream("network"), endpoints, gst_us)
-        self.faults_active = bool(config.faults.enabled)
+        self.faults_active = bool(config.faults.enabled) or bool(self.byzantine)
         #: hosts report leader events only when the flaky-leader nemesis is on (`leader_event`)
         self.watch_leaders = config.faults.flaky_leader_probability > 0
         # Its own stream, so that turning it on leaves every other fault's draws where they were.
@@ -236,6 +247,29 @@ class Simulation:
         self.accepting_ops = True
         self._partition_serial = 0
         self._done = False
+        self._collusion_rng = kernel.stream("byzantine:collusion")
+
+    def _byzantine_core(self, node_id: NodeId) -> CoreFactory:
+        """The core factory of a Byzantine node: the run's core, wrapped (a new liar per incarnation)."""
+        plan = self.config.byzantine
+        stream = self._kernel.stream
+        incarnations = [0]
+
+        def make(
+            node: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState | None
+        ) -> ProtocolCore:
+            incarnations[0] += 1
+            inner = self.make_core(node, peers, rng, durable)
+            return ByzantineCore(
+                inner,
+                plan,
+                stream(f"byzantine:{node}:{incarnations[0]}"),
+                peers,
+                shared_rng=self._collusion_rng,
+                active=self.faults_active,
+            )
+
+        return make
 
     # -- the context of hosts and clients, the view of invariants -----------------------------------
 
@@ -346,8 +380,9 @@ class Simulation:
         if failure is not None:
             failure = (
                 f"seed={config.seed} protocol={self.adapter.name} nodes={config.nodes} "
-                f"network={config.network.model.value} faults={','.join(config.faults.enabled) or 'none'}: "
-                f"{failure}"
+                f"network={config.network.model.value} faults={','.join(config.faults.enabled) or 'none'}"
+                + (f" byzantine={','.join(config.byzantine.enabled)}" if self.byzantine else "")
+                + f": {failure}"
             )
         return SimResult(
             config=config,
@@ -371,6 +406,11 @@ class Simulation:
             f" tick_periods_us={','.join(str(p) for p in self.tick_periods_us)}"
             f"{' slow-leader-clock' if config.slow_leader_clock and config.tick_drift > 0 else ''}"
             + "".join(f" {name}={value}" for name, value in self._applied_core_options())
+            + (
+                f" byzantine={','.join(sorted(self.byzantine))} kinds={','.join(config.byzantine.enabled)}"
+                if self.byzantine
+                else ""
+            )
         )
         phase_rng = self._kernel.stream("phase")
         for node in self._node_list:
@@ -551,6 +591,8 @@ class Simulation:
             self.network.partition = None
             self.network.isolation = None
             for node in self._node_list:
+                if isinstance(node.core, ByzantineCore):
+                    node.core.active = False  # Byzantine behaviour is a fault too: it ends here
                 node.crash_point = None  # a kill armed but not landed yet is called off
                 if node.core is None:
                     self._restart(node)
@@ -638,7 +680,7 @@ class Simulation:
         )
 
     def _converged(self) -> bool:
-        nodes = self._node_list
+        nodes = [node for node in self._node_list if node.node_id not in self.byzantine]
         if any(node.core is None or node.paused_until_us > self.now_us for node in nodes):
             return False
         first = nodes[0].state_machine

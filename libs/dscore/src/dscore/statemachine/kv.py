@@ -279,6 +279,13 @@ def decode_batch(data: bytes) -> tuple[Command, ...]:
     return tuple(commands)
 
 
+def valid_batch(data: bytes, commands: int) -> bool:
+    """Whether `data` is a well-formed batch of exactly `commands` commands (PBFT's check of a request
+    batch against the clients it names, see `dscore.protocols.pbft`)."""
+    batch = _unpack_batch(data)
+    return batch is not None and len(batch) == commands and all(_well_formed(fields) for fields in batch)
+
+
 def command_fields(request: ClientRequest) -> tuple[object, ...]:
     """The command a client request asks for, as its fields `(client_id, seq, op, key, a, b)` (a leader
     packs a whole entry's commands at once: `encode_entry`); `BadCommandError` if the request's fields do
