@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A local dscore deployment in the background: `make up`, `make status`, `make down`.
 #
-#   scripts/dev.sh up       Kafka, one Redis per node, the nodes (dscore-node) and the gateway
-#                           (dscore-gateway, the HTTP API); waits until every node and the gateway are
-#                           ready; prints the gateway's URL and where the logs are. Idempotent: what
-#                           already runs is kept.
+#   scripts/dev.sh up       Kafka, one Redis per node, the nodes (dscore-node), the gateway
+#                           (dscore-gateway, the HTTP API), the chaos service (dscore-chaos: local
+#                           processes by pid file, transport faults on the control topic) and a Prometheus
+#                           scraping them all with dscore's rules; waits until each is ready; prints the
+#                           URLs and where the logs are. Idempotent: what already runs is kept.
 #   scripts/dev.sh status   what runs, with pids
-#   scripts/dev.sh down     stop it all (gateway, nodes, Redis, Kafka: the reverse order)
+#   scripts/dev.sh down     stop it all (Prometheus, chaos, gateway, nodes, Redis, Kafka: the reverse order)
 #
-# Every process writes its pid to .run/<name>.pid (kafka, redis-n1, redis-n2, ..., node-n1, ..., gateway),
+# Every process writes its pid to .run/<name>.pid (kafka, redis-n1, redis-n2, ..., node-n1, ..., gateway,
+# chaos, prometheus),
 # so a person or a script can fault one by hand: kill -9 "$(cat .run/redis-n2.pid)". Logs are in
 # .run/logs/<name>.log. After `up`, .run/dev.env holds the addresses as environment variables.
 #
@@ -25,6 +27,10 @@
 #   DSCORE_GATEWAY_PORT     the gateway's HTTP port (default 23080)
 #   DSCORE_DEV_KAFKA_BOOTSTRAP  use this running broker (host:port) instead of starting one; `down` leaves
 #                           it alone (tests use it to share their session's broker)
+#   DSCORE_CHAOS_PORT       the chaos service's HTTP port (default 23085)
+#   DSCORE_PROMETHEUS_PORT  Prometheus' port (default 23090); its config and TSDB are in .run/prometheus/
+#   DSCORE_PROMETHEUS_SCRAPE_INTERVAL  how often it scrapes and evaluates the rules (default 5s)
+#   DSCORE_DEV_PROMETHEUS=0 start no Prometheus (one is already pointed at the stack, say)
 # A port already taken (another checkout's `make up`, say) stops `up` with the variable that moves it.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -163,8 +169,96 @@ start_gateway() {
   done
 }
 
+# The chaos service (services/chaos): SIGKILL / SIGSTOP of the nodes by their pid files here (the leader
+# found through each node's /debug/state, from the DSCORE_NODE_URL_* lines of dev.env) and transport faults
+# (omission, delay, partition) on the cluster's Kafka control topic, under the cluster key.
+CHAOS_PORT=${DSCORE_CHAOS_PORT:-23085}
+CHAOS_BIN=$REPO_ROOT/.venv/bin/dscore-chaos
+start_chaos() {
+  local bootstrap=$1 name=chaos pid waited=0
+  [[ -x $CHAOS_BIN ]] || die "$CHAOS_BIN is missing: run 'make sync' first"
+  pid=$(pid_from "$RUN_DIR/$name.pid")
+  if is_running "$pid" dscore-chaos; then
+    say "$name: already running (pid $pid)"
+    return 0
+  fi
+  check_port "$CHAOS_PORT" DSCORE_CHAOS_PORT "the chaos service's HTTP"
+  DSCORE_NODES=$(IFS=,; echo "${NODES[*]}") DSCORE_CLUSTER_ID=$CLUSTER_ID \
+    DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_AUTH_KEY=$(auth_key) \
+    DSCORE_CHAOS__HOST=127.0.0.1 DSCORE_CHAOS__PORT=$CHAOS_PORT \
+    DSCORE_CHAOS__PROCESSES__ENABLED=true DSCORE_CHAOS__PROCESSES__RUN_DIR=$RUN_DIR \
+    setsid "$CHAOS_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$RUN_DIR/$name.pid"
+  say "$name: started (pid $pid, http://127.0.0.1:$CHAOS_PORT)"
+  until curl -fsS -o /dev/null "http://127.0.0.1:$CHAOS_PORT/healthz" 2>/dev/null; do
+    is_running "$pid" dscore-chaos || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
+    ((waited >= 600)) && die "$name not ready after 60s (log: $LOG_DIR/$name.log)"
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+}
+
+# Prometheus (Debian's package; deploy/prometheus/ensure-tools.sh installs it): scrapes the nodes
+# (job dscore-node), the gateway (dscore-gateway) and the chaos service (dscore-chaos), and evaluates
+# deploy/prometheus/dscore-rules.yaml, which selects job=~".*dscore.*". Its config is written at each
+# `up` into .run/prometheus/prometheus.yml; its TSDB stays in .run/prometheus/data across runs.
+PROMETHEUS_PORT=${DSCORE_PROMETHEUS_PORT:-23090}
+SCRAPE_INTERVAL=${DSCORE_PROMETHEUS_SCRAPE_INTERVAL:-5s}
+start_prometheus() {
+  local name=prometheus pid waited=0 dir=$RUN_DIR/prometheus prometheus node targets=()
+  [[ ${DSCORE_DEV_PROMETHEUS:-1} == 0 ]] && return 0
+  pid=$(pid_from "$RUN_DIR/$name.pid")
+  if is_running "$pid" prometheus; then
+    say "$name: already running (pid $pid)"
+    return 0
+  fi
+  prometheus=$(bash "$REPO_ROOT/deploy/prometheus/ensure-tools.sh" | tail -n 1)
+  check_port "$PROMETHEUS_PORT" DSCORE_PROMETHEUS_PORT "Prometheus"
+  mkdir -p "$dir/data"
+  for node in "${NODES[@]}"; do targets+=("'127.0.0.1:$(node_port "$node")'"); done
+  cat >"$dir/prometheus.yml" <<YAML
+# written by scripts/dev.sh up
+global:
+  scrape_interval: $SCRAPE_INTERVAL
+  evaluation_interval: $SCRAPE_INTERVAL
+rule_files:
+  - $REPO_ROOT/deploy/prometheus/dscore-rules.yaml
+scrape_configs:
+  - job_name: dscore-node
+    static_configs:
+      - targets: [$(IFS=,; echo "${targets[*]}")]
+  - job_name: dscore-gateway
+    static_configs:
+      - targets: ['127.0.0.1:$GATEWAY_PORT']
+  - job_name: dscore-chaos
+    static_configs:
+      - targets: ['127.0.0.1:$CHAOS_PORT']
+YAML
+  setsid "$prometheus" --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+    --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+    </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$RUN_DIR/$name.pid"
+  say "$name: started (pid $pid, http://127.0.0.1:$PROMETHEUS_PORT)"
+  until curl -fsS -o /dev/null "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 2>/dev/null; do
+    is_running "$pid" prometheus || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
+    ((waited >= 600)) && die "$name not ready after 60s (log: $LOG_DIR/$name.log)"
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+}
+
 stop_services() {
   local name pid
+  for name in prometheus chaos; do
+    pid=$(pid_from "$RUN_DIR/$name.pid")
+    [[ -n $pid ]] || continue
+    # chaos: SIGTERM stops its faults first (a paused node is resumed)
+    stop_pid "$pid" "$name" 15 "$name"
+    rm -f "$RUN_DIR/$name.pid"
+    say "$name: stopped (pid $pid)"
+  done
   for name in gateway "${NODES[@]/#/node-}"; do
     pid=$(pid_from "$RUN_DIR/$name.pid")
     [[ -n $pid ]] || continue
@@ -201,10 +295,16 @@ up() {
     echo "DSCORE_REDIS_URL_${node^^}=$url" >>"$env_file"
     echo "DSCORE_NODE_URL_${node^^}=http://127.0.0.1:$(node_port "$node")" >>"$env_file"
   done
-  echo "DSCORE_CLUSTER_ID=$CLUSTER_ID" >>"$env_file"
-  echo "DSCORE_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT" >>"$env_file"
+  {
+    echo "DSCORE_CLUSTER_ID=$CLUSTER_ID"
+    echo "DSCORE_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT"
+    echo "DSCORE_CHAOS_URL=http://127.0.0.1:$CHAOS_PORT"
+    [[ ${DSCORE_DEV_PROMETHEUS:-1} == 0 ]] || echo "DSCORE_PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT"
+  } >>"$env_file"
   start_nodes "$bootstrap"
   start_gateway "$bootstrap"
+  start_chaos "$bootstrap"
+  start_prometheus
   if [[ -n $EXTERNAL_KAFKA ]]; then
     echo "Kafka:   $bootstrap  (not ours: DSCORE_DEV_KAFKA_BOOTSTRAP)"
   else
@@ -220,17 +320,26 @@ up() {
   echo "Gateway: http://127.0.0.1:$GATEWAY_PORT  (pid $(cat "$RUN_DIR/gateway.pid")); try:"
   echo "         curl -X PUT http://127.0.0.1:$GATEWAY_PORT/v1/kv/greeting -H 'Content-Type: application/json' -d '{\"value\": \"hello\"}'"
   echo "         curl http://127.0.0.1:$GATEWAY_PORT/v1/kv/greeting"
+  echo "Chaos:   http://127.0.0.1:$CHAOS_PORT/v1/faults  (pid $(cat "$RUN_DIR/chaos.pid")); a failover drill:"
+  echo "         curl -X POST http://127.0.0.1:$CHAOS_PORT/v1/faults -H 'Content-Type: application/json' -d '{\"kind\": \"process_kill\", \"target\": \"leader\"}'"
+  if [[ -f $RUN_DIR/prometheus.pid ]]; then
+    echo "Prometheus: http://127.0.0.1:$PROMETHEUS_PORT  (pid $(cat "$RUN_DIR/prometheus.pid"); scrapes every $SCRAPE_INTERVAL, dscore's rules loaded); try:"
+    echo "         curl -s http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query --data-urlencode 'query=job_protocol:dscore_has_leader:max'"
+  fi
+  echo "Grafana: point a Prometheus data source at it, load deploy/grafana/dashboards (README: Watch it)"
   echo "Pids:    $RUN_DIR/<name>.pid   Logs: $LOG_DIR/   Addresses: $env_file"
   echo "Stop:    make down"
 }
 
 status() {
-  local name
+  local name pattern
   "$KAFKA" status || true
   for name in $(redis_names); do "$REDIS" status "$name" >/dev/null || true; done
-  for name in gateway "${NODES[@]/#/node-}"; do
+  for name in gateway "${NODES[@]/#/node-}" chaos prometheus; do
     [[ -f $RUN_DIR/$name.pid ]] || continue
-    if is_running "$(pid_from "$RUN_DIR/$name.pid")" dscore; then say "$name: running"; else say "$name: not running"; fi
+    pattern=$name
+    [[ $name == node-* ]] && pattern=dscore-node
+    if is_running "$(pid_from "$RUN_DIR/$name.pid")" "$pattern"; then say "$name: running"; else say "$name: not running"; fi
   done
 }
 

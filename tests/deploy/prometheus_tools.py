@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 ENSURE_TOOLS = REPO / "deploy" / "prometheus" / "ensure-tools.sh"
@@ -54,12 +55,18 @@ class QueryError(Exception):
     pass
 
 
-class PrometheusServer:
-    """A real Prometheus with no scrape targets: it parses and evaluates queries against an empty TSDB."""
+#: a Prometheus with no scrape targets: it parses and evaluates queries against an empty TSDB
+EMPTY_CONFIG = "global:\n  scrape_interval: 15s\nscrape_configs: []\n"
 
-    def __init__(self, tools: PromTools, workdir: Path) -> None:
+
+class PrometheusServer:
+    """A real Prometheus: by default with no scrape targets (`EMPTY_CONFIG`); `config` is another
+    prometheus.yml (scrape targets, rule files), written to the server's own work folder."""
+
+    def __init__(self, tools: PromTools, workdir: Path, config: str = EMPTY_CONFIG) -> None:
         self._tools = tools
         self._workdir = workdir
+        self._config = config
         self._process: subprocess.Popen[str] | None = None
         self._log: list[str] = []
         self._ready = threading.Event()
@@ -68,7 +75,7 @@ class PrometheusServer:
 
     def start(self) -> None:
         config = self._workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+        config.write_text(self._config)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._process = subprocess.Popen(
@@ -101,7 +108,26 @@ class PrometheusServer:
 
     def query(self, expr: str) -> list[dict[str, object]]:
         """Evaluate `expr` now; raise QueryError with Prometheus' message if it does not parse."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        data = self.api("query", query=expr)
+        result: list[dict[str, object]] = data["result"] if data["resultType"] == "vector" else []
+        return result
+
+    def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
+        """The matrix `expr` gives over [start, end] (Unix seconds) every `step_s`, as Grafana asks a panel's."""
+        data = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step_s:g}")
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def label_values(self, label: str, match: str, start: float, end: float) -> list[str]:
+        """The values of `label` on the series `match` selects (Grafana's `label_values(match, label)`)."""
+        data = self.api(
+            f"label/{label}/values", **{"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        )
+        return sorted(str(v) for v in data)
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/<path>: its `data`, or QueryError with Prometheus' message."""
+        url = f"{self.url}/api/v1/{path}?" + urllib.parse.urlencode(params)
         try:
             with urllib.request.urlopen(url, timeout=30) as response:
                 body = json.loads(response.read())
@@ -110,10 +136,7 @@ class PrometheusServer:
             raise QueryError(f"{body.get('errorType')}: {body.get('error')}") from None
         if body.get("status") != "success":
             raise QueryError(str(body))
-        result: list[dict[str, object]] = (
-            body["data"]["result"] if body["data"]["resultType"] == "vector" else []
-        )
-        return result
+        return body["data"]
 
     def stop(self) -> None:
         process = self._process

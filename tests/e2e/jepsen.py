@@ -64,8 +64,11 @@ async def e2e_cluster(
     redis_server_factory: Callable[..., Any],
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    pid_dir: Path | None = None,
+    http_ports: dict[str, int] | None = None,
 ) -> AsyncIterator[tuple[ProcessCluster, dict[str, Any]]]:
-    """A started cluster and its Redis servers by node id; everything is stopped at the end."""
+    """A started cluster and its Redis servers by node id; everything is stopped at the end. `pid_dir`
+    and `http_ports`: see `ProcessCluster` (pid files as `make up` writes them, fixed node ports)."""
     redis = {n: redis_server_factory(name=f"{namespace[:20]}-{n}") for n in node_ids}
     cluster = ProcessCluster(
         namespace,
@@ -75,6 +78,8 @@ async def e2e_cluster(
         auth_key=secrets.token_urlsafe(48),
         log_dir=log_dir,
         extra_env={**E2E_ENV, **(extra_env or {})},
+        pid_dir=pid_dir,
+        http_ports=http_ports,
     )
     try:
         await cluster.start()

@@ -1,7 +1,9 @@
-"""`make up` / `make down` (scripts/dev.sh): one Redis per node, three `dscore-node` processes and a
-gateway in the background, each with its pid in `<run dir>/<name>.pid`; the gateway's URL and the log
-folder printed; a write and a read through the gateway; `down` stops every process and removes the pid
-files. Ports and the run folder are this test's own (free ports, `tmp_path`), so it never meets a
+"""`make up` / `make down` (scripts/dev.sh): one Redis per node, three `dscore-node` processes, a
+gateway, the chaos service and a Prometheus in the background, each with its pid in
+`<run dir>/<name>.pid`; the URLs and the log folder printed; a write and a read through the gateway;
+Prometheus scrapes all five services and evaluates dscore's rules; the README's failover drill (the
+chaos service's HTTP API kills the leader's process) leaves a cluster that still serves writes; `down`
+stops every process and removes the pid files. Ports and the run folder are this test's own (free ports, `tmp_path`), so it never meets a
 person's `make up` or another checkout's run; the broker is the test session's
 (`DSCORE_DEV_KAFKA_BOOTSTRAP`), which `down` leaves running."""
 
@@ -12,8 +14,13 @@ import os
 import random
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +58,37 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _json(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+    except OSError:
+        return 0, None
+
+
+def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    status, body = _json(f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    assert status == 200, body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Re-check `condition` (it asks a service) until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.2)
+
+
 def _dev(args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(REPO / "scripts" / "dev.sh"), args],
@@ -68,6 +106,8 @@ def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
 ) -> None:
     run_dir = tmp_path / "run"
     gateway_port = _free_block(1) + 1
+    chaos_port = _free_block(1) + 1
+    prometheus_port = _free_block(1) + 1
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")},
         "DSCORE_RUN_DIR": str(run_dir),
@@ -76,6 +116,9 @@ def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
         "DSCORE_REDIS_PORT": str(_free_block(len(NODES))),
         "DSCORE_NODE_HTTP_PORT": str(_free_block(len(NODES))),
         "DSCORE_GATEWAY_PORT": str(gateway_port),
+        "DSCORE_CHAOS_PORT": str(chaos_port),
+        "DSCORE_PROMETHEUS_PORT": str(prometheus_port),
+        "DSCORE_PROMETHEUS_SCRAPE_INTERVAL": "1s",
     }
     pids: dict[str, int] = {}
     try:
@@ -83,7 +126,17 @@ def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
         assert up.returncode == 0, up.stderr[-3000:]
         url = f"http://127.0.0.1:{gateway_port}"
         assert f"Gateway: {url}" in up.stdout and f"Logs: {run_dir / 'logs'}/" in up.stdout, up.stdout
-        for name in ("gateway", *(f"node-{n}" for n in NODES), *(f"redis-{n}" for n in NODES)):
+        chaos = f"http://127.0.0.1:{chaos_port}"
+        prometheus = f"http://127.0.0.1:{prometheus_port}"
+        assert f"Chaos:   {chaos}/v1/faults" in up.stdout and f"Prometheus: {prometheus}" in up.stdout
+        names = (
+            "gateway",
+            "chaos",
+            "prometheus",
+            *(f"node-{n}" for n in NODES),
+            *(f"redis-{n}" for n in NODES),
+        )
+        for name in names:
             pids[name] = int((run_dir / f"{name}.pid").read_text())
             assert _alive(pids[name]), name
             assert (run_dir / "logs" / f"{name}.log").exists(), name
@@ -100,6 +153,27 @@ def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
         again = _dev("up", env)  # idempotent: what runs is kept
         assert again.returncode == 0, again.stderr[-2000:]
         assert int((run_dir / "node-n1.pid").read_text()) == pids["node-n1"]
+        assert int((run_dir / "prometheus.pid").read_text()) == pids["prometheus"]
+
+        # Prometheus scrapes the three nodes, the gateway and the chaos service, and runs dscore's rules.
+        def scraped() -> bool:
+            up = _query(prometheus, "up == 1")
+            leader = _query(prometheus, "job_protocol:dscore_has_leader:max == 1")
+            return len(up) == len(NODES) + 2 and len(leader) == 1
+
+        _wait(scraped, "Prometheus scrapes all five and the has-leader rule says 1")
+        jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
+        assert jobs == {"dscore-node", "dscore-gateway", "dscore-chaos"}, jobs
+
+        # The README's failover drill: the chaos service kills the leader's process; writes go on.
+        status, fault = _json(f"{chaos}/v1/faults", "POST", {"kind": "process_kill", "target": "leader"})
+        assert status == 201 and fault["injections"][0]["outcome"] == "injected", fault
+        killed = fault["injections"][0]["target"]
+        assert killed in {f"node-{n}" for n in NODES} and not _alive(pids[killed]), fault
+        _wait(lambda: _json(f"{url}/v1/kv/greeting", "PUT", {"value": "again"})[0] == 204, "a write after")
+        _wait(
+            lambda: bool(_query(prometheus, 'dscore_chaos_faults_injected_total{kind="kill"} == 1')), "kill"
+        )
     finally:
         down = _dev("down", env)
     assert down.returncode == 0, down.stderr[-2000:]

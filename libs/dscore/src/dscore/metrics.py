@@ -94,6 +94,37 @@ OUTCOMES = tuple(outcome.name.lower() for outcome in Outcome)
 ELECTIONS_STARTED_KEY = "elections_started"
 ELECTIONS_WON_KEY = "elections_won"
 
+#: the event keys each protocol core may count (its `counters` dict, but for the election keys), exported
+#: at zero from the start: a series that appears only at its first event (at 1) hides that event from
+#: `rate()` and `increase()`, so a dashboard would miss every first step-down or stale message.
+#: tests/unit/metrics/test_protocol_event_reasons.py keeps Raft's list equal to what its core counts.
+PROTOCOL_EVENT_REASONS: dict[str, tuple[str, ...]] = {
+    "raft": (
+        "bad_config_entry",
+        "bad_snapshot_config",
+        "check_quorum_step_down",
+        "conflict_with_committed",
+        "conflicting_leader",
+        "from_self",
+        "ignored_timeout_now",
+        "invalid",
+        "misrouted",
+        "missing_snapshot",
+        "non_member",
+        "removed_leader_step_down",
+        "restore_discarded_entries",
+        "snapshot_chunks_disagree",
+        "snapshot_installed",
+        "snapshot_sent",
+        "snapshot_too_large",
+        "stale_term",
+        "transfer_aborted",
+        "unknown_message",
+        "unknown_peer",
+        "vote_in_lease",
+    ),
+}
+
 #: faults a chaos injector (services/chaos, the nemesis) may report
 FAULT_KINDS = (
     "kill",
@@ -564,7 +595,7 @@ class NodeCollector:
         events = dict(source.protocol_counters())
         f.elections_started.add_metric(labels, events.pop(ELECTIONS_STARTED_KEY, 0))
         f.elections_won.add_metric(labels, events.pop(ELECTIONS_WON_KEY, 0))
-        _add_counts(f.protocol_events, labels, events, ())
+        _add_counts(f.protocol_events, labels, events, PROTOCOL_EVENT_REASONS.get(handle.protocol, ()))
 
         transport = source.transport_stats()
         if transport is not None:

@@ -19,7 +19,9 @@ gateway's HTTP API (`dscore.gateway_client.GatewayClient`) or, underneath, throu
 Kafka (`client_endpoint()`: a `ClientEndpoint` with its own inbox topic); both satisfy `KvOps`.
 
 With `pid_dir`, every process's pid is written to `<pid_dir>/<name>.pid` (`node-n1.pid`,
-`gateway.pid`), as `make up` does, so a person can fault one by hand.
+`gateway.pid`), as `make up` does, so a person can fault one by hand. With `http_ports`, each node listens
+on its own fixed port across restarts (a Prometheus scrape target, a chaos service's node URL stay valid);
+without, on a free port the node picks at each start.
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ class ProcessCluster:
         supervise: bool = True,
         pid_dir: Path | None = None,
         gateway_env: Mapping[str, str] | None = None,
+        http_ports: Mapping[NodeId, int] | None = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.node_ids = tuple(node_ids)
@@ -175,6 +178,7 @@ class ProcessCluster:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._base_env = {k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")}
         self._extra_env = dict(extra_env or {})
+        self._http_ports = dict(http_ports or {})
         self.nodes: dict[NodeId, NodeProcess] = {}
         for node_id in self.node_ids:
             peers = tuple(n for n in self.node_ids if n != node_id)
@@ -207,7 +211,7 @@ class ProcessCluster:
             "DSCORE_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "DSCORE_REDIS__URL": redis_url,
             "DSCORE_AUTH_KEY": self.auth_key,
-            "DSCORE_HTTP__PORT": "0",
+            "DSCORE_HTTP__PORT": str(self._http_ports.get(node_id, 0)),
             "DSCORE_HTTP__ADMIN": "true",
             **self._extra_env,
         }

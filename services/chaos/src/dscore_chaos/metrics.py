@@ -3,7 +3,7 @@
 - `dscore_chaos_faults_injected_total{kind}` (`dscore.metrics.ChaosMetrics`): every injection made, by
   the kind label of `dscore.metrics.FAULT_KINDS` (`kill`, `pause`, `partition`, `heal`, `link_drop`,
   `link_delay`; see `dscore_chaos.model.METRIC_KIND`). The "Availability and failover" dashboard draws
-  `sum by (kind) (increase(dscore_chaos_faults_injected_total{job=~"$job"}[1m])) > 0` as annotations.
+  `sum by (kind) (increase(dscore_chaos_faults_injected_total{job=~"$job"}[1m15s])) > 0` as annotations.
 - `dscore_chaos_injections_failed_total{kind}`: injections that could not be made (no leader found, no
   pod, the platform refused), by the API's kind (`pod_kill`, `process_pause`, ...).
 - `dscore_chaos_annotations_failed_total`: Grafana annotations that could not be posted (only with

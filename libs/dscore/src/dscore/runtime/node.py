@@ -44,7 +44,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dscore.core.client_messages import ClientRequest, ClientResponse, Outcome
@@ -584,8 +584,20 @@ class NodeRuntime:
                 space.clear()
                 await space.wait()
             batch = await receive(min(batch_max, bound - len(inbound)))
+            if self.metrics is not None:
+                self._observe_hops(self.metrics, batch)
             inbound.extend(batch)
             self._kick()
+
+    @staticmethod
+    def _observe_hops(metrics: NodeMetrics, batch: Sequence[Delivery]) -> None:
+        """Each message's time from the sender's transport to this one (wall clocks: on one machine or
+        NTP-synchronised ones; a clock behind the sender's counts as 0)."""
+        now_ms = time.time() * 1000.0
+        observe = metrics.observe_hop_seconds
+        for delivery in batch:
+            if delivery.sent_at_ms is not None:
+                observe(max(0.0, now_ms - delivery.sent_at_ms) / 1000.0)
 
     async def _run(self) -> None:
         executor = self.executor

@@ -48,11 +48,14 @@ class OutboundFrame:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Raw bytes read from an inbox, and where they were read from (untrusted until decoded)."""
+    """Raw bytes read from an inbox, and where they were read from (untrusted until decoded).
+    `sent_at_ms`: when the sender's transport sent it, wall-clock milliseconds (Kafka: the record's
+    timestamp), if the transport knows; the runtime observes the hop latency from it."""
 
     data: bytes
     channel: str
     offset: int
+    sent_at_ms: int | None = None
 
 
 class Transport(Protocol):

@@ -468,7 +468,7 @@ class AioKafkaTransport:
                     stats.null_records_received += 1
                     value = b""
                 received_bytes += len(value)
-                deliveries.append(Delivery(value, channel, record.offset))
+                deliveries.append(Delivery(value, channel, record.offset, record.timestamp))
             stats.records_received += len(deliveries)
             stats.bytes_received += received_bytes
             highwater = consumer.highwater(tp)

@@ -28,7 +28,15 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
@@ -405,7 +413,15 @@ class ConfluentKafkaTransport:
                             stats.null_records_received += 1
                             value = b""
                         last_offset = message.offset() or 0
-                        deliveries.append(Delivery(value, channel, last_offset))
+                        kind, sent_at_ms = message.timestamp()
+                        deliveries.append(
+                            Delivery(
+                                value,
+                                channel,
+                                last_offset,
+                                sent_at_ms if kind != TIMESTAMP_NOT_AVAILABLE else None,
+                            )
+                        )
                     if deliveries:
                         self._pushed += len(deliveries)
                         loop.call_soon_threadsafe(self._arrived, deliveries)
