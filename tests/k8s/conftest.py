@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chart_release import DscoreRelease, Helm
 from kube_helpers import wait_for_namespace_gone
 from kubernetes import client, config
 
@@ -90,3 +91,27 @@ def namespace(kube_client: client.ApiClient) -> Iterator[str]:
         if error.status != 404:
             raise
     wait_for_namespace_gone(core, name, timeout_s=NAMESPACE_GONE_TIMEOUT_S)
+
+
+# -- the dscore chart installed on the control plane (charts/dscore) --------------------------------------
+
+
+@pytest.fixture
+def chart_helm(helm_bin: Path, kube_api: Path, tmp_path: Path) -> Helm:
+    """helm against the test API server, its caches in the test's folder."""
+    return Helm(helm_bin, kube_api, tmp_path / "helm-home")
+
+
+@pytest.fixture
+def dscore_release(
+    chart_helm: Helm, kube_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> Iterator[DscoreRelease]:
+    """charts/dscore installed (`helm install --wait`) in a fresh namespace: 3 nodes Running on the fake
+    nodes, each with its Redis claim bound, the gateway and the chaos service (with its namespaced RBAC).
+    No container runs (kwok): what the API server, the controllers and the scheduler do is real, what the
+    processes would do is not. Uninstalled, and its volumes deleted, afterwards."""
+    release = DscoreRelease.install(chart_helm, kube_client, namespace, tmp_path, replicas=3, chaos=True)
+    try:
+        yield release
+    finally:
+        release.cleanup()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -29,13 +31,39 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["demo", *argv])
 
 
-def test_short_demo_run_is_linearizable(capsys: pytest.CaptureFixture[str]) -> None:
+def test_short_demo_run_is_linearizable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     assert run_demo(parse("--duration-s", "6", "--no-live", "--seed", "3")) == 0
     out = capsys.readouterr().out
     assert "LINEARIZABLE" in out and "NOT_LINEARIZABLE" not in out
     assert "kill -9 leader" in out and "partition {" in out and "heal the partition" in out
     assert "replicas converged: yes" in out
     assert "no recovery seen" not in out  # both leader-removing faults were followed by a new leader
+    assert re.search(r"successful ops/s, \d+ µs of CPU per successful op", out)
+    # The HTML report went to its default place, and shows the same figures as the text.
+    page = (tmp_path / "dscore-demo-report.html").read_text(encoding="utf-8")
+    assert f"HTML report: {tmp_path / 'dscore-demo-report.html'}" in out
+    availability = re.search(r"availability \(uptime / total time\): ([\d.]+%) \((\d+) of (\d+)", out)
+    assert availability
+    percent, up, total = availability.groups()
+    assert f"{percent}</strong> available: {up} of {total} windows" in page
+    failovers = re.findall(r": (\d+) ms \(new leader (n\d)\)", out)
+    assert len(failovers) == 2
+    for gap_ms, leader in failovers:
+        assert re.search(rf'<td class="num">{gap_ms} ms</td><td>{leader}</td>', page)
+    assert 'data-verdict="LINEARIZABLE"' in page
+
+
+def test_html_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse().html == Path("dscore-demo-report.html") and not parse().no_html
+    options = DemoOptions.from_args(parse("--html", str(tmp_path / "r.html")))
+    assert options.html_path == tmp_path / "r.html"
+    assert DemoOptions.from_args(parse("--no-html")).html_path is None
+    # a directory that does not exist is refused before the run, not after it
+    assert run_demo(parse("--html", str(tmp_path / "missing" / "r.html"))) == 2
+    assert "does not exist" in capsys.readouterr().out
 
 
 def test_fault_schedule_is_deterministic_per_seed() -> None:

@@ -279,7 +279,9 @@ COUNTER_EVENTS = {
     "conflict_with_committed": "REFUSES to overwrite a committed entry (a broken commit rule upstream)",
     "conflicting_leader": "drops a message from a second leader of its term",
 }
-SILENT_COUNTERS = {"snapshot_sent", "snapshot_installed"}
+# Counters for metrics only: the transcripts already say what they count ("became candidate", "became
+# leader", "snapshot ...").
+SILENT_COUNTERS = {"snapshot_sent", "snapshot_installed", "elections_started", "elections_won"}
 
 
 @dataclass(frozen=True)

@@ -514,3 +514,25 @@ def test_a_peer_back_on_another_storage_is_refused_even_at_the_same_incarnation(
     n1.deliver(encode_envelope(EnvelopeFactory("n2", 2).wrap("n1", MiniNote(1))))
     n1.run()
     assert [e.content for e in n1.core.received] == [MiniNote(1)]
+
+
+def test_the_first_start_makes_its_storage_epoch_durable_before_saying_hello() -> None:
+    h = harness(("n1", "n2"))
+    h.deliver(peer_note(EnvelopeFactory("n2", 1), "n1", 1))  # stepped before the first poll
+    first = h.executor.poll()
+    assert first is not None and first.write is not None
+    assert dict(first.write.dedup_marks) == {"epoch/n1": first.write.dedup_marks["epoch/n1"]}
+    assert dict(first.write.input_positions) == {}  # that input's effects are not durable yet
+    assert [type(decode_envelope(f.data).content) for f in first.messages] == [StorageHello]
+    assert first.replies == []  # nothing leaves before the write: the hello goes with the messages
+    h.carry_out(first)
+    # A restart on that storage keeps the epoch, and says hello with it without writing it again.
+    again = harness(
+        ("n1", "n2"),
+        stored=StoredState(h.durable, 1, MappingProxyType({"epoch/n1": first.write.dedup_marks["epoch/n1"]})),
+        incarnation=2,
+    )
+    second = again.executor.poll()
+    assert second is not None and second.write is None
+    (hello,) = [decode_envelope(f.data).content for f in second.messages]
+    assert isinstance(hello, StorageHello) and hello.epoch == h.executor.storage_epoch

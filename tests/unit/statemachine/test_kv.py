@@ -25,10 +25,12 @@ from dscore.statemachine.kv import (
     KvStateMachine,
     Put,
     Register,
+    command_fields,
     command_for,
     decode_batch,
     encode_batch,
     encode_command,
+    encode_entry,
 )
 
 
@@ -345,3 +347,54 @@ class ExactlyOnceUnderEviction(RuleBasedStateMachine):
 
 TestExactlyOnceUnderEviction = ExactlyOnceUnderEviction.TestCase
 TestExactlyOnceUnderEviction.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+@given(ops=st.lists(_writes, min_size=1, max_size=40))
+def test_an_entry_packed_in_one_pass_equals_the_batch_of_its_commands(ops: list[KvOp]) -> None:
+    requests = []
+    for i, op in enumerate(ops, 1):
+        if isinstance(op, Put):
+            requests.append(ClientRequest(i, Op.PUT, op.key, op.value, client_id=3, seq=i))
+        elif isinstance(op, Append):
+            requests.append(ClientRequest(i, Op.APPEND, op.key, op.suffix, client_id=3, seq=i))
+        elif isinstance(op, Delete):
+            requests.append(ClientRequest(i, Op.DELETE, op.key, client_id=3, seq=i))
+        elif isinstance(op, Cas):
+            requests.append(ClientRequest(i, Op.CAS, op.key, op.new, op.expected, client_id=3, seq=i))
+    assert encode_entry([command_fields(r) for r in requests]) == encode_batch(
+        [command_for(r) for r in requests]
+    )
+
+
+_any_command = st.tuples(
+    st.sampled_from([0, 1, 2, 3, 9]),  # client ids: 0 (none), registered ones, an unknown one
+    st.integers(-1, 4),
+    st.sampled_from([1, 2, 3, 4, 5, 6, 7]),
+    st.sampled_from(["k", "j"]) | st.integers(-5, 5),
+    st.none() | st.sampled_from(["a", "b"]) | st.integers(-5, 5),
+    st.none() | st.sampled_from(["a", "b"]),
+)
+
+
+@given(commands=st.lists(_any_command, max_size=60))
+def test_a_batch_applies_exactly_like_its_commands_one_by_one(commands: list[tuple[object, ...]]) -> None:
+    """The batch loop's inline fast path must not differ from the general path in any way."""
+    batched, single = KvStateMachine(), KvStateMachine()
+    for sm in (batched, single):
+        for index in (1, 2, 3):
+            sm.apply(index, [encode_command(0, 0, Register())])
+    encoded = [msgpack.packb(c, use_bin_type=True) for c in commands]
+    together = list(batched.apply(4, encoded)) if encoded else []
+    apart: list[KvResult] = []
+    for i, data in enumerate(encoded):
+        (result,) = single.apply(4 + i, [data])
+        apart.append(result)
+    # A REGISTER is accepted only alone in its entry: the one difference a batch can make.
+    for command, a, b in zip(commands, together, apart, strict=True):
+        if command[2] != 6:
+            assert a == b, command
+    if not any(c[2] == 6 for c in commands):
+        assert batched._data == single._data
+        assert {k: (v.last_seq, v.last_command, v.last_result) for k, v in batched._sessions.items()} == {
+            k: (v.last_seq, v.last_command, v.last_result) for k, v in single._sessions.items()
+        }

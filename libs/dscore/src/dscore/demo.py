@@ -11,7 +11,7 @@ What it does, in order (times are fractions of `--duration-s`, jittered by `--se
 4. ends with a final read of every key by every client, waits for the replicas to converge, and checks
    the history for linearizability (model `kv`).
 
-The report defines its figures precisely:
+The report defines its figures precisely (`dscore.report.figures` is their one definition):
 
 - availability: the seed's definition 1.7, uptime / total time, measured from the clients' side. The
   workload time is cut into consecutive 100 ms windows; a window is up when at least one client operation
@@ -20,8 +20,14 @@ The report defines its figures precisely:
 - failover time: for each fault that removes the leader (kill, or partition into a minority), the time
   from the fault to the first successful write answered by a different node (i.e. the first commit
   under the new leader, as a client sees it).
-- throughput: successful operations per second of workload time; latency percentiles (nearest rank)
-  over successful operations, retries included.
+- throughput: successful operations per second of workload time, beside the process's CPU time per
+  successful operation; latency percentiles (nearest rank) over successful operations, retries included.
+
+Besides the text report, the demo writes an HTML page (`--html FILE`, by default
+`dscore-demo-report.html` in the current directory; `--no-html` skips it) drawn by `dscore.report` from a
+`ReportData`: throughput and latency over time with the faults marked, each failover's gap, which node
+led when (from the nodes' own roles, observed on every change and at least once a tick), the
+availability windows and the checker's verdict.
 
 Exit status: 0 when the history is linearizable (or the checker ran out of its time budget, which is
 reported as UNKNOWN), 1 when it is not linearizable or a replica failed.
@@ -31,11 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,22 +55,43 @@ from dscore.core.client_messages import Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.raft import RaftConfig
-from dscore.runtime.client import (
-    ClientConfig,
-    ClientStats,
-    Completion,
-    KvClient,
-    OpOutcome,
-    mixed_workload,
+from dscore.report import (
+    WINDOW_S,
+    FailoverTime,
+    FaultEvent,
+    ReportData,
+    RoleTracker,
+    availability_windows,
+    failover_time,
+    percentile,
+    write_report,
 )
+from dscore.runtime.client import ClientConfig, ClientStats, KvClient, OpOutcome, mixed_workload
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, RuntimeConfig
 from dscore.settings import load_settings
 
-#: width of an availability window
-WINDOW_S = 0.1
-_WRITES = frozenset({"put", "append", "cas"})
+# Re-exported: the figures and the fault records are defined in dscore.report, which the HTML page uses.
+__all__ = [
+    "WINDOW_S",
+    "DemoOptions",
+    "DemoReport",
+    "FailoverTime",
+    "Fault",
+    "FaultEvent",
+    "add_demo_parser",
+    "availability_windows",
+    "failover_time",
+    "fault_schedule",
+    "format_report",
+    "percentile",
+    "run_demo",
+    "run_scenario",
+]
+
+#: where `dscore demo` writes its HTML report unless told otherwise (`--html FILE`, `--no-html`)
+DEFAULT_HTML_PATH = Path("dscore-demo-report.html")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +103,8 @@ class DemoOptions:
     keys: int = 3
     live: bool = True
     history_path: Path | None = None
+    #: write the HTML report here (None: no HTML report)
+    html_path: Path | None = None
     #: time budget of the linearizability check
     check_timeout_s: float = 120.0
     tick_interval_s: float = DEFAULT_TICK_INTERVAL_S
@@ -115,6 +142,7 @@ class DemoOptions:
             keys=args.keys,
             live=not args.no_live,
             history_path=args.history,
+            html_path=None if args.no_html else args.html,
             check_timeout_s=args.check_timeout_s,
         )
 
@@ -125,25 +153,6 @@ class Fault:
 
     at_s: float
     kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class FaultEvent:
-    """A fault as it happened."""
-
-    at_s: float
-    kind: str
-    description: str
-    #: the leader the fault removed (kill_leader, partition_leader), if any
-    removed_leader: NodeId | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FailoverTime:
-    fault: FaultEvent
-    #: seconds from the fault to the first successful write answered by another node; None if never
-    seconds: float | None
-    new_leader: NodeId | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +172,14 @@ class DemoReport:
     converged: bool
     check: CheckResult
     node_failures: tuple[str, ...] = field(default=())
+    #: CPU seconds the process used during the workload (nodes, clients and the demo itself)
+    cpu_s: float | None = None
+    #: what the HTML report is drawn from
+    data: ReportData | None = None
+
+    @property
+    def cpu_us_per_op(self) -> float | None:
+        return self.cpu_s / self.ok * 1e6 if self.cpu_s is not None and self.ok else None
 
     @property
     def availability(self) -> float:
@@ -173,7 +190,7 @@ class DemoReport:
         return 1 if self.check.verdict is Verdict.NOT_LINEARIZABLE or self.node_failures else 0
 
 
-# -- pure figures (tested directly) ---------------------------------------------------------------------
+# -- the fault plan (tested directly) -------------------------------------------------------------------
 
 
 def fault_schedule(seed: int, duration_s: float) -> tuple[Fault, ...]:
@@ -181,33 +198,6 @@ def fault_schedule(seed: int, duration_s: float) -> tuple[Fault, ...]:
     rng = random.Random(f"demo-faults/{seed}")
     plan = (("kill_leader", 0.20), ("restart", 0.40), ("partition_leader", 0.55), ("heal", 0.75))
     return tuple(Fault(round(duration_s * (at + rng.uniform(-0.03, 0.03)), 3), kind) for kind, at in plan)
-
-
-def availability_windows(ok_times_s: Sequence[float], start_s: float, end_s: float) -> tuple[int, int]:
-    """(windows with at least one ok completion, all windows) for `WINDOW_S` windows of [start, end)."""
-    total = max(1, math.ceil((end_s - start_s) / WINDOW_S - 1e-9))
-    hit = {int((t - start_s) / WINDOW_S) for t in ok_times_s if start_s <= t < end_s}
-    return len(hit), total
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of already sorted values (nan if empty)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def failover_time(completions: Sequence[Completion], event: FaultEvent) -> FailoverTime:
-    for completion in completions:
-        if (
-            completion.time_s >= event.at_s
-            and completion.outcome is OpOutcome.OK
-            and completion.f in _WRITES
-            and completion.node_id != event.removed_leader
-        ):
-            return FailoverTime(event, completion.time_s - event.at_s, completion.node_id)
-    return FailoverTime(event, None, None)
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -231,6 +221,8 @@ class _Demo:
         self.faults: list[FaultEvent] = []
         self.started_at = 0.0
         self.killed: NodeId | None = None
+        self.roles = RoleTracker()
+        self.cpu_started_s = 0.0
         self.client_config = ClientConfig(op_timeout_s=2.0, attempt_timeout_s=0.25, retry_backoff_s=0.005)
 
     def now_s(self) -> float:
@@ -245,6 +237,8 @@ class _Demo:
         await self.cluster.start()
         leader = await self.cluster.wait_for_leader(10.0)
         self.started_at = self.now_s()
+        self.cpu_started_s = time.process_time()
+        roles = asyncio.ensure_future(self._track_roles())
         self.log(f"{opts.nodes} Raft nodes up, leader {leader}; {opts.clients} clients on {opts.keys} keys")
         keys = [f"k{i}" for i in range(opts.keys)]
         endpoint = await self.cluster.client_endpoint("demo-clients")
@@ -280,6 +274,9 @@ class _Demo:
             await self._run_faults(stop_at)
             await asyncio.gather(*workers)
             workload_end = self.now_s()
+            cpu_s = time.process_time() - self.cpu_started_s
+            roles.cancel()
+            await asyncio.gather(roles, return_exceptions=True)
             self.phase = "final reads"
             await self._recover()
             for client in clients:
@@ -289,11 +286,25 @@ class _Demo:
             converged = await self._converged(5.0)
         finally:
             self.phase = "done"
+            roles.cancel()
             display.cancel()
             await asyncio.gather(display, return_exceptions=True)
             failures = tuple(f"{n}: {error!r}" for n, error in self.cluster.node_failures().items())
             await self.cluster.stop()
-        return self._report(workload_end, converged, failures)
+        return self._report(workload_end, converged, failures, cpu_s)
+
+    async def _track_roles(self) -> None:
+        """Record every node's role and term on every change the cluster signals, and at least once a
+        tick (`wait_for` re-checks its predicate then), until cancelled at the end of the workload."""
+
+        def observe() -> bool:
+            statuses = self.cluster.statuses()
+            self.roles.observe(
+                self.now_s() - self.started_at, {s.node_id: (s.role, s.term) for s in statuses}
+            )
+            return False
+
+        await self.cluster.wait_for(observe, timeout_s=self.options.duration_s + 3600.0)
 
     async def _run_faults(self, stop_at: float) -> None:
         cluster = self.cluster
@@ -431,7 +442,9 @@ class _Demo:
 
     # -- report -------------------------------------------------------------------------------------
 
-    def _report(self, workload_end: float, converged: bool, failures: tuple[str, ...]) -> DemoReport:
+    def _report(
+        self, workload_end: float, converged: bool, failures: tuple[str, ...], cpu_s: float
+    ) -> DemoReport:
         opts = self.options
         start, end = self.started_at, workload_end
         completions = [c for c in self.stats.completions if start <= c.time_s < end]
@@ -453,6 +466,24 @@ class _Demo:
         if opts.history_path is not None:
             opts.history_path.write_text(history.to_edn(), encoding="utf-8")
         check = check_history(history, model="kv", timeout_s=opts.check_timeout_s)
+        data = ReportData(
+            title=f"demo: {opts.nodes}-node Raft, seed {opts.seed}",
+            stack="embedded",
+            protocol="raft",
+            nodes=self.cluster.node_ids,
+            seed=opts.seed,
+            clients=opts.clients,
+            keys=opts.keys,
+            duration_s=end - start,
+            completions=tuple(replace(c, time_s=c.time_s - start) for c in completions),
+            faults=tuple(self.faults),
+            roles=self.roles.finish(end - start),
+            check=check,
+            converged=converged,
+            node_failures=failures,
+            cpu_s=cpu_s,
+            settings=(("tick_interval_s", f"{opts.tick_interval_s:g}"), *opts.cluster_settings),
+        )
         return DemoReport(
             options=opts,
             workload_s=end - start,
@@ -469,6 +500,8 @@ class _Demo:
             converged=converged,
             check=check,
             node_failures=failures,
+            cpu_s=cpu_s,
+            data=data,
         )
 
 
@@ -484,7 +517,12 @@ def format_report(report: DemoReport) -> str:
         "",
         f"operations: {report.ok} ok, {report.failed} failed with no effect ({report.cas_mismatches} of them "
         f"a cas whose compare failed), {report.unknown} with unknown outcome",
-        f"throughput: {report.throughput_ops_s:.0f} successful ops/s",
+        f"throughput: {report.throughput_ops_s:.0f} successful ops/s"
+        + (
+            ""
+            if report.cpu_us_per_op is None
+            else f", {report.cpu_us_per_op:.0f} µs of CPU per successful op"
+        ),
         "latency of successful ops (nearest rank, retries included): "
         + ", ".join(f"p{p} {v:.1f} ms" for p, v in report.latency_ms.items()),
         f"availability (uptime / total time): {report.availability:.1%} ({report.available_windows} of "
@@ -525,9 +563,24 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-live", action="store_true", help="plain log lines instead of a live view")
     parser.add_argument("--history", type=Path, default=None, help="write the EDN history to this file")
     parser.add_argument(
+        "--html",
+        type=Path,
+        default=DEFAULT_HTML_PATH,
+        metavar="FILE",
+        help="write the HTML report (charts of throughput, latency, failovers, who led when, availability "
+        f"and the verdict; one self-contained file) to FILE (default: ./{DEFAULT_HTML_PATH})",
+    )
+    parser.add_argument("--no-html", action="store_true", help="write no HTML report")
+    parser.add_argument(
         "--check-timeout-s", type=float, default=defaults.check_timeout_s, help="linearizability budget"
     )
     return parser
+
+
+def run_scenario(options: DemoOptions, console: Console | None = None) -> DemoReport:
+    """Run the demo once and return its report (`report.data` is what the HTML page is drawn from).
+    Unlike `dscore demo`, it leaves the garbage collector as it is and writes no file but the history."""
+    return asyncio.run(_Demo(options, console or Console()).run())
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -536,10 +589,20 @@ def run_demo(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"dscore demo: {error}")
         return 2
-    console = Console()
+    html_dir = None if options.html_path is None else options.html_path.resolve().parent
+    if html_dir is not None and not html_dir.is_dir():
+        print(f"dscore demo: --html: the directory {html_dir} does not exist")
+        return 2
     tune_gc(options.gc_gen0_threshold)
     started = time.perf_counter()
-    report = asyncio.run(_Demo(options, console).run())
+    report = run_scenario(options)
     print(format_report(report))
+    if options.html_path is not None and report.data is not None:
+        try:
+            written = write_report(report.data, options.html_path)
+        except OSError as error:
+            print(f"dscore demo: could not write the HTML report to {options.html_path}: {error}")
+            return 2
+        print(f"HTML report: {written}")
     print(f"total run time {time.perf_counter() - started:.1f} s")
     return report.exit_code

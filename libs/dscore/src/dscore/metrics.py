@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -139,7 +139,7 @@ class NodeStatusView(Protocol):
 
 
 class ExecutorCountersView(Protocol):
-    """What `NodeCollector` reads from the executor's counters (`dscore.replica.executor._Counters`)."""
+    """What `NodeCollector` reads from the executor's counters (`dscore.replica.executor.Counters`)."""
 
     #: inbound messages dropped before the core, by reason (REJECT_REASONS and "duplicate")
     @property
@@ -171,6 +171,7 @@ class ExecutorCountersView(Protocol):
     def proposals_failed(self) -> Mapping[str, int]: ...
 
 
+@runtime_checkable
 class TransportStatsView(Protocol):
     """What `NodeCollector` reads from a node's transport (`dscore.transport.kafka_stats.KafkaTransportStats`
     has it). A transport that can also tell redeliveries (records read again after a restart, behind
@@ -555,8 +556,16 @@ class NodeCollector:
             if isinstance(redelivered, int):
                 f.redeliveries.add_metric(labels, redelivered)
 
-        _add_counts(f.received, labels, handle.received(), ())
-        _add_counts(f.sent, labels, handle.sent(), ())
+        # A source that counts messages itself (a NodeRuntime: its executor counts by kind) is read;
+        # otherwise what was pushed through `NodeMetrics.count_in` / `count_out`.
+        message_counts = getattr(source, "message_counts", None)
+        if message_counts is not None:
+            received, sent = message_counts()
+            _add_counts(f.received, labels, dict(received), ())
+            _add_counts(f.sent, labels, dict(sent), ())
+        else:
+            _add_counts(f.received, labels, handle.received(), ())
+            _add_counts(f.sent, labels, handle.sent(), ())
         for family, histogram in (
             (f.persist, handle.persist),
             (f.commit, handle.commit),

@@ -96,6 +96,14 @@ def kind_of(content: object) -> str:
     return entry.kind
 
 
+def kind_of_class(cls: type) -> str:
+    """The kind a registered message class travels as."""
+    entry = lookup_class(cls)
+    if entry is None:
+        raise LocalError(f"{cls.__name__} is not a registered message")
+    return entry.kind
+
+
 def _bad(kind: str, name: str, expected: str, value: Any) -> typing.NoReturn:
     raise MalformedError(f"{kind}.{name}: expected {expected}, got {type(value).__name__}")
 
@@ -176,6 +184,28 @@ def _slot_setters(cls: type, names: tuple[str, ...]) -> list[Callable[[Any, Any]
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def constructor(cls: type[T]) -> Callable[..., T]:
+    """A faster way to build a plain message on a hot path: `constructor(cls)(*all_fields)` fills the
+    slots directly, skipping a frozen dataclass's `__init__` (one `object.__setattr__` per field). Every
+    field must be given, positionally, with the right type: nothing is checked (use it only for values
+    this process builds itself). Falls back to `cls` for a class that validates in `__post_init__`."""
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    setters = _slot_setters(cls, names)
+    if setters is None:
+        return cls
+    args = ", ".join(f"f{i}" for i in range(len(names)))
+    namespace: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    namespace.update({f"S{i}": setter for i, setter in enumerate(setters)})
+    source = (
+        f"def build({args}):\n    o = new(cls)\n"
+        + "".join(f"    S{i}(o, f{i})\n" for i in range(len(names)))
+        + "    return o\n"
+    )
+    exec(compile(source, f"<constructor {cls.__qualname__}>", "exec"), namespace)
+    built: Callable[..., T] = namespace["build"]
+    return built
 
 
 def _is_message(hint: Any) -> bool:
@@ -280,8 +310,17 @@ def _converter_for(hint: Any, where: str) -> Converter:
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) > 1 and all(_is_message(a) for a in non_none):
             return _tagged_converter(tuple(non_none), type(None) in args, where)
-        options = tuple(_converter_for(a, where) for a in args)
         names = " | ".join(getattr(a, "__name__", str(a)) for a in args)
+        if len(non_none) == 1 and type(None) in args:
+            # `X | None`, the common case: no exception handling on the hot path (a None is not first
+            # tried as an X, which would raise and catch once per field).
+            only = non_none[0]
+            if only in _PRIMITIVES:
+                expected_type = only
+                return lambda v: v if v is None or type(v) is expected_type else _fail(where, names, v)
+            inner = _converter_for(only, where)
+            return lambda v: None if v is None else inner(v)
+        options = tuple(_converter_for(a, where) for a in args)
 
         def to_union(v: Any) -> Any:
             for conv in options:

@@ -73,6 +73,7 @@ from dscore.core.dedup import DedupFilter
 from dscore.core.envelope import EnvelopeFactory
 from dscore.core.errors import ConfigError, DecodeError, LocalError, NotLeaderError, SettingsMismatchError
 from dscore.core.ids import NodeId
+from dscore.core.registry import constructor, kind_of_class
 from dscore.protocols.contract import (
     Compactable,
     HasMembership,
@@ -81,7 +82,7 @@ from dscore.protocols.contract import (
     Ready,
     Reconfigurable,
 )
-from dscore.statemachine.kv import BadCommandError, KvResult, StateMachine, encode_batch
+from dscore.statemachine.kv import BadCommandError, KvResult, StateMachine
 from dscore.storage.base import DedupMark, StoredState, WriteBatch
 from dscore.transport.base import OutboundFrame
 
@@ -218,6 +219,12 @@ class ChangeRejectedError(LocalError):
 
 # -- internals --------------------------------------------------------------------------------------
 
+#: commit latencies kept until the driver drains them (beyond, they are not recorded)
+MAX_COMMIT_LATENCIES = 10_000
+
+#: builds a `ClientResponse` from all its fields, without the frozen dataclass's checks (hot path)
+_new_response = constructor(ClientResponse)
+
 #: stored-marks keys that hold storage epochs (ours, and the peers'): no node id contains a '/'
 _EPOCH_PREFIX = "epoch/"
 
@@ -238,6 +245,8 @@ class _PendingEntry:
     data: bytes
     waiters: list[_Waiter]
     proposed_tick: int
+    #: the driver's clock when it was proposed (`Executor.now_s`)
+    proposed_s: float
 
 
 @dataclass(slots=True)
@@ -250,13 +259,13 @@ class _PendingChange:
 
 
 @dataclass(slots=True)
-class _Counters:
+class Counters:
     #: inbound messages dropped before reaching the core, by reason
     rejected: dict[str, int] = field(default_factory=dict)
     #: outgoing messages not sent, by reason
     send_dropped: dict[str, int] = field(default_factory=dict)
-    #: client requests answered, by outcome name
-    requests: dict[str, int] = field(default_factory=dict)
+    #: client requests answered, by outcome
+    by_outcome: dict[Outcome, int] = field(default_factory=dict)
     messages_stepped: int = 0
     messages_sent: int = 0
     entries_applied: int = 0
@@ -264,6 +273,32 @@ class _Counters:
     readies: int = 0
     writes: int = 0
     snapshots_taken: int = 0
+    #: times this node learned of a new leader (another node, or itself; not "none")
+    leader_changes: int = 0
+    #: log entries of client commands this node proposed as leader that were committed
+    proposals_committed: int = 0
+    #: ... that were not: `leader_lost`, `replaced` (another leader's entry took the index), `timeout`,
+    #: `snapshot` (covered by an installed snapshot before it was seen applied)
+    proposals_failed: dict[str, int] = field(default_factory=dict)
+    #: messages stepped into the core and sent, by message class (`messages_in` / `messages_out` name them)
+    in_by_type: dict[type, int] = field(default_factory=dict)
+    out_by_type: dict[type, int] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Client requests answered, by outcome name."""
+        return {outcome.name: count for outcome, count in self.by_outcome.items()}
+
+    @property
+    def messages_in(self) -> dict[str, int]:
+        return {kind_of_class(cls): count for cls, count in self.in_by_type.items()}
+
+    @property
+    def messages_out(self) -> dict[str, int]:
+        return {kind_of_class(cls): count for cls, count in self.out_by_type.items()}
+
+    def fail_proposal(self, reason: str) -> None:
+        self.proposals_failed[reason] = self.proposals_failed.get(reason, 0) + 1
 
 
 class Executor:
@@ -334,7 +369,7 @@ class Executor:
         self._refresh_senders()
         self._read_index_supported = not self.config.reads_through_log
         # Client work.
-        self._batch: list[bytes] = []
+        self._batch: list[tuple[object, ...]] = []
         self._batch_waiters: list[_Waiter] = []
         self._registrations: list[_Waiter] = []
         self._pending: dict[int, _PendingEntry] = {}
@@ -351,7 +386,12 @@ class Executor:
         self._last_leader: NodeId | None = core.leader_id
         #: what the driver should know about; it drains this list
         self.events: list[Event] = []
-        self.counters = _Counters()
+        #: the driver's clock, in seconds, as of its latest input (time is an input here, like ticks): it
+        #: stamps proposals, so that `commit_latencies_s` says how long each took to be applied
+        self.now_s = 0.0
+        #: proposal -> apply latencies of this node's committed entries, drained by the driver (bounded)
+        self.commit_latencies_s: list[float] = []
+        self.counters = Counters()
         # Storage epochs (see `StorageHello`): ours and the ones peers said hello with, kept in the stored
         # marks under keys no node id can have; peers that came back on another storage are refused.
         self._marks_extra: dict[str, DedupMark] = {
@@ -366,7 +406,9 @@ class Executor:
                 raise ConfigError("storage_epoch must be a non-zero unsigned 64-bit integer")
             self.storage_epoch = storage_epoch
             self._dirty_marks[_epoch_key(node_id)] = _epoch_mark(storage_epoch)
-        self._say_hello()
+        # The hello goes out in the first Work, after the epoch it names is durable (a peer remembers it
+        # for good: an epoch it heard but this storage never kept would lock this node out).
+        self._hello: list[OutboundFrame] = self._hello_frames()
 
     # -- views --------------------------------------------------------------------------------------
 
@@ -462,7 +504,11 @@ class Executor:
                 return
             self._dirty_marks[sender] = dedup.marks[sender]
         self._factory.observe(envelope)
-        self.counters.messages_stepped += 1
+        counters = self.counters
+        counters.messages_stepped += 1
+        by_type = counters.in_by_type
+        kind = type(content)
+        by_type[kind] = by_type.get(kind, 0) + 1
         self.core.step(envelope)
 
     def _on_hello(self, sender: NodeId, hello: StorageHello) -> None:
@@ -487,10 +533,13 @@ class Executor:
         mark = self._marks_extra.get(_epoch_key(peer))
         return (mark[0] << 32) | mark[1] if mark is not None else 0
 
-    def _say_hello(self) -> None:
+    def _hello_frames(self) -> list[OutboundFrame]:
         hello = StorageHello(self.storage_epoch, self.incarnation)
+        frames = []
         for peer in sorted(self._senders):
-            self._send_notice(peer, hello)
+            envelope = self._factory.wrap(peer, hello)
+            frames.append(OutboundFrame(peer, encode_envelope(envelope, key=self._key), envelope))
+        return frames
 
     def _send_notice(self, peer: NodeId, notice: SettingsNotice | IncarnationNotice | StorageHello) -> None:
         envelope = self._factory.wrap(peer, notice)
@@ -598,6 +647,17 @@ class Executor:
         ):
             self._refresh_senders()
         self._notice_leadership()
+        if self._hello:
+            # First of all: make the storage epoch durable (a first start), then say hello. That write
+            # holds the epoch alone: inputs already stepped have effects not yet persisted, so their
+            # positions and marks wait for the write that carries those effects.
+            hello = self._hello
+            self._hello = []
+            epoch = self._dirty_marks.pop(_epoch_key(self.node_id), None)
+            write = (
+                WriteBatch(dedup_marks=MappingProxyType({_epoch_key(self.node_id): epoch})) if epoch else None
+            )
+            return Work([], write, hello)
         while self._local:
             self._local.popleft()()
         self._flush_proposals()
@@ -641,38 +701,53 @@ class Executor:
     def _on_client_requests(self, source: str, requests: Iterable[ClientRequest]) -> None:
         # Who may serve a request is the protocol's call: its `propose` and `read_index` raise
         # `NotLeaderError` (with a hint) where it cannot, and that is answered NOT_LEADER.
+        command_for = self.sm.command_for
+        batch = self._batch
+        waiters = self._batch_waiters
+        per_entry = self.config.max_commands_per_entry
+        room = self.config.max_pending_proposals - self.pending_requests
         for request in requests:
             op = request.op
-            if op is Op.GET and request.read_mode is ReadMode.STALE:
-                self._reply(source, ClientResponse(request.request_id, Outcome.OK, self.sm.read(request.key)))
-                continue
-            if op is Op.GET and self._read_index_supported:
-                self._register_read(source, request)
-                continue
-            if self.pending_requests >= self.config.max_pending_proposals:
+            if op is Op.GET:
+                if request.read_mode is ReadMode.STALE:
+                    self._reply(
+                        source,
+                        _new_response(
+                            request.request_id, Outcome.OK, self.sm.read(request.key), None, 0, None
+                        ),
+                    )
+                    continue
+                if self._read_index_supported:
+                    self._register_read(source, request)
+                    continue
+            if room <= 0:
+                pending = self.pending_requests
                 self._reply(
                     source,
                     ClientResponse(
                         request.request_id,
                         Outcome.OVERLOADED,
-                        error=f"{self.node_id} has {self.pending_requests} requests pending "
+                        error=f"{self.node_id} has {pending} requests pending "
                         f"(max_pending_proposals={self.config.max_pending_proposals})",
                     ),
                 )
                 continue
             try:
-                command = self.sm.command_for(request)
+                command = command_for(request)
             except BadCommandError as error:
                 self._reply(source, ClientResponse(request.request_id, Outcome.BAD_REQUEST, error=str(error)))
                 continue
+            room -= 1
             if op is Op.REGISTER:
                 # Alone in its entry: the entry's index becomes the client id.
                 self._registrations.append((source, request.request_id))
                 continue
-            self._batch.append(command)
-            self._batch_waiters.append((source, request.request_id))
-            if len(self._batch) >= self.config.max_commands_per_entry:
+            batch.append(command)
+            waiters.append((source, request.request_id))
+            if len(batch) >= per_entry:
                 self._propose_batch()
+                batch = self._batch
+                waiters = self._batch_waiters
 
     def _register_read(self, source: str, request: ClientRequest) -> None:
         if len(self._reads) >= self.config.max_pending_reads:
@@ -709,15 +784,15 @@ class Executor:
         if self._registrations:
             registrations = self._registrations
             self._registrations = []
-            register = self.sm.command_for(ClientRequest(0, Op.REGISTER))
+            register = self.sm.encode_entry((self.sm.command_for(ClientRequest(0, Op.REGISTER)),))
             for waiter in registrations:
-                self._propose(encode_batch((register,)), [waiter])
+                self._propose(register, [waiter])
         change = self._change
         if change is not None and not change.index:
             self._propose_change(change)
 
     def _propose_batch(self) -> None:
-        data = encode_batch(self._batch)
+        data = self.sm.encode_entry(self._batch)
         waiters = self._batch_waiters
         self._batch = []
         self._batch_waiters = []
@@ -735,7 +810,7 @@ class Executor:
                     ),
                 )
             return
-        self._pending[index] = _PendingEntry(data, waiters, self.ticks)
+        self._pending[index] = _PendingEntry(data, waiters, self.ticks, self.now_s)
         self._pending_count += len(waiters)
 
     def _answer_entry(self, entry: LogEntry, results: Sequence[KvResult]) -> None:
@@ -744,16 +819,17 @@ class Executor:
             return
         self._pending_count -= len(pending.waiters)
         if pending.data != entry.data:
+            self.counters.fail_proposal("replaced")
             self._answer_unknown(pending, f"entry {entry.index} was replaced by another leader's")
             return
+        self.counters.proposals_committed += 1
+        latencies = self.commit_latencies_s
+        if len(latencies) < MAX_COMMIT_LATENCIES:
+            latencies.append(self.now_s - pending.proposed_s)
         reply = self._reply
+        new = _new_response
         for (source, request_id), result in zip(pending.waiters, results, strict=True):
-            reply(
-                source,
-                ClientResponse(
-                    request_id, result.outcome, result.value, None, result.client_id, result.error
-                ),
-            )
+            reply(source, new(request_id, result.outcome, result.value, None, result.client_id, result.error))
 
     def _answer_unknown(self, pending: _PendingEntry, why: str) -> None:
         leader = self.core.leader_id
@@ -771,12 +847,13 @@ class Executor:
         for index in expired:
             entry = pending.pop(index)
             self._pending_count -= len(entry.waiters)
+            self.counters.fail_proposal("timeout")
             self._answer_unknown(entry, f"not committed within {self.config.request_timeout_ticks} ticks")
 
     def _reply(self, destination: str, response: ClientResponse) -> None:
-        counts = self.counters.requests
-        name = response.outcome.name
-        counts[name] = counts.get(name, 0) + 1
+        counts = self.counters.by_outcome
+        outcome = response.outcome
+        counts[outcome] = counts.get(outcome, 0) + 1
         if destination == LOCAL:
             self.events.append(LocalResponse(response))
             return
@@ -844,7 +921,10 @@ class Executor:
         key = self._key
         limit = self.config.max_envelope_bytes
         frames = []
+        by_type = self.counters.out_by_type
         for outgoing in ready.messages:
+            kind = type(outgoing.content)
+            by_type[kind] = by_type.get(kind, 0) + 1
             envelope = wrap(outgoing.to, outgoing.content)
             data = encode_envelope(envelope, key=key)
             if len(data) > limit:
@@ -903,6 +983,7 @@ class Executor:
         for i in covered:
             entry = self._pending.pop(i)
             self._pending_count -= len(entry.waiters)
+            self.counters.fail_proposal("snapshot")
             self._answer_unknown(entry, "a snapshot replaced the entry")
 
     def _release_reads(self) -> None:
@@ -938,10 +1019,13 @@ class Executor:
         self._last_leader = leader
         self._was_leader = leader == self.node_id
         self.events.append(LeadershipChanged(leader, was_leader))
+        if leader is not None:
+            self.counters.leader_changes += 1
         if not was_leader or leader == self.node_id:
             return
         # Pending commands may still commit under the next leader: their outcome is unknown here.
         for entry in self._pending.values():
+            self.counters.fail_proposal("leader_lost")
             self._answer_unknown(entry, f"{self.node_id} lost the lead")
         self._pending = {}
         self._pending_count = 0

@@ -3,9 +3,12 @@
 What it measures (all in one run, so the ratios compare like with like on the same machine):
 
 - throughput and commit latency of a 3-node cluster (`--nodes`) with 1 and with 1000+ client operations
-  in flight (`--in-flight 1,1000`): each in-flight slot is a `KvClient` writing in a loop; committed
-  ops/s counts writes answered in the measurement window (after `--warmup-s`); latency is submit ->
-  answer (p50/p99, nearest rank);
+  in flight (`--in-flight 1,1000`): each in-flight slot is a registered client session writing back to
+  back over the wire client protocol (its own inbox for replies, the replies matched by request id),
+  driven by callbacks as PySyncObj's benchmark drives its cluster (`Writers`: no task and no future per
+  operation; `--clients kvclient` drives one `KvClient` coroutine per slot instead, what an application
+  would write); committed ops/s counts writes answered in the measurement window (after `--warmup-s`);
+  latency is send -> answer (p50/p99, nearest rank);
 - baselines at the same concurrency: a bare in-memory transport round trip (encode, deliver, decode,
   answer, decode: the codec and the event loop without any protocol) and a 1-node Raft cluster (Raft and
   the runtime without replication); the table shows the 3-node rate as a ratio of each;
@@ -29,11 +32,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dscore.core.client_messages import ClientResponse, Op, Outcome, ReadMode
 from dscore.core.codec import decode_envelope, encode_envelope
 from dscore.core.envelope import EnvelopeFactory
 from dscore.core.errors import ConfigError
 from dscore.protocols.contract import EntryKind, LogEntry
-from dscore.runtime.client import ClientConfig, ClientStats, KvClient, OpOutcome
+from dscore.runtime.client import ClientConfig, ClientEndpoint, ClientStats, KvClient, OpOutcome
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD, tune_gc
 from dscore.runtime.node import DEFAULT_TICK_INTERVAL_S, CoreFactory, RuntimeConfig
@@ -111,6 +115,96 @@ class _Window:
         return Throughput(label, in_flight, len(ordered), self.end - self.start, p50, p99, self.cpu_s)
 
 
+class Writers:
+    """`count` client sessions, each writing `put`s back to back, driven by callbacks on one client
+    endpoint (see the module docstring). Every reply is handled by its outcome like any client would: a
+    NOT_LEADER follows the hint, an unanswered or UNKNOWN write is sent again with the same seq (the
+    session makes it take effect once), an expired session registers again."""
+
+    def __init__(self, endpoint: ClientEndpoint, count: int, window: _Window, timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.window = window
+        self.timeout_s = timeout_s
+        self.loop = asyncio.get_running_loop()
+        self.nodes = tuple(endpoint.nodes())
+        self.leader = self.nodes[0]
+        self.client_ids = [0] * count
+        self.seqs = [1] * count
+        self.sent_at = [0.0] * count
+        self.keys = [f"k{i % 64}" for i in range(count)]
+        #: latencies of the writes answered OK inside the window
+        self.latencies: list[float] = []
+
+    def start(self) -> None:
+        for session in range(len(self.client_ids)):
+            self._register(session)
+
+    def _register(self, session: int) -> None:
+        self.endpoint.send(
+            self.leader,
+            Op.REGISTER,
+            "",
+            None,
+            None,
+            0,
+            0,
+            ReadMode.LINEARIZABLE,
+            self.timeout_s,
+            partial(self._registered, session),
+        )
+
+    def _registered(self, session: int, response: ClientResponse | None) -> None:
+        if response is not None and response.outcome is Outcome.OK:
+            self.client_ids[session] = response.client_id
+            self.seqs[session] = 1
+            self._write(session)
+        else:
+            self._follow(response)
+            self._register(session)
+
+    def _write(self, session: int) -> None:
+        now = self.loop.time()
+        if now >= self.window.end:
+            return
+        self.sent_at[session] = now
+        self.endpoint.send(
+            self.leader,
+            Op.PUT,
+            self.keys[session],
+            "v",
+            None,
+            self.client_ids[session],
+            self.seqs[session],
+            ReadMode.LINEARIZABLE,
+            self.timeout_s,
+            partial(self._answered, session),
+        )
+
+    def _answered(self, session: int, response: ClientResponse | None) -> None:
+        outcome = response.outcome if response is not None else None
+        if outcome is Outcome.OK:
+            done = self.loop.time()
+            window = self.window
+            if window.start <= done < window.end:
+                self.latencies.append(done - self.sent_at[session])
+            self.seqs[session] += 1
+        elif outcome is Outcome.SESSION_EXPIRED:
+            self._register(session)
+            return
+        elif outcome is Outcome.BAD_REQUEST or outcome is Outcome.CAS_MISMATCH:
+            self.seqs[session] += 1
+        else:  # not proposed, or unknown: the same seq again (applied at most once)
+            self._follow(response)
+        self._write(session)
+
+    def _follow(self, response: ClientResponse | None) -> None:
+        hint = response.leader_hint if response is not None else None
+        if hint is not None and hint in self.nodes:
+            self.leader = hint
+        elif response is None or response.outcome is Outcome.NOT_LEADER:
+            self.leader = self.nodes[(self.nodes.index(self.leader) + 1) % len(self.nodes)]
+
+
 async def cluster_throughput(
     make_core: CoreFactory,
     *,
@@ -120,29 +214,36 @@ async def cluster_throughput(
     warmup_s: float,
     config: RuntimeConfig,
     label: str,
+    clients: str = "callbacks",
 ) -> Throughput:
-    """Committed writes per second with `in_flight` clients writing back to back."""
+    """Committed writes per second with `in_flight` client sessions writing back to back (`clients`:
+    `callbacks`, the `Writers` load generator, or `kvclient`, one `KvClient` coroutine each)."""
     loop = asyncio.get_running_loop()
     async with EmbeddedCluster(make_core, nodes, config=config) as cluster:
         await cluster.wait_for_leader(10.0)
-        stats = ClientStats()
         endpoint = await cluster.client_endpoint("bench")
-        clients = [
-            KvClient(endpoint, f"bench{i}", config=_BENCH_CLIENT, stats=stats) for i in range(in_flight)
-        ]
         window = _Window(warmup_s, duration_s)
+        if clients == "kvclient":
+            stats = ClientStats()
+            kv_clients = [
+                KvClient(endpoint, f"bench{i}", config=_BENCH_CLIENT, stats=stats) for i in range(in_flight)
+            ]
 
-        async def write_loop(client: KvClient, key: str) -> None:
-            while loop.time() < window.end:
-                await client.put(key, "v")
+            async def write_loop(client: KvClient, key: str) -> None:
+                while loop.time() < window.end:
+                    await client.put(key, "v")
 
-        await asyncio.gather(*(write_loop(c, f"k{i % 64}") for i, c in enumerate(clients)))
-        latencies = [
-            c.latency_s
-            for c in stats.completions
-            if c.outcome is OpOutcome.OK and window.start <= c.time_s < window.end
-        ]
-        return await window.summarize(label, in_flight, latencies)
+            await asyncio.gather(*(write_loop(c, f"k{i % 64}") for i, c in enumerate(kv_clients)))
+            latencies = [
+                c.latency_s
+                for c in stats.completions
+                if c.outcome is OpOutcome.OK and window.start <= c.time_s < window.end
+            ]
+            return await window.summarize(label, in_flight, latencies)
+        writers = Writers(endpoint, in_flight, window, _BENCH_CLIENT.attempt_timeout_s)
+        writers.start()
+        await asyncio.sleep(max(0.0, window.end - loop.time()))
+        return await window.summarize(label, in_flight, writers.latencies)
 
 
 async def transport_round_trip(in_flight: int, duration_s: float, warmup_s: float) -> Throughput:

@@ -38,6 +38,7 @@ import asyncio
 import enum
 import heapq
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,12 @@ from dscore.core.codec import decode_envelope, encode_envelope
 from dscore.core.envelope import EnvelopeFactory
 from dscore.core.errors import ConfigError, DecodeError, LocalError
 from dscore.core.ids import NodeId
+from dscore.core.registry import constructor
 from dscore.transport.base import OutboundFrame, Transport
+
+#: build requests and the endpoint's own refusals without the frozen dataclasses' checks (hot path)
+_new_request = constructor(ClientRequest)
+_new_request_answer = constructor(ClientResponse)
 
 #: completions kept by `ClientStats` (oldest dropped first)
 MAX_COMPLETIONS_KEPT = 2_000_000
@@ -106,17 +112,20 @@ class ClientEndpoint:
         self._sweep_interval_s = sweep_interval_s
         self._max_batch = max_batch
         self._next_request_id = first_request_id
-        self._waiting: dict[int, asyncio.Future[ClientResponse | None]] = {}
+        #: request id -> what to call with its response (None: no answer in time)
+        self._waiting: dict[int, Callable[[ClientResponse | None], object]] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
         self._outbox: dict[NodeId, list[ClientRequest]] = {}
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop_time: Callable[[], float] = time.monotonic
         #: responses that could not be decoded or matched, by reason
         self.rejected: dict[str, int] = {}
 
     async def start(self) -> None:
         await self.transport.start({})
         loop = asyncio.get_running_loop()
+        self._loop_time = loop.time
         name = self.endpoint_id
         self._tasks = [
             loop.create_task(self._read(), name=f"dscore-client-read-{name}"),
@@ -129,10 +138,10 @@ class ClientEndpoint:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_result(None)
-        self._waiting.clear()
+        waiting = self._waiting
+        self._waiting = {}
+        for answer in waiting.values():
+            answer(None)
         await self.transport.close()
 
     async def __aenter__(self) -> ClientEndpoint:
@@ -157,25 +166,45 @@ class ClientEndpoint:
     ) -> asyncio.Future[ClientResponse | None]:
         """Send one request to `node`; the future resolves to its response, or None if none came within
         `timeout_s` (the request may still take effect)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ClientResponse | None] = loop.create_future()
+        future: asyncio.Future[ClientResponse | None] = asyncio.get_running_loop().create_future()
+
+        def answer(response: ClientResponse | None) -> None:
+            if not future.done():
+                future.set_result(response)
+
+        self.send(node, op, key, value, expected, client_id, seq, read_mode, timeout_s, answer)
+        return future
+
+    def send(  # noqa: PLR0917 (positional on purpose: the hot path of a load generator)
+        self,
+        node: NodeId,
+        op: Op,
+        key: str,
+        value: str | None,
+        expected: str | None,
+        client_id: int,
+        seq: int,
+        read_mode: ReadMode,
+        timeout_s: float,
+        answer: Callable[[ClientResponse | None], object],
+    ) -> None:
+        """`call` without a future: `answer(response)` is called with the response, or with None if none
+        came within `timeout_s`. For load generators and gateways that keep many requests in flight
+        (no task and no future per request)."""
         if len(self._waiting) >= MAX_OUTSTANDING_REQUESTS:
-            future.set_result(
-                ClientResponse(0, Outcome.OVERLOADED, error="client endpoint has too many requests")
-            )
-            return future
+            answer(_new_request_answer(0, Outcome.OVERLOADED, None, None, 0, "client endpoint is full"))
+            return
         self._next_request_id += 1
         request_id = self._next_request_id
-        self._waiting[request_id] = future
-        heapq.heappush(self._deadlines, (loop.time() + timeout_s, request_id))
-        request = ClientRequest(request_id, op, key, value, expected, client_id, seq, read_mode)
+        self._waiting[request_id] = answer
+        heapq.heappush(self._deadlines, (self._loop_time() + timeout_s, request_id))
+        request = _new_request(request_id, op, key, value, expected, client_id, seq, read_mode)
         queue = self._outbox.get(node)
         if queue is None:
             self._outbox[node] = [request]
+            self._outbox_ready.set()
         else:
             queue.append(request)
-        self._outbox_ready.set()
-        return future
 
     async def _send(self) -> None:
         ready = self._outbox_ready
@@ -209,11 +238,11 @@ class ClientEndpoint:
                     self._reject("unexpected")
                     continue
                 for response in content.responses:
-                    future = waiting.pop(response.request_id, None)
-                    if future is None:
+                    answer = waiting.pop(response.request_id, None)
+                    if answer is None:
                         self._reject("late")  # answered after its attempt timed out, or a redelivery
-                    elif not future.done():
-                        future.set_result(response)
+                    else:
+                        answer(response)
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -224,9 +253,9 @@ class ClientEndpoint:
             now = loop.time()
             while deadlines and deadlines[0][0] <= now:
                 _, request_id = heapq.heappop(deadlines)
-                future = waiting.pop(request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(None)
+                answer = waiting.pop(request_id, None)
+                if answer is not None:
+                    answer(None)
             if len(deadlines) > 2 * len(waiting) + 4_096:  # drop answered requests' deadlines
                 self._deadlines = deadlines = [d for d in deadlines if d[1] in waiting]
                 heapq.heapify(deadlines)

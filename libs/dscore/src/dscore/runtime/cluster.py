@@ -39,8 +39,10 @@ from dataclasses import dataclass
 
 from dscore.core.errors import ConfigError, LocalError, NotLeaderError
 from dscore.core.ids import NodeId
+from dscore.metrics import NodeCollector, NodeMetrics, TransportStatsView
 from dscore.protocols.contract import DurableState
 from dscore.protocols.raft import RaftConfig, RaftNode
+from dscore.replica.executor import Counters
 from dscore.runtime.client import ClientEndpoint
 from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError, ReadFailedError
 from dscore.runtime.node import CoreFactory, NodeRuntime, NodeStatus, RuntimeConfig, StateMachineFactory
@@ -81,6 +83,39 @@ def raft_factory(config: RaftConfig | None = None) -> RaftCoreFactory:
     return RaftCoreFactory(config if config is not None else RaftConfig())
 
 
+class _ClusterNodeSource:
+    """One node of the cluster as the metrics see it (`dscore.metrics.NodeSource`), followed across its
+    restarts (each one a new runtime); down while it is."""
+
+    def __init__(self, cluster: EmbeddedCluster, node_id: NodeId) -> None:
+        self._cluster = cluster
+        self._node_id = node_id
+
+    def _runtime(self) -> NodeRuntime | None:
+        return self._cluster.runtime(self._node_id)
+
+    def status(self) -> NodeStatus:
+        runtime = self._cluster._runtimes.get(self._node_id)
+        if runtime is None:
+            return NodeStatus(self._node_id, False, "down", None, None, None, 0, 0)
+        return runtime.status()
+
+    def executor_counters(self) -> Counters | None:
+        runtime = self._runtime()
+        return runtime.executor_counters() if runtime is not None else None
+
+    def protocol_counters(self) -> Mapping[str, int]:
+        runtime = self._runtime()
+        return runtime.protocol_counters() if runtime is not None else {}
+
+    def transport_stats(self) -> TransportStatsView | None:
+        return None
+
+    def message_counts(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        runtime = self._runtime()
+        return runtime.message_counts() if runtime is not None else ({}, {})
+
+
 @dataclass(frozen=True, slots=True)
 class Election:
     """A node became leader (as seen by the node itself)."""
@@ -112,6 +147,8 @@ class EmbeddedCluster:
         make_state_machine: StateMachineFactory | None = None,
         auth_key: bytes | None = None,
         cluster_settings: Mapping[str, str] | None = None,
+        metrics: NodeCollector | None = None,
+        protocol: str = "raft",
     ) -> None:
         ids = tuple(node_ids) if node_ids is not None else tuple(f"n{i}" for i in range(1, size + 1))
         if not ids:
@@ -131,6 +168,10 @@ class EmbeddedCluster:
         # Authenticated by default: a key of its own unless one is given (never shown anywhere).
         self._auth_key = auth_key if auth_key is not None else secrets.token_bytes(32)
         self.cluster_settings = dict(cluster_settings) if cluster_settings is not None else None
+        #: every node's metrics (one handle per node, kept across its restarts), when a collector is given
+        self._metrics = metrics
+        self._protocol = protocol
+        self._node_metrics: dict[NodeId, NodeMetrics] = {}
         self.network = MemoryNetwork(ids, inbox_max_messages)
         self._endpoints: list[ClientEndpoint] = []
         self._make_storage: Callable[[NodeId], Storage] = storage_factory or (lambda _node: MemoryStorage())
@@ -196,11 +237,22 @@ class EmbeddedCluster:
             make_state_machine=self._make_state_machine,
             auth_key=self._auth_key,
             cluster_settings=self.cluster_settings,
+            metrics=self._metrics_of(node_id),
         )
         self._runtimes[node_id] = runtime
         await runtime.start()
         self._changed.set()
         return runtime
+
+    def _metrics_of(self, node_id: NodeId) -> NodeMetrics | None:
+        if self._metrics is None:
+            return None
+        handle = self._node_metrics.get(node_id)
+        if handle is None:
+            source = _ClusterNodeSource(self, node_id)
+            handle = self._metrics.add_node(node_id, source, protocol=self._protocol)
+            self._node_metrics[node_id] = handle
+        return handle
 
     def kill(self, node_id: NodeId) -> None:
         """Crash `node_id` (kill -9): runtime discarded, storage kept. Its inbox keeps what is sent to it

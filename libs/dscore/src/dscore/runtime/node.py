@@ -39,6 +39,7 @@ import enum
 import logging
 import random
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,10 +47,12 @@ from dataclasses import dataclass, field
 from dscore.core.client_messages import ClientRequest, ClientResponse, Outcome
 from dscore.core.errors import ConfigError, LocalError, NotLeaderError
 from dscore.core.ids import NodeId
+from dscore.metrics import NodeMetrics, TransportStatsView
 from dscore.protocols.contract import DurableState, ProtocolCore, Reconfigurable
 from dscore.replica.executor import (
     ChangeRejectedError,
     ChangeSettled,
+    Counters,
     Executor,
     ExecutorConfig,
     LeadershipChanged,
@@ -211,6 +214,7 @@ class NodeRuntime:
         make_state_machine: StateMachineFactory | None = None,
         auth_key: bytes | None = None,
         cluster_settings: Mapping[str, str] | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         if node_id not in members:
             raise ConfigError(f"node {node_id!r} is not one of the members {members}")
@@ -228,6 +232,8 @@ class NodeRuntime:
         self._transport = transport
         self._storage = storage
         self._auth_key = auth_key
+        #: where persist and commit latencies go (`dscore.metrics`); the counters are read at scrape time
+        self.metrics = metrics
         self._cluster_settings = dict(cluster_settings) if cluster_settings is not None else None
         self._seed = seed
         self._on_change = on_change
@@ -383,6 +389,26 @@ class NodeRuntime:
     def rejected(self) -> dict[str, int]:
         """Inbound messages dropped before the core, by reason."""
         return self._executor.counters.rejected if self._executor is not None else {}
+
+    # -- what the metrics read at scrape time (`dscore.metrics.NodeSource`) ---------------------------
+
+    def executor_counters(self) -> Counters | None:
+        return self._executor.counters if self._executor is not None else None
+
+    def protocol_counters(self) -> Mapping[str, int]:
+        counters = getattr(self._executor.core, "counters", None) if self._executor is not None else None
+        return counters if isinstance(counters, dict) else {}
+
+    def transport_stats(self) -> TransportStatsView | None:
+        stats = getattr(self._transport, "stats", None)
+        return stats if isinstance(stats, TransportStatsView) else None
+
+    def message_counts(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """Messages stepped into the core and sent, by kind."""
+        counters = self.executor_counters()
+        if counters is None:
+            return {}, {}
+        return counters.messages_in, counters.messages_out
 
     def status(self) -> NodeStatus:
         executor = self._executor
@@ -561,17 +587,25 @@ class NodeRuntime:
     async def _run(self) -> None:
         executor = self.executor
         waker = self._waker
-        assert waker is not None
+        assert waker is not None and self._loop is not None
+        clock = self._loop.time
+        metrics = self.metrics
         while True:
             await waker.wait_until(self._next_tick_at)
+            executor.now_s = clock()
             self._feed(executor)
             while (work := executor.poll()) is not None:
                 await self._carry_out(work)
+                executor.now_s = clock()
                 executor.done(work)
                 if work.commit is not None:
                     await self._transport.commit(work.commit)
             if executor.events:
                 self._settle(executor)
+            if metrics is not None and executor.commit_latencies_s:
+                for latency in executor.commit_latencies_s:
+                    metrics.observe_commit_seconds(latency)
+                executor.commit_latencies_s.clear()
 
     def _feed(self, executor: Executor) -> None:
         """Deliveries in, then the ticks that are due: all before one round of work."""
@@ -603,7 +637,14 @@ class NodeRuntime:
         if work.replies:
             await transport.send(work.replies)
         if work.write is not None:
-            await self._storage.save(work.write)
+            metrics = self.metrics
+            if metrics is None:
+                await self._storage.save(work.write)
+            else:
+                clock = time.perf_counter
+                started = clock()
+                await self._storage.save(work.write)
+                metrics.observe_persist_seconds(clock() - started)
             self.saves += 1
         if work.messages:
             await transport.send(work.messages)

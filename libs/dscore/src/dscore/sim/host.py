@@ -87,8 +87,11 @@ class CheckedStateMachine:
     def applied_index(self) -> int:
         return self.inner.applied_index
 
-    def command_for(self, request: ClientRequest) -> bytes:
+    def command_for(self, request: ClientRequest) -> tuple[object, ...]:
         return self.inner.command_for(request)
+
+    def encode_entry(self, commands: Sequence[tuple[object, ...]]) -> bytes:
+        return self.inner.encode_entry(commands)
 
     def apply_entry(self, entry: LogEntry) -> Sequence[KvResult]:
         host = self._host

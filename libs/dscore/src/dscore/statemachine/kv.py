@@ -40,7 +40,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import msgpack
 
@@ -116,14 +116,14 @@ class KvResult:
 
 
 @message("kv.session")
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Session:
+    """One client's session. Mutable on purpose: applying a command updates it in place (every replica
+    applies every command, so this is the hottest object of the state machine)."""
+
     last_seq: int
-    #: the last command's op, key and operands, to tell a retry from a reused seq
-    last_op: int
-    last_key: str
-    last_a: str | None
-    last_b: str | None
+    #: the last command's fields `(client_id, seq, op, key, a, b)`, to tell a retry from a reused seq
+    last_command: object
     last_result: KvResult
     #: `commands_applied` when the session was last used (the eviction order)
     last_used: int
@@ -144,9 +144,13 @@ class StateMachine(Protocol):
     @property
     def applied_index(self) -> int: ...
 
-    def command_for(self, request: ClientRequest) -> bytes:
-        """The encoded command for a client request (a write, a REGISTER or a GET through the log);
-        raises `BadCommandError` with a message for a request that cannot be one."""
+    def command_for(self, request: ClientRequest) -> tuple[object, ...]:
+        """The command for a client request (a write, a REGISTER or a GET through the log), as the fields
+        `encode_entry` packs; raises `BadCommandError` with a message for a request that cannot be one."""
+        ...
+
+    def encode_entry(self, commands: Sequence[tuple[object, ...]]) -> bytes:
+        """A log entry's data holding these commands, in order."""
         ...
 
     def apply_entry(self, entry: LogEntry) -> Sequence[KvResult]:
@@ -275,31 +279,67 @@ def decode_batch(data: bytes) -> tuple[Command, ...]:
     return tuple(commands)
 
 
-def command_for(request: ClientRequest) -> bytes:
-    """The command a client request asks for; `BadCommandError` if its fields do not fit its op."""
+def command_fields(request: ClientRequest) -> tuple[object, ...]:
+    """The command a client request asks for, as its fields `(client_id, seq, op, key, a, b)` (a leader
+    packs a whole entry's commands at once: `encode_entry`); `BadCommandError` if the request's fields do
+    not fit its op."""
     op = request.op
-    if op is Op.REGISTER:
-        return _pack((0, 0, _REGISTER, "", None, None))
-    if op is Op.GET:
-        return _pack((0, 0, _GET, request.key, None, None))
-    if request.client_id < 1:
-        raise BadCommandError(
-            f"{op.name} needs a session: register first (client_id was {request.client_id})"
+    if op is Op.PUT or op is Op.APPEND:  # the common case first
+        if request.client_id < 1 or request.seq < 1 or request.value is None:
+            _refuse(request)
+        return (
+            request.client_id,
+            request.seq,
+            _PUT if op is Op.PUT else _APPEND,
+            request.key,
+            request.value,
+            None,
         )
-    if request.seq < 1:
-        raise BadCommandError(f"{op.name} needs seq >= 1 (got {request.seq})")
-    if op in (Op.PUT, Op.APPEND):
-        if request.value is None:
-            raise BadCommandError(f"{op.name} needs a value")
-        return _pack((request.client_id, request.seq, int(op), request.key, request.value, None))
+    if op is Op.GET:
+        return (0, 0, _GET, request.key, None, None)
+    if op is Op.REGISTER:
+        return (0, 0, _REGISTER, "", None, None)
+    if request.client_id < 1 or request.seq < 1:
+        _refuse(request)
     if op is Op.DELETE:
-        return _pack((request.client_id, request.seq, _DELETE, request.key, None, None))
+        return (request.client_id, request.seq, _DELETE, request.key, None, None)
     if request.value is None:
         raise BadCommandError("CAS needs a new value")
-    return _pack((request.client_id, request.seq, _CAS, request.key, request.expected, request.value))
+    return (request.client_id, request.seq, _CAS, request.key, request.expected, request.value)
+
+
+def _refuse(request: ClientRequest) -> NoReturn:
+    name = request.op.name
+    if request.client_id < 1:
+        raise BadCommandError(f"{name} needs a session: register first (client_id was {request.client_id})")
+    if request.seq < 1:
+        raise BadCommandError(f"{name} needs seq >= 1 (got {request.seq})")
+    raise BadCommandError(f"{name} needs a value")
+
+
+def command_for(request: ClientRequest) -> bytes:
+    """The encoded command a client request asks for (see `command_fields`)."""
+    return _pack(command_fields(request))
+
+
+def encode_entry(commands: Sequence[tuple[object, ...]]) -> bytes:
+    """An entry's data from commands' fields, in one pass (the same bytes as `encode_batch` of each
+    command encoded alone)."""
+    data: bytes = _packer.pack(commands)
+    return data
 
 
 # -- the state machine ------------------------------------------------------------------------------
+
+
+def _session_copy(session: Session) -> Session:
+    # Sessions are updated in place; a snapshot or a restored table holds its own copies. A decoded
+    # command arrives as a tuple whatever the encoding kept, so retries compare equal after a restore.
+    command = session.last_command
+    if isinstance(command, list):
+        command = tuple(command)
+    return Session(session.last_seq, command, session.last_result, session.last_used)
+
 
 _MALFORMED = KvResult(Outcome.BAD_REQUEST, error="malformed command")
 _REGISTER_NOT_ALONE = KvResult(Outcome.BAD_REQUEST, error="REGISTER must be alone in its entry")
@@ -335,8 +375,11 @@ class KvStateMachine:
         """Live sessions, least recently used first."""
         return tuple(self._sessions)
 
-    def command_for(self, request: ClientRequest) -> bytes:
-        return command_for(request)
+    def command_for(self, request: ClientRequest) -> tuple[object, ...]:
+        return command_fields(request)
+
+    def encode_entry(self, commands: Sequence[tuple[object, ...]]) -> bytes:
+        return encode_entry(commands)
 
     # -- applying the log ---------------------------------------------------------------------------
 
@@ -354,7 +397,42 @@ class KvStateMachine:
             return (_MALFORMED,)
         if len(batch) == 1:
             return (self._apply_one(batch[0], index, alone=True),)
-        return [self._apply_one(fields, index, alone=False) for fields in batch]
+        return self._apply_many(batch, index)
+
+    def _apply_many(self, batch: tuple[Any, ...], index: int) -> list[KvResult]:
+        # The hot loop of every replica. A well-formed PUT or APPEND with the next seq of a live session
+        # (nearly every command under load) is applied inline, with exactly `_apply_one`'s semantics;
+        # anything else takes `_apply_one`.
+        sessions = self._sessions
+        data = self._data
+        results: list[KvResult] = []
+        append = results.append
+        for fields in batch:
+            if type(fields) is tuple and len(fields) == 6:
+                client_id, seq, code, key, a, b = fields
+                if (
+                    code in (_PUT, _APPEND)
+                    and type(client_id) is int
+                    and type(seq) is int
+                    and type(key) is str
+                    and type(a) is str
+                    and b is None
+                    and client_id > 0
+                ):
+                    session = sessions.get(client_id)
+                    if session is not None and seq > session.last_seq:
+                        self.commands_applied += 1
+                        data[key] = a if code == _PUT else data.get(key, "") + a
+                        session.last_seq = seq
+                        session.last_command = fields
+                        session.last_result = _OK
+                        session.last_used = self.commands_applied
+                        del sessions[client_id]
+                        sessions[client_id] = session
+                        append(_OK)
+                        continue
+            append(self._apply_one(fields, index, alone=False))
+        return results
 
     def apply(self, index: int, commands: Iterable[bytes]) -> Sequence[KvResult]:
         """Apply encoded commands as one NORMAL entry at `index` (tests and tools)."""
@@ -374,29 +452,27 @@ class KvStateMachine:
         if session is None:
             return _EXPIRED
         last_seq = session.last_seq
-        if seq == last_seq:
-            if (
-                code == session.last_op
-                and key == session.last_key
-                and a == session.last_a
-                and b == session.last_b
-            ):
-                result = session.last_result
-            else:
-                return _REUSED
-        elif seq < last_seq:
-            return _STALE
-        else:
+        if seq > last_seq:
             result = self._execute(code, key, a, b)
+            session.last_seq = seq
+            session.last_command = fields
+            session.last_result = result
+        elif seq == last_seq:
+            if fields != session.last_command:
+                return _REUSED
+            result = session.last_result
+        else:
+            return _STALE
+        session.last_used = self.commands_applied
         del sessions[client_id]  # re-inserted last: the table stays in `last_used` order
-        sessions[client_id] = Session(seq, code, key, a, b, result, self.commands_applied)
+        sessions[client_id] = session
         return result
 
     def _register(self, index: int) -> KvResult:
         sessions = self._sessions
         while len(sessions) >= self.max_sessions:
             del sessions[next(iter(sessions))]  # the least recently used
-        sessions[index] = Session(0, 0, "", None, None, _OK, self.commands_applied)
+        sessions[index] = Session(0, None, _OK, self.commands_applied)
         return KvResult(Outcome.OK, client_id=index)
 
     def _execute(self, code: int, key: str, a: str | None, b: str | None) -> KvResult:
@@ -421,9 +497,8 @@ class KvStateMachine:
     # -- snapshots ----------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return encode_value(
-            KvSnapshot(self.applied_index, self.commands_applied, dict(self._data), dict(self._sessions))
-        )
+        sessions = {client: _session_copy(session) for client, session in self._sessions.items()}
+        return encode_value(KvSnapshot(self.applied_index, self.commands_applied, dict(self._data), sessions))
 
     def restore(self, data: bytes) -> None:
         value = decode_value(data)
@@ -434,4 +509,4 @@ class KvStateMachine:
         self._data = dict(value.data)
         # The eviction order is the replicated `last_used`, not whatever order the encoding kept.
         ordered = sorted(value.sessions.items(), key=lambda item: item[1].last_used)
-        self._sessions = dict(ordered)
+        self._sessions = {client: _session_copy(session) for client, session in ordered}

@@ -709,6 +709,7 @@ class RaftNode:
             self._vote = self._id
             self._role = Role.CANDIDATE
             request_term = self._term
+            self._count("elections_started")
         self._leader = None
         tracker = self._tracker
         tracker.reset_votes()
@@ -730,6 +731,7 @@ class RaftNode:
             self._become_leader()
 
     def _become_leader(self) -> None:
+        self._count("elections_won")
         self._role = Role.LEADER
         self._leader = self._id
         self._tracker.reset_votes()

@@ -1,0 +1,1 @@
+"""dscore-chaos: the fault injector (see README.md)."""

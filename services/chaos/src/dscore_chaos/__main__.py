@@ -1,0 +1,5 @@
+import sys
+
+from dscore_chaos.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Where faults land: Kubernetes pods, local processes, the nodes' transports."""

@@ -1,0 +1,618 @@
+"""charts/dscore rendered by the real helm (no cluster): lint, every object validated against Kubernetes'
+schemas, and what key values do to the objects (replicas, quorum, protocol settings, the key's Secret,
+node ids, rules and dashboards packaged as generated, the NetworkPolicy, the values schema's refusals)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_helpers import (
+    CHART,
+    REPO_ROOT,
+    HelmError,
+    container,
+    crd_schemas,
+    env_of,
+    find,
+    helm_env,
+    one,
+    pod_specs,
+    render,
+    run_helm,
+    validate,
+)
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+KAFKA = {"kafka": {"bootstrapServers": "kafka.kafka.svc:9092"}}
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def values(**overrides: Any) -> dict[str, Any]:
+    """KAFKA deep-merged with overrides given as dotted paths: values(**{"node.replicas": 5})."""
+    out: dict[str, Any] = json.loads(json.dumps(KAFKA))
+    for dotted, value in overrides.items():
+        here = out
+        *parents, last = dotted.split(".")
+        for part in parents:
+            here = here.setdefault(part, {})
+        here[last] = value
+    return out
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+# -- lint and validation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ci_values", CI_VALUES, ids=lambda p: p.name)
+def test_helm_lint_strict(helm_bin: Path, tmp: Path, ci_values: Path) -> None:
+    out = run_helm(
+        helm_bin,
+        "lint",
+        "--strict",
+        str(CHART),
+        "--values",
+        str(ci_values),
+        "--kube-version",
+        "1.35.0",
+        env=helm_env(tmp),
+    )
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("ci_values", CI_VALUES, ids=lambda p: p.name)
+def test_every_rendered_object_is_valid(helm_bin: Path, tmp: Path, ci_values: Path) -> None:
+    objects = render(helm_bin, tmp, files=[ci_values])
+    custom = crd_schemas()
+    problems = []
+    for obj in objects:
+        try:
+            validate(obj, custom)
+        except AssertionError as error:
+            problems.append(str(error))
+    assert not problems, "\n".join(problems)
+    kinds = {o["kind"] for o in objects}
+    assert {"StatefulSet", "Service", "ConfigMap", "Pod"} <= kinds
+
+
+def test_validation_catches_a_misspelt_field(helm_bin: Path, tmp: Path) -> None:
+    # The validation above would be worthless if it let unknown fields through.
+    sts = one(render(helm_bin, tmp, values()), "StatefulSet")
+    sts["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(AssertionError, match="readinessProbes"):
+        validate(sts)
+    monitor = one(render(helm_bin, tmp, values(**{"metrics.serviceMonitor.enabled": True})), "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["intervall"] = "5s"
+    with pytest.raises(AssertionError, match="intervall"):
+        validate(monitor)
+
+
+def test_default_objects(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, values())
+    names = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+    assert names == sorted(
+        [
+            "ConfigMap/demo-dscore-dscore-availability",
+            "ConfigMap/demo-dscore-dscore-consensus",
+            "ConfigMap/demo-dscore-dscore-transport",
+            "ConfigMap/demo-dscore-node-ids",
+            "ConfigMap/demo-dscore-scripts",
+            "ConfigMap/demo-dscore-topology",
+            "Deployment/demo-dscore-gateway",
+            "NetworkPolicy/demo-dscore-gateway",
+            "NetworkPolicy/demo-dscore-jobs",
+            "NetworkPolicy/demo-dscore-node",
+            "Pod/demo-dscore-test-cluster",
+            "PodDisruptionBudget/demo-dscore-gateway",
+            "PodDisruptionBudget/demo-dscore-node",
+            "Role/demo-dscore-membership",
+            "RoleBinding/demo-dscore-membership",
+            "Secret/demo-dscore-auth",
+            "Service/demo-dscore-gateway",
+            "Service/demo-dscore-node-peers",
+            "ServiceAccount/demo-dscore-membership",
+            "StatefulSet/demo-dscore-node",
+        ]
+    )
+    # No ServiceMonitor, PrometheusRule, chaos or dev Kafka unless asked; no hook Job without a cluster.
+    assert not find(objects, "Job")
+
+
+# -- nodes: replicas, ids, peers, quorum -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("replicas", "quorum"), [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 4)])
+def test_replicas_and_the_quorum_the_pdb_keeps(helm_bin: Path, tmp: Path, replicas: int, quorum: int) -> None:
+    objects = render(helm_bin, tmp, values(**{"node.replicas": replicas}))
+    sts = one(objects, "StatefulSet", "demo-dscore-node")
+    assert sts["spec"]["replicas"] == replicas
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["serviceName"] == "demo-dscore-node-peers"
+    topology = one(objects, "ConfigMap", "demo-dscore-topology")["data"]
+    assert topology["replicas"] == str(replicas)
+    # `helm template` is an install: every member founds the cluster.
+    assert topology["founding-members"] == str(replicas)
+    pdb = one(objects, "PodDisruptionBudget", "demo-dscore-node")
+    assert pdb["spec"]["minAvailable"] == quorum
+    assert pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    test_pod = one(objects, "Pod", "demo-dscore-test-cluster")
+    members = env_of(container(test_pod["spec"], "test"))["NODES"].split(",")
+    assert members == [f"demo-dscore-node-{i}" for i in range(replicas)]
+
+
+def test_three_replicas_spread_over_hosts_by_default(helm_bin: Path, tmp: Path) -> None:
+    sts = one(render(helm_bin, tmp, values()), "StatefulSet")
+    assert sts["spec"]["replicas"] == 3
+    spread = sts["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    by_key = {c["topologyKey"]: c for c in spread}
+    assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert by_key["kubernetes.io/hostname"]["maxSkew"] == 1
+    assert by_key["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert (
+        by_key["kubernetes.io/hostname"]["labelSelector"]["matchLabels"]
+        == sts["spec"]["selector"]["matchLabels"]
+    )
+
+
+@pytest.mark.parametrize("release", ["a", "prod", "dscore", "a-very-long-release-name-for-dscore-x"])
+def test_node_ids_are_valid_ids_and_kafka_topic_names(helm_bin: Path, tmp: Path, release: str) -> None:
+    objects = render(helm_bin, tmp, values(**{"node.replicas": 15}), release=release, namespace="n")
+    topology = next(o for o in find(objects, "ConfigMap") if o["metadata"]["name"].endswith("-topology"))
+    sts, cluster_id = topology["data"]["statefulset"], topology["data"]["cluster-id"]
+    assert cluster_id == f"n.{release}"
+    assert NODE_ID.match(cluster_id)
+    for ordinal in range(15):
+        pod = f"{sts}-{ordinal}"
+        for node_id in (pod, f"{pod}.g99"):  # a renamed member (membership.py) too
+            assert NODE_ID.match(node_id), node_id
+            assert KAFKA_TOPIC.match(f"dscore.{cluster_id}.inbox.{node_id}")
+        # a pod name is a DNS label, and the StatefulSet's revision label must fit 63 characters
+        assert re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", pod) and len(pod) <= 63
+    assert len(sts) <= 52
+
+
+def test_a_name_too_long_for_node_ids_fails_with_the_reason(helm_bin: Path, tmp: Path) -> None:
+    with pytest.raises(HelmError, match=r"StatefulSet name .* at most 52 .* fullnameOverride"):
+        render(helm_bin, tmp, values(), release="r" * 50)
+
+
+def test_node_container_wiring(helm_bin: Path, tmp: Path) -> None:
+    sts = one(render(helm_bin, tmp, values()), "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    node = container(spec, "node")
+    env = env_of(node)
+    assert node["command"] == ["/usr/bin/tini", "--", "/bin/sh", "/etc/dscore/scripts/node-start.sh"]
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["DSCORE_CLUSTER_ID"] == "dscore.demo"
+    assert env["DSCORE_PROTOCOL"] == "raft"
+    assert env["DSCORE_KAFKA__BOOTSTRAP_SERVERS"] == "kafka.kafka.svc:9092"
+    assert env["DSCORE_REDIS__URL"] == "redis://127.0.0.1:6379/0"
+    assert env["DSCORE_HTTP__HOST"] == "0.0.0.0"
+    assert env["DSCORE_HTTP__PORT"] == "8080"
+    # Unset cluster settings are left to the service's defaults.
+    assert not any(name.startswith("DSCORE_RAFT__") for name in env)
+    assert node["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert node["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert node["startupProbe"]["httpGet"]["path"] == "/healthz"
+    # Redis: a native sidecar beside the node, loopback only, every write fsynced, on its own claim.
+    redis = container(spec, "redis")
+    assert redis in spec["initContainers"] and redis["restartPolicy"] == "Always"
+    args = redis["command"]
+    assert args[args.index("--bind") + 1] == "127.0.0.1"
+    assert args[args.index("--appendfsync") + 1] == "always"
+    assert args[args.index("--appendonly") + 1] == "yes"
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "redis-data"
+    assert {"name": "redis-data", "mountPath": "/data"} in redis["volumeMounts"]
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+
+
+def test_cluster_settings_reach_every_node_as_written(helm_bin: Path, tmp: Path) -> None:
+    sts = one(
+        render(
+            helm_bin,
+            tmp,
+            values(
+                **{
+                    "cluster.protocol": "sequencer",
+                    "cluster.tickIntervalS": 0.02,
+                    "cluster.maxEnvelopeBytes": 4194304,
+                    "cluster.maxSessions": 1000000,
+                    "cluster.raft.electionTimeoutTicks": 20,
+                    "cluster.raft.preVote": False,
+                    "cluster.raft.readOnlyOption": "lease",
+                }
+            ),
+        ),
+        "StatefulSet",
+    )
+    env = env_of(container(sts["spec"]["template"]["spec"], "node"))
+    assert env["DSCORE_PROTOCOL"] == "sequencer"
+    assert env["DSCORE_TICK_INTERVAL_S"] == "0.02"
+    # Integers stay integers (helm's values are floats: 4194304 must not become 4.194304e+06).
+    assert env["DSCORE_MAX_ENVELOPE_BYTES"] == "4194304"
+    assert env["DSCORE_MAX_SESSIONS"] == "1000000"
+    assert env["DSCORE_RAFT__ELECTION_TIMEOUT_TICKS"] == "20"
+    assert env["DSCORE_RAFT__PRE_VOTE"] == "false"
+    assert env["DSCORE_RAFT__READ_ONLY_OPTION"] == "lease"
+
+
+def test_cluster_settings_are_the_ones_dscore_reads(helm_bin: Path, tmp: Path) -> None:
+    # Every DSCORE_ name the chart can set for a node is one that dscore.settings accepts.
+    from dscore.settings import load_settings
+
+    sts = one(
+        render(helm_bin, tmp, files=[CHART / "ci" / "full-values.yaml"]), "StatefulSet", "demo-dscore-node"
+    )
+    env = env_of(container(sts["spec"]["template"]["spec"], "node"))
+    cluster_env = {
+        k: v
+        for k, v in env.items()
+        if k.startswith("DSCORE_")
+        and isinstance(v, str)
+        and not k.startswith(("DSCORE_KAFKA__", "DSCORE_REDIS__", "DSCORE_HTTP__"))
+        and k not in ("DSCORE_LOG_LEVEL", "DSCORE_HANDOVER_TIMEOUT_S")
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in cluster_env.items():
+            patch.setenv(name, value)
+        settings = load_settings()
+    assert settings.cluster_id == "prod-kv"
+    assert settings.raft.election_timeout_ticks == 20
+    assert settings.tick_interval_s == 0.02
+
+
+# -- the cluster key ---------------------------------------------------------------------------------------
+
+
+def _auth_refs(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    refs = {}
+    for where, spec in pod_specs(objects):
+        for c in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+            value = env_of(c).get("DSCORE_AUTH_KEY")
+            if value is not None:
+                refs[f"{where}/{c['name']}"] = value
+    return refs
+
+
+def test_generated_key_secret_is_wired_to_every_process(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": False}))
+    secret = one(objects, "Secret", "demo-dscore-auth")
+    key = base64.b64decode(secret["data"]["auth-key"])
+    assert len(key) == 64 and key.isalnum()
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    refs = _auth_refs(objects)
+    assert set(refs) == {"StatefulSet/demo-dscore-node/node", "Deployment/demo-dscore-gateway/gateway"}
+    for ref in refs.values():
+        assert ref == {"secretKeyRef": {"name": "demo-dscore-auth", "key": "auth-key"}}
+    # Never in plain text anywhere in a rendered object but its Secret.
+    rendered = json.dumps([o for o in objects if o["kind"] != "Secret"])
+    assert key.decode() not in rendered
+
+
+def test_existing_secret(helm_bin: Path, tmp: Path) -> None:
+    objects = render(
+        helm_bin, tmp, values(**{"auth.existingSecret": "my-key", "auth.existingSecretKey": "hmac"})
+    )
+    assert not find(objects, "Secret")
+    refs = _auth_refs(objects)
+    assert refs and all(r == {"secretKeyRef": {"name": "my-key", "key": "hmac"}} for r in refs.values())
+
+
+def test_notes_never_print_the_key(helm_bin: Path, tmp: Path) -> None:
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "auth-key" not in notes.replace('include "dscore.authSecretKey"', "")
+    assert ".data" not in notes and "b64dec" not in notes and "lookup" not in notes
+
+
+# -- Kafka, Redis modes ------------------------------------------------------------------------------------
+
+
+def test_kafka_is_required_unless_the_dev_broker_is_on(helm_bin: Path, tmp: Path) -> None:
+    with pytest.raises(HelmError, match=r"kafka.bootstrapServers is required .* kafka.dev.enabled=true"):
+        render(helm_bin, tmp, {})
+    objects = render(helm_bin, tmp, {"kafka": {"dev": {"enabled": True}}})
+    kafka = one(objects, "StatefulSet", "demo-dscore-kafka")
+    env = env_of(container(kafka["spec"]["template"]["spec"], "kafka"))
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    node_env = env_of(
+        container(one(objects, "StatefulSet", "demo-dscore-node")["spec"]["template"]["spec"], "node")
+    )
+    assert node_env["DSCORE_KAFKA__BOOTSTRAP_SERVERS"] == "demo-dscore-kafka.dscore.svc:9092"
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://demo-dscore-kafka.dscore.svc:9092"
+
+
+def test_external_redis_per_node(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, files=[CHART / "ci" / "external-redis-values.yaml"])
+    sts = one(objects, "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    assert "initContainers" not in spec and "volumeClaimTemplates" not in sts["spec"]
+    env = env_of(container(spec, "node"))
+    names = [e["name"] for e in container(spec, "node")["env"]]
+    # $(VAR) expands only variables defined before it.
+    assert names.index("POD_INDEX") < names.index("DSCORE_REDIS__URL")
+    assert names.index("REDIS_PASSWORD") < names.index("DSCORE_REDIS__URL")
+    assert env["POD_INDEX"] == {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}
+    assert (
+        env["DSCORE_REDIS__URL"]
+        == "redis://:$(REDIS_PASSWORD)@redis-$(POD_INDEX).redis.dscore-dev.svc:6379/0"
+    )
+    with pytest.raises(HelmError, match=r"redis\.mode=external needs redis\.external\.urlTemplate"):
+        render(helm_bin, tmp, values(**{"redis.mode": "external"}))
+
+
+def test_without_persistence_redis_uses_an_empty_dir(helm_bin: Path, tmp: Path) -> None:
+    sts = one(render(helm_bin, tmp, values(**{"redis.persistence.enabled": False})), "StatefulSet")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["redis-data"] == {"name": "redis-data", "emptyDir": {}}
+
+
+# -- security ----------------------------------------------------------------------------------------------
+
+
+def test_every_pod_runs_as_non_root_with_a_read_only_root(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, files=[CHART / "ci" / "full-values.yaml"])
+    for where, spec in pod_specs(objects):
+        if where.startswith("StatefulSet/r-dscore-kafka") or where == "StatefulSet/demo-dscore-kafka":
+            continue  # the dev broker's image writes its config at start (checked below)
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for c in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+            ctx = c["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True, f"{where}/{c['name']}"
+            assert ctx["allowPrivilegeEscalation"] is False, f"{where}/{c['name']}"
+            assert ctx["capabilities"] == {"drop": ["ALL"]}, f"{where}/{c['name']}"
+            assert "resources" in c and c["resources"].get("limits", {}).get("memory"), f"{where}/{c['name']}"
+    kafka = one(objects, "StatefulSet", "demo-dscore-kafka")["spec"]["template"]["spec"]
+    assert kafka["securityContext"]["runAsNonRoot"] is True
+    assert container(kafka, "kafka")["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_only_the_chaos_service_and_the_membership_jobs_get_a_token(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, files=[CHART / "ci" / "full-values.yaml"])
+    with_token = sorted(
+        where for where, spec in pod_specs(objects) if spec.get("automountServiceAccountToken")
+    )
+    assert with_token == ["Deployment/demo-dscore-chaos"]  # the hook Jobs render only during an upgrade
+
+
+def test_chaos_rbac_is_limited_to_its_namespace(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": True}))
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    role = one(objects, "Role", "demo-dscore-chaos")
+    assert role["metadata"]["namespace"] == "dscore"
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in role["rules"]}
+    assert set(rules[("",), ("pods",)]["verbs"]) == {"get", "list", "watch", "delete"}
+    sts_rule = rules[("apps",), ("statefulsets",)]
+    assert sts_rule["verbs"] == ["get"] and sts_rule["resourceNames"] == ["demo-dscore-node"]
+    binding = one(objects, "RoleBinding", "demo-dscore-chaos")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "demo-dscore-chaos", "namespace": "dscore"}
+    ]
+    deployment = one(objects, "Deployment", "demo-dscore-chaos")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "demo-dscore-chaos"
+    env = env_of(container(deployment["spec"]["template"]["spec"], "chaos"))
+    assert env["DSCORE_CHAOS__STATEFULSET"] == "demo-dscore-node"
+    assert "DSCORE_AUTH_KEY" not in env
+
+
+def test_network_policy_is_closed_by_default(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": True}))
+    node = one(objects, "NetworkPolicy", "demo-dscore-node")["spec"]
+    assert node["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = node["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]  # nothing reaches Redis (6379)
+    release_peer = ingress["from"][-1]["podSelector"]
+    assert release_peer["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["membership", "chaos", "test"]}
+    ]
+    egress_ports = sorted(p["port"] for rule in node["egress"] for p in rule["ports"])
+    assert egress_ports == [53, 53, 9092]
+    gateway = one(objects, "NetworkPolicy", "demo-dscore-gateway")["spec"]
+    assert "from" not in gateway["ingress"][0]  # clients: anyone, unless networkPolicy.gatewayFrom
+    chaos = one(objects, "NetworkPolicy", "demo-dscore-chaos")["spec"]
+    assert {p["port"] for rule in chaos["egress"] for p in rule["ports"]} == {53, 443, 6443, 9092, 8080}
+    # Every pod of the chart is selected by some policy.
+    selected = [o["spec"]["podSelector"] for o in find(objects, "NetworkPolicy")]
+    for where, _spec in pod_specs(objects):
+        owner = next(o for o in objects if f"{o['kind']}/{o['metadata']['name']}" == where)
+        labels = (
+            owner["metadata"]["labels"]
+            if owner["kind"] == "Pod"
+            else owner["spec"]["template"]["metadata"]["labels"]
+        )
+        assert any(_selects(s, labels) for s in selected), where
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        if expression["operator"] == "In" and labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+# -- monitoring --------------------------------------------------------------------------------------------
+
+
+def test_packaged_rules_and_dashboards_are_the_generated_ones() -> None:
+    rules = REPO_ROOT / "deploy" / "prometheus" / "dscore-rules.yaml"
+    assert (CHART / "files" / "prometheus" / "dscore-rules.yaml").read_bytes() == rules.read_bytes(), (
+        "charts/dscore/files differs from deploy/: run charts/dscore/sync-from-deploy.sh"
+    )
+    generated = sorted(p.name for p in (REPO_ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+    packaged = sorted(p.name for p in (CHART / "files" / "dashboards").glob("*.json"))
+    assert packaged == generated, "run charts/dscore/sync-from-deploy.sh"
+    for name in generated:
+        assert (CHART / "files" / "dashboards" / name).read_bytes() == (
+            REPO_ROOT / "deploy" / "grafana" / "dashboards" / name
+        ).read_bytes(), f"{name}: run charts/dscore/sync-from-deploy.sh"
+
+
+def test_prometheus_rule_is_deploys_rules(helm_bin: Path, tmp: Path) -> None:
+    objects = render(
+        helm_bin,
+        tmp,
+        values(
+            **{
+                "metrics.prometheusRule.enabled": True,
+                "metrics.prometheusRule.additionalLabels": {"release": "kps"},
+            }
+        ),
+    )
+    rule = one(objects, "PrometheusRule")
+    deployed = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "dscore-rules.yaml").read_text())
+    assert rule["spec"]["groups"] == deployed["groups"]
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert len(alerts) >= 11 and all(
+        a["annotations"]["runbook_url"].startswith("docs/runbook.md#") for a in alerts
+    )
+
+
+def test_runbook_base_url(helm_bin: Path, tmp: Path) -> None:
+    base = "https://git.example/dscore/blob/main/docs/runbook.md"
+    rule = one(
+        render(
+            helm_bin,
+            tmp,
+            values(**{"metrics.prometheusRule.enabled": True, "metrics.prometheusRule.runbookBaseUrl": base}),
+        ),
+        "PrometheusRule",
+    )
+    urls = [
+        r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r
+    ]
+    assert urls and all(u.startswith(base + "#dscore") for u in urls)
+    deployed = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "dscore-rules.yaml").read_text())
+    exprs = [r["expr"] for g in deployed["groups"] for r in g["rules"]]
+    assert [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]] == exprs
+
+
+def test_service_monitor_with_user_labels_and_a_job_the_rules_select(helm_bin: Path, tmp: Path) -> None:
+    objects = render(
+        helm_bin,
+        tmp,
+        values(
+            **{
+                "metrics.serviceMonitor.enabled": True,
+                "metrics.serviceMonitor.additionalLabels": {"release": "kube-prometheus-stack"},
+            }
+        ),
+        release="kv",
+    )
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["jobLabel"] == "dscore.io/job"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    job_regex = re.compile(".*dscore.*")  # deploy/prometheus/generate.py's default selector
+    scraped = [
+        s for s in find(objects, "Service") if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+    ]
+    assert sorted(s["metadata"]["name"] for s in scraped) == ["kv-dscore-gateway", "kv-dscore-node-peers"]
+    for service in scraped:
+        job = service["metadata"]["labels"]["dscore.io/job"]
+        assert job_regex.fullmatch(job), job
+        assert any(p["name"] == "http" for p in service["spec"]["ports"])
+    peers = one(objects, "Service", "kv-dscore-node-peers")["spec"]
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    # A fullnameOverride without "dscore" still gets a job the rules select.
+    other = render(helm_bin, tmp, values(**{"fullnameOverride": "kv"}))
+    assert one(other, "Service", "kv-node-peers")["metadata"]["labels"]["dscore.io/job"] == "dscore-kv"
+
+
+def test_dashboards_as_configmaps_for_grafanas_sidecar(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, values(**{"metrics.dashboards.folder": "consensus"}))
+    boards = [o for o in find(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]]
+    assert len(boards) == 3
+    for board in boards:
+        assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert board["metadata"]["annotations"]["k8s-sidecar-target-directory"] == "consensus"
+        ((name, text),) = board["data"].items()
+        source = REPO_ROOT / "deploy" / "grafana" / "dashboards" / name
+        assert json.loads(text) == json.loads(source.read_text())
+
+
+# -- helm tests (templates: kwok cannot run them, so they are checked rendered) ---------------------------
+
+
+def test_helm_test_pod(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, values())
+    pod = one(objects, "Pod", "demo-dscore-test-cluster")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    env = env_of(container(spec, "test"))
+    assert env["GATEWAY"] == "http://demo-dscore-gateway.dscore.svc:8080"
+    assert env["HEADLESS"] == "demo-dscore-node-peers.dscore.svc"
+    script = container(spec, "test")["command"][2]
+    compile(script, "helm-test", "exec")  # the test's Python at least parses
+    assert "/readyz" in script and "/v1/kv/" in script
+    assert not find(render(helm_bin, tmp, values(**{"tests.enabled": False})), "Pod")
+
+
+# -- the values schema -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"node.replicas": 0}, r"at '/node/replicas': minimum: got 0, want 1"),
+        ({"node.replicas": "three"}, r"at '/node/replicas': got string, want integer"),
+        ({"node.replica": 3}, r"additional properties 'replica' not allowed"),
+        ({"cluster.protocol": "paxos"}, r"at '/cluster/protocol': value must be one of 'raft', 'sequencer'"),
+        ({"cluster.id": "bad id!"}, r"at '/cluster/id'"),
+        ({"cluster.raft.readOnlyOption": "fast"}, r"at '/cluster/raft/readOnlyOption'"),
+        ({"redis.mode": "shared"}, r"at '/redis/mode': value must be one of 'sidecar', 'external'"),
+        ({"kafka.bootstrapServers": "kafka"}, r"at '/kafka/bootstrapServers'"),
+        ({"node.image.digest": "latest"}, r"at '/node/image/digest'"),
+        ({"metrics.serviceMonitor.interval": "often"}, r"at '/metrics/serviceMonitor/interval'"),
+    ],
+)
+def test_schema_rejects_bad_values_with_a_clear_message(
+    helm_bin: Path, tmp: Path, bad: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(HelmError, match=message):
+        render(helm_bin, tmp, values(**bad))
+
+
+def test_schema_covers_every_default_value() -> None:
+    # values.yaml and values.schema.json name the same keys (a key the schema misses would be refused).
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(value: Any, node: dict[str, Any], path: str) -> None:
+        if "anyOf" in node:
+            return
+        if isinstance(value, dict) and node.get("properties") is not None:
+            assert node.get("additionalProperties") is False, path
+            for key, child in value.items():
+                assert key in node["properties"], f"{path}.{key} is not in values.schema.json"
+                walk(child, node["properties"][key], f"{path}.{key}")
+
+    walk(defaults, schema, "")
+    jsonschema_validate(defaults, schema)
+
+
+def jsonschema_validate(instance: Any, schema: dict[str, Any]) -> None:
+    import jsonschema
+
+    jsonschema.validate(instance, schema)
