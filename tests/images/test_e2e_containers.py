@@ -17,6 +17,7 @@ import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,8 +55,8 @@ HTTP_TIMEOUT_S = 10.0
 #: bound on each client's operations (the loop also stops when the test says so)
 MAX_OPS_PER_CLIENT = 5000
 #: successful operations to see before the fault, and after it (served by the new leader)
-OK_BEFORE_KILL = 40
-OK_AFTER_KILL = 40
+OK_BEFORE_KILL = 100
+OK_AFTER_KILL = 100
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Workload:
     to ACKED_KEY whose acknowledged suffixes are kept."""
 
     base_url: str
-    clients: int = 3
+    clients: int = 4
     appenders: int = 2
     seed: int = 7
     history: HistoryRecorder = field(default_factory=HistoryRecorder)
@@ -200,6 +201,7 @@ async def test_nodes_and_gateway_in_containers_survive_the_leaders_kill(
     kafka_bootstrap: str,
     redis_server_factory: Callable[..., Any],
     namespace: str,
+    tmp_path: Path,
 ) -> None:
     assert "node" in built_images, "scripts/images.sh built no node image"
     key = secrets.token_urlsafe(48)
@@ -267,8 +269,15 @@ async def test_nodes_and_gateway_in_containers_survive_the_leaders_kill(
         value = final.json()["value"]
         lost = [suffix for suffix in workload.acked if suffix not in value]
         assert workload.acked and not lost, f"{len(lost)} acknowledged appends lost: {lost[:10]}"
-        result = check_history(workload.history.history(), model="kv", timeout_s=120)
+        history = workload.history.history()
+        (tmp_path / "history.edn").write_text(history.to_edn())
+        result = check_history(history, model="kv", timeout_s=120)
         assert result.verdict is Verdict.LINEARIZABLE, result
+        print(
+            f"killed leader {leader}, new leader {new_leader}; {workload.ok_count} operations succeeded, "
+            f"{len(workload.acked)} appends acknowledged and found; history of {len(history.operations())} "
+            f"operations: {result.verdict.name}"
+        )
 
         assert podman.exit_code(names[leader]) == 137  # SIGKILL: the container had no say
         for n in sorted(alive):
