@@ -68,7 +68,7 @@ bench: sync
 
 # Kafka, one Redis per node (and, once they exist, the nodes and the gateway) in the background;
 # pids in .run/<name>.pid, logs in .run/logs/. See scripts/dev.sh for the settings.
-up:
+up: sync
 	scripts/dev.sh up
 
 status:

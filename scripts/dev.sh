@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A local dscore deployment in the background: `make up`, `make status`, `make down`.
 #
-#   scripts/dev.sh up       Kafka, one Redis per node, (next) the nodes and the gateway; prints where
-#                           everything is. Idempotent: what already runs is kept.
+#   scripts/dev.sh up       Kafka, one Redis per node, the nodes (dscore-node) and the gateway
+#                           (dscore-gateway, the HTTP API); waits until every node and the gateway are
+#                           ready; prints the gateway's URL and where the logs are. Idempotent: what
+#                           already runs is kept.
 #   scripts/dev.sh status   what runs, with pids
 #   scripts/dev.sh down     stop it all (gateway, nodes, Redis, Kafka: the reverse order)
 #
-# Every process writes its pid to .run/<name>.pid (kafka, redis-n1, redis-n2, ..., later node-n1, ...,
-# gateway), so a person or a script can fault one by hand: kill -9 "$(cat .run/redis-n2.pid)". Logs are
-# in .run/logs/<name>.log. After `up`, .run/dev.env holds the addresses as environment variables.
+# Every process writes its pid to .run/<name>.pid (kafka, redis-n1, redis-n2, ..., node-n1, ..., gateway),
+# so a person or a script can fault one by hand: kill -9 "$(cat .run/redis-n2.pid)". Logs are in
+# .run/logs/<name>.log. After `up`, .run/dev.env holds the addresses as environment variables.
 #
 # Settings (environment):
 #   DSCORE_NODES            node ids (default "n1 n2 n3")
@@ -18,7 +20,12 @@
 #                           single point of failure for the whole quorum (by default each node's
 #                           durable state is its own failure domain, as each node's disk would be)
 #   DSCORE_KAFKA_PORT       Kafka's port (scripts/kafka.sh)
-#   DSCORE_GATEWAY_PORT     the gateway's HTTP port, once it exists (default 23080)
+#   DSCORE_NODE_HTTP_PORT   node i of DSCORE_NODES serves HTTP on PORT+i (default 23180)
+#   DSCORE_CLUSTER_ID       the cluster id (default "dev"); the cluster key is made once in .run/auth.key
+#   DSCORE_GATEWAY_PORT     the gateway's HTTP port (default 23080)
+#   DSCORE_DEV_KAFKA_BOOTSTRAP  use this running broker (host:port) instead of starting one; `down` leaves
+#                           it alone (tests use it to share their session's broker)
+# A port already taken (another checkout's `make up`, say) stops `up` with the variable that moves it.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -51,18 +58,109 @@ redis_names() {
   fi
 }
 
-# Where the services slot in (the node and gateway mains are the next step, services/node and
-# services/gateway). Each will be started like Redis and Kafka: in the background, in its own session,
-# its pid in .run/<name>.pid and its output in .run/logs/<name>.log, then waited on for readiness
-# (the gateway's health endpoint), e.g.
-#   setsid .venv/bin/dscore-node --node-id n1 ... </dev/null >>.run/logs/node-n1.log 2>&1 &
-#   echo $! >.run/node-n1.pid
-SERVICES_BUILT=0
+# The services: one dscore-node per node (services/node), then the gateway (services/gateway). Each is
+# started like Redis and Kafka: in the background, in its own session, its pid in .run/<name>.pid and
+# its output (JSON lines) in .run/logs/<name>.log, then waited on for readiness (its /readyz).
+NODE_HTTP_PORT=${DSCORE_NODE_HTTP_PORT:-23180}
+CLUSTER_ID=${DSCORE_CLUSTER_ID:-dev}
+NODE_BIN=$REPO_ROOT/.venv/bin/dscore-node
+GATEWAY_BIN=$REPO_ROOT/.venv/bin/dscore-gateway
+EXTERNAL_KAFKA=${DSCORE_DEV_KAFKA_BOOTSTRAP:-}
 
-start_services() {
-  if [[ $SERVICES_BUILT == 0 ]]; then
-    say "nodes and gateway: not built yet (services/node, services/gateway); Kafka and Redis are up for them"
+# check_port PORT VARIABLE WHAT: stop when PORT is taken by something that is not ours.
+check_port() {
+  local port=$1 variable=$2 what=$3
+  port_in_use "$port" && die "port $port ($what) is in use: set $variable to another port (this checkout's
+processes, if they are the ones listening, are stopped by 'make down')"
+  return 0
+}
+
+# The cluster key: made once (48 random bytes, base64), kept in .run/auth.key (mode 600, ignored by git).
+auth_key() {
+  local file=$RUN_DIR/auth.key
+  if [[ ! -s $file ]]; then
+    (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$file")
   fi
+  cat "$file"
+}
+
+# node_port NODE: the HTTP port of node NODE (/metrics, /healthz, /readyz).
+node_port() {
+  local node=$1 i
+  for i in "${!NODES[@]}"; do
+    [[ ${NODES[$i]} == "$node" ]] && echo $((NODE_HTTP_PORT + i + 1)) && return
+  done
+  die "unknown node $node"
+}
+
+start_nodes() {
+  local bootstrap=$1 key node peers name port url pid
+  [[ -x $NODE_BIN ]] || die "$NODE_BIN is missing: run 'make sync' first"
+  key=$(auth_key)
+  for node in "${NODES[@]}"; do
+    name=node-$node
+    pid=$(pid_from "$RUN_DIR/$name.pid")
+    if is_running "$pid" dscore-node; then
+      say "$name: already running (pid $pid)"
+      continue
+    fi
+    check_port "$(node_port "$node")" DSCORE_NODE_HTTP_PORT "$name's HTTP"
+    peers=$(printf '%s\n' "${NODES[@]}" | grep -vx "$node" | paste -sd, -)
+    read -r _ port <<<"$(redis_of "$node")"
+    url="redis://127.0.0.1:$port/0"
+    # A shared Redis keeps every node under its own key prefix (dscore:<cluster>:<node>).
+    DSCORE_NODE_ID=$node DSCORE_PEERS=$peers DSCORE_CLUSTER_ID=$CLUSTER_ID \
+      DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_REDIS__URL=$url DSCORE_AUTH_KEY=$key \
+      DSCORE_HTTP__PORT=$(node_port "$node") DSCORE_HTTP__ADMIN=true \
+      setsid "$NODE_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+    echo $! >"$RUN_DIR/$name.pid"
+    say "$name: started (pid $!, http 127.0.0.1:$(node_port "$node"))"
+  done
+  wait_nodes_ready
+}
+
+# Wait (bounded) until every node answers /readyz with 200: it knows a leader and has caught up.
+wait_nodes_ready() {
+  local node waited=0 limit=${DSCORE_NODE_START_TIMEOUT_S:-90} pending
+  while :; do
+    pending=()
+    for node in "${NODES[@]}"; do
+      is_running "$(pid_from "$RUN_DIR/node-$node.pid")" dscore-node ||
+        die "node-$node exited; see $LOG_DIR/node-$node.log: $(tail -n 3 "$LOG_DIR/node-$node.log")"
+      curl -fsS -o /dev/null "http://127.0.0.1:$(node_port "$node")/readyz" 2>/dev/null || pending+=("$node")
+    done
+    ((${#pending[@]} == 0)) && return 0
+    ((waited >= limit * 10)) && die "nodes not ready after ${limit}s: ${pending[*]} (logs in $LOG_DIR)"
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+}
+
+# The gateway (services/gateway): started after the nodes, stopped before them. Its endpoint id (its reply
+# inbox on Kafka) is gw-dev; it learns the leader from the nodes' replies.
+start_gateway() {
+  local bootstrap=$1 name=gateway pid waited=0 limit=${DSCORE_NODE_START_TIMEOUT_S:-90}
+  [[ -x $GATEWAY_BIN ]] || die "$GATEWAY_BIN is missing: run 'make sync' first"
+  pid=$(pid_from "$RUN_DIR/$name.pid")
+  if is_running "$pid" dscore-gateway; then
+    say "$name: already running (pid $pid)"
+  else
+    check_port "$GATEWAY_PORT" DSCORE_GATEWAY_PORT "the gateway's HTTP"
+    DSCORE_NODES=$(IFS=,; echo "${NODES[*]}") DSCORE_CLUSTER_ID=$CLUSTER_ID \
+      DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_AUTH_KEY=$(auth_key) \
+      DSCORE_GATEWAY__HOST=127.0.0.1 DSCORE_GATEWAY__PORT=$GATEWAY_PORT DSCORE_GATEWAY__ENDPOINT_ID=gw-dev \
+      setsid "$GATEWAY_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$RUN_DIR/$name.pid"
+    say "$name: started (pid $pid, http://127.0.0.1:$GATEWAY_PORT)"
+  fi
+  # ready: it knows a leader (from a reply) and a request succeeded
+  until curl -fsS -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/readyz" 2>/dev/null; do
+    is_running "$pid" dscore-gateway || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
+    ((waited >= limit * 10)) && die "$name not ready after ${limit}s (log: $LOG_DIR/$name.log)"
+    sleep 0.1
+    waited=$((waited + 1))
+  done
 }
 
 stop_services() {
@@ -70,6 +168,7 @@ stop_services() {
   for name in gateway "${NODES[@]/#/node-}"; do
     pid=$(pid_from "$RUN_DIR/$name.pid")
     [[ -n $pid ]] || continue
+    # SIGTERM: a leader hands leadership over before it exits
     stop_pid "$pid" dscore 15 "$name"
     rm -f "$RUN_DIR/$name.pid"
     say "$name: stopped (pid $pid)"
@@ -79,7 +178,11 @@ stop_services() {
 up() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   local bootstrap node name port url env_file=$RUN_DIR/dev.env
-  bootstrap=$("$KAFKA" ensure)
+  if [[ -n $EXTERNAL_KAFKA ]]; then
+    bootstrap=$EXTERNAL_KAFKA
+  else
+    bootstrap=$("$KAFKA" ensure)
+  fi
   {
     echo "# written by scripts/dev.sh up"
     echo "DSCORE_KAFKA_BOOTSTRAP=$bootstrap"
@@ -88,23 +191,35 @@ up() {
   for node in "${NODES[@]}"; do
     read -r name port <<<"$(redis_of "$node")"
     if [[ ! " ${started[*]} " == *" $name "* ]]; then
+      if ! is_running "$(pid_from "$RUN_DIR/$name.pid")" redis-server; then
+        check_port "$port" DSCORE_REDIS_PORT "$name"
+      fi
       "$REDIS" start "$name" "$port" >/dev/null
       started+=("$name")
     fi
     url="redis://127.0.0.1:$port/0"
     echo "DSCORE_REDIS_URL_${node^^}=$url" >>"$env_file"
+    echo "DSCORE_NODE_URL_${node^^}=http://127.0.0.1:$(node_port "$node")" >>"$env_file"
   done
-  start_services
-  echo "Kafka:   $bootstrap  (pid $(cat "$RUN_DIR/kafka.pid"))"
+  echo "DSCORE_CLUSTER_ID=$CLUSTER_ID" >>"$env_file"
+  echo "DSCORE_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT" >>"$env_file"
+  start_nodes "$bootstrap"
+  start_gateway "$bootstrap"
+  if [[ -n $EXTERNAL_KAFKA ]]; then
+    echo "Kafka:   $bootstrap  (not ours: DSCORE_DEV_KAFKA_BOOTSTRAP)"
+  else
+    echo "Kafka:   $bootstrap  (pid $(cat "$RUN_DIR/kafka.pid"))"
+  fi
   for node in "${NODES[@]}"; do
     read -r name port <<<"$(redis_of "$node")"
     echo "Redis:   redis://127.0.0.1:$port/0 for $node  (pid $(cat "$RUN_DIR/$name.pid"), $name)"
   done
-  if [[ $SERVICES_BUILT == 1 ]]; then
-    echo "Gateway: http://127.0.0.1:$GATEWAY_PORT"
-  else
-    echo "Gateway: not built yet (it will listen on http://127.0.0.1:$GATEWAY_PORT)"
-  fi
+  for node in "${NODES[@]}"; do
+    echo "Node:    $node http://127.0.0.1:$(node_port "$node")/metrics /readyz  (pid $(cat "$RUN_DIR/node-$node.pid"))"
+  done
+  echo "Gateway: http://127.0.0.1:$GATEWAY_PORT  (pid $(cat "$RUN_DIR/gateway.pid")); try:"
+  echo "         curl -X PUT http://127.0.0.1:$GATEWAY_PORT/v1/kv/greeting -H 'Content-Type: application/json' -d '{\"value\": \"hello\"}'"
+  echo "         curl http://127.0.0.1:$GATEWAY_PORT/v1/kv/greeting"
   echo "Pids:    $RUN_DIR/<name>.pid   Logs: $LOG_DIR/   Addresses: $env_file"
   echo "Stop:    make down"
 }
@@ -126,7 +241,7 @@ down() {
   for name in $( (cd "$RUN_DIR" 2>/dev/null && ls redis-*.pid 2>/dev/null) | sed 's/\.pid$//'); do
     "$REDIS" stop "$name"
   done
-  "$KAFKA" stop
+  [[ -n $EXTERNAL_KAFKA ]] || "$KAFKA" stop
   rm -f "$RUN_DIR/dev.env"
 }
 

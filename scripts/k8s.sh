@@ -118,7 +118,14 @@ start_component() {
     # setsid: the plane outlives the shell or test run that started it and ignores its Ctrl-C.
     # 9>&-: the component must not inherit (and so hold forever) the lock of `up` / `down`.
     setsid "$@" >"$logs/$name.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$pids/$name.pid"
+    local pid=$! deadline=$((SECONDS + 10))
+    echo "$pid" >"$pids/$name.pid"
+    # Until the child has exec'd, its command line is this shell's, which `running_pid` would take for a
+    # stranger (on a loaded machine that window lasted long enough to report a live apiserver as exited).
+    while [[ -r "/proc/$pid/cmdline" ]] && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$state/"; do
+        ((SECONDS < deadline)) || break
+        sleep 0.05
+    done
 }
 
 # Wait up to $2 seconds for process $1 to exit (a zombie has exited).

@@ -19,6 +19,8 @@ async def test_put_get_delete(h: Harness) -> None:
     assert got.status_code == 200
     assert got.json() == {"key": "colour", "value": "blue"}
     assert got.headers["Dscore-Consistency"] == "linearizable"
+    # the node that answered: the leader, for a linearizable read and for a write
+    assert got.headers["Dscore-Node"] == h.cluster.leader() == put.headers["Dscore-Node"]
     # what the gateway answered is what the replicated state machines hold
     leader = h.cluster.runtime(h.cluster.leader() or "")
     assert leader is not None and leader.state_machine.read("colour") == "blue"

@@ -59,7 +59,10 @@ async def test_sends_stay_bounded_while_the_broker_is_frozen(
     try:
         # One record, then silence: it must not stay in flight forever (aiokafka #1017's hang).
         await a.send(frames("b", [b"stuck"]))
-        await ticks_until(lambda: a.stats.send_failures["delivery_timeout"] > 0)
+        # Counted as lost, whichever bound ends it first: the acknowledgement overdue (`delivery_timeout`),
+        # handing it over outlasting the send bound, or the client giving up on the request itself
+        # (aiokafka reports a frozen broker as RequestTimedOutError on a loaded machine: `broker_error`).
+        await ticks_until(lambda: a.stats.send_failures_total > 0)
         # A node that keeps sending every tick is never blocked longer than the send bound.
         failures_before = a.stats.send_failures_total
         ticks = await tick_until(

@@ -108,3 +108,15 @@ def metrics_table() -> dict[str, TableRow]:
 
 def recording_rules_in_table() -> set[str]:
     return set(re.findall(r"^\|\s*`([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)`", METRICS_TABLE.read_text(), re.M))
+
+
+class FakeFaulty:
+    """A transport that obeys faults, as `TransportFaultCollector` reads it."""
+
+    def __init__(self) -> None:
+        from dscore.transport.faults import FaultStats
+
+        self.fault_stats = FaultStats(dropped_sends=2, dropped_receives=3, delayed=1)
+        self.fault_stats.commands["started"] = 1
+        self.fault_stats.control_rejected["unauthenticated"] = 1
+        self.active_faults = 1

@@ -4,6 +4,7 @@ labels, and it lists nothing else but the gateway's (defined in services/gateway
 from __future__ import annotations
 
 from metrics_doubles import (
+    FakeFaulty,
     FakeNetwork,
     FakeSource,
     FakeTransportStatsWithRedeliveries,
@@ -12,7 +13,7 @@ from metrics_doubles import (
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from dscore.metrics import ChaosMetrics, NetworkCollector, NodeCollector
+from dscore.metrics import ChaosMetrics, NetworkCollector, NodeCollector, TransportFaultCollector
 
 #: defined by the gateway service, listed in the table so that the names are agreed in one place
 GATEWAY_METRICS = {
@@ -47,6 +48,7 @@ def _everything_dscore_metrics_defines() -> dict[str, Metric]:
     handle.count_out("raft.append_response")
     NetworkCollector(registry, FakeNetwork())
     ChaosMetrics(registry)
+    TransportFaultCollector(registry).add_node("n1", FakeFaulty())
     families = {_exposed_name(m): m for m in registry.collect()}
     for metric in families.values():
         assert metric.samples, f"{metric.name} has no samples: the fake source misses something it reads"

@@ -36,16 +36,27 @@ def _run_bench_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    """`dscore demo`: embedded by default, or on Kafka, Redis and node processes (`--stack processes`)."""
+    if getattr(args, "stack", "embedded") == "processes":
+        from dscore.demo_stack import run_stack_demo
+
+        return run_stack_demo(args)
+    from dscore.demo import run_demo
+
+    return run_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dscore.bench.codec import add_bench_codec_parser, run_bench_codec
     from dscore.check.cli import add_bench_check_parser, add_check_parser, run_bench_check, run_check
-    from dscore.demo import add_demo_parser, run_demo
+    from dscore.demo import add_demo_parser
     from dscore.runtime.bench import add_bench_raft_parser, run_bench_raft
     from dscore.sim.cli import add_sim_parser, run_sim
 
     parser = argparse.ArgumentParser(prog="dscore", description="Run, break and measure consensus.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_demo_parser(commands).set_defaults(func=run_demo)
+    add_demo_parser(commands).set_defaults(func=_run_demo)
     add_check_parser(commands).set_defaults(func=run_check)
     add_sim_parser(commands).set_defaults(func=run_sim)
 

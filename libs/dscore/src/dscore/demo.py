@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ __all__ = [
     "FaultEvent",
     "add_demo_parser",
     "availability_windows",
+    "build_report",
     "failover_time",
     "fault_schedule",
     "format_report",
@@ -445,64 +447,98 @@ class _Demo:
     def _report(
         self, workload_end: float, converged: bool, failures: tuple[str, ...], cpu_s: float
     ) -> DemoReport:
-        opts = self.options
-        start, end = self.started_at, workload_end
-        completions = [c for c in self.stats.completions if start <= c.time_s < end]
-        ok_latencies = sorted(c.latency_s * 1000 for c in completions if c.outcome is OpOutcome.OK)
-        available, total = availability_windows(
-            [c.time_s for c in completions if c.outcome is OpOutcome.OK], start, end
-        )
-        failovers = []
-        for fault in self.faults:
-            if fault.removed_leader is None:
-                continue
-            # Completions carry loop time; faults are kept relative to the workload start.
-            absolute = FaultEvent(fault.at_s + start, fault.kind, fault.description, fault.removed_leader)
-            measured = failover_time(completions, absolute)
-            failovers.append(FailoverTime(fault, measured.seconds, measured.new_leader))
         self.phase = "checking linearizability"
         self.log(f"checking {len(self.history)} history events for linearizability (model kv)")
-        history = self.history.history()
-        if opts.history_path is not None:
-            opts.history_path.write_text(history.to_edn(), encoding="utf-8")
-        check = check_history(history, model="kv", timeout_s=opts.check_timeout_s)
-        data = ReportData(
-            title=f"demo: {opts.nodes}-node Raft, seed {opts.seed}",
-            stack="embedded",
-            protocol="raft",
+        return build_report(
+            self.options,
+            self.history,
+            self.stats,
+            self.faults,
+            self.roles,
             nodes=self.cluster.node_ids,
-            seed=opts.seed,
-            clients=opts.clients,
-            keys=opts.keys,
-            duration_s=end - start,
-            completions=tuple(replace(c, time_s=c.time_s - start) for c in completions),
-            faults=tuple(self.faults),
-            roles=self.roles.finish(end - start),
-            check=check,
+            start=self.started_at,
+            end=workload_end,
             converged=converged,
-            node_failures=failures,
+            failures=failures,
             cpu_s=cpu_s,
-            settings=(("tick_interval_s", f"{opts.tick_interval_s:g}"), *opts.cluster_settings),
+            stack="embedded",
         )
-        return DemoReport(
-            options=opts,
-            workload_s=end - start,
-            ok=sum(1 for c in completions if c.outcome is OpOutcome.OK),
-            failed=sum(1 for c in completions if c.outcome is OpOutcome.FAIL),
-            cas_mismatches=sum(1 for c in completions if c.error == Outcome.CAS_MISMATCH.name),
-            unknown=sum(1 for c in completions if c.outcome is OpOutcome.UNKNOWN),
-            throughput_ops_s=len(ok_latencies) / (end - start) if end > start else 0.0,
-            latency_ms={p: percentile(ok_latencies, p) for p in (50, 90, 99)},
-            available_windows=available,
-            total_windows=total,
-            failovers=tuple(failovers),
-            faults=tuple(self.faults),
-            converged=converged,
-            check=check,
-            node_failures=failures,
-            cpu_s=cpu_s,
-            data=data,
-        )
+
+
+def build_report(
+    opts: DemoOptions,
+    history_recorder: HistoryRecorder,
+    stats: ClientStats,
+    faults: Sequence[FaultEvent],
+    roles: RoleTracker,
+    *,
+    nodes: tuple[NodeId, ...],
+    start: float,
+    end: float,
+    converged: bool,
+    failures: tuple[str, ...],
+    cpu_s: float | None,
+    stack: str,
+    settings: tuple[tuple[str, str], ...] = (),
+) -> DemoReport:
+    """The report of a run whose workload ran from `start` to `end` (event-loop time; fault times are
+    relative to `start`): the figures of the module docstring, the linearizability verdict and the
+    `ReportData` the HTML page is drawn from. Shared by the embedded demo and `dscore demo --stack
+    processes` (`dscore.demo_stack`), so both stacks report the same figures the same way."""
+    completions = [c for c in stats.completions if start <= c.time_s < end]
+    ok_latencies = sorted(c.latency_s * 1000 for c in completions if c.outcome is OpOutcome.OK)
+    available, total = availability_windows(
+        [c.time_s for c in completions if c.outcome is OpOutcome.OK], start, end
+    )
+    failovers = []
+    for fault in faults:
+        if fault.removed_leader is None:
+            continue
+        # Completions carry loop time; faults are kept relative to the workload start.
+        absolute = FaultEvent(fault.at_s + start, fault.kind, fault.description, fault.removed_leader)
+        measured = failover_time(completions, absolute)
+        failovers.append(FailoverTime(fault, measured.seconds, measured.new_leader))
+    history = history_recorder.history()
+    if opts.history_path is not None:
+        opts.history_path.write_text(history.to_edn(), encoding="utf-8")
+    check = check_history(history, model="kv", timeout_s=opts.check_timeout_s)
+    data = ReportData(
+        title=f"demo: {opts.nodes}-node Raft, seed {opts.seed}",
+        stack=stack,
+        protocol="raft",
+        nodes=nodes,
+        seed=opts.seed,
+        clients=opts.clients,
+        keys=opts.keys,
+        duration_s=end - start,
+        completions=tuple(replace(c, time_s=c.time_s - start) for c in completions),
+        faults=tuple(faults),
+        roles=roles.finish(end - start),
+        check=check,
+        converged=converged,
+        node_failures=failures,
+        cpu_s=cpu_s,
+        settings=settings or (("tick_interval_s", f"{opts.tick_interval_s:g}"), *opts.cluster_settings),
+    )
+    return DemoReport(
+        options=opts,
+        workload_s=end - start,
+        ok=sum(1 for c in completions if c.outcome is OpOutcome.OK),
+        failed=sum(1 for c in completions if c.outcome is OpOutcome.FAIL),
+        cas_mismatches=sum(1 for c in completions if c.error == Outcome.CAS_MISMATCH.name),
+        unknown=sum(1 for c in completions if c.outcome is OpOutcome.UNKNOWN),
+        throughput_ops_s=len(ok_latencies) / (end - start) if end > start else 0.0,
+        latency_ms={p: percentile(ok_latencies, p) for p in (50, 90, 99)},
+        available_windows=available,
+        total_windows=total,
+        failovers=tuple(failovers),
+        faults=tuple(faults),
+        converged=converged,
+        check=check,
+        node_failures=failures,
+        cpu_s=cpu_s,
+        data=data,
+    )
 
 
 def format_report(report: DemoReport) -> str:
@@ -574,6 +610,13 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-timeout-s", type=float, default=defaults.check_timeout_s, help="linearizability budget"
     )
+    parser.add_argument(
+        "--stack",
+        choices=("embedded", "processes"),
+        default="embedded",
+        help="embedded: one process, memory transport (default); processes: Kafka, Redis, one "
+        "dscore-node process per node and a gateway, started and stopped by the demo (dscore.demo_stack)",
+    )
     return parser
 
 
@@ -584,6 +627,7 @@ def run_scenario(options: DemoOptions, console: Console | None = None) -> DemoRe
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """The embedded demo (`--stack processes` is dispatched by `dscore.cli` to `dscore.demo_stack`)."""
     try:
         options = DemoOptions.from_args(args)
     except ConfigError as error:

@@ -64,6 +64,7 @@ REJECT_REASONS = (
     "settings_mismatch",
     "misaddressed",
     "unknown_sender",
+    "stale_storage",
 )
 DUPLICATE_REASON = "duplicate"
 
@@ -107,6 +108,29 @@ FAULT_KINDS = (
     "slow_disk",
     "power_cut",
     "membership_change",
+)
+
+#: what a node did with a valid transport-fault command (`dscore.transport.faults.CommandOutcome` values)
+FAULT_COMMAND_OUTCOMES = (
+    "started",
+    "stopped",
+    "not_active",
+    "not_for_this_node",
+    "expired",
+    "already_stopped",
+    "expiry_too_far",
+    "too_many_rules",
+)
+#: why a node refused a record of the control topic (a `DecodeError` reason, `invalid`, `unavailable`)
+FAULT_CONTROL_REJECT_REASONS = (
+    "malformed",
+    "checksum",
+    "unknown_kind",
+    "too_large",
+    "version",
+    "unauthenticated",
+    "invalid",
+    "unavailable",
 )
 
 #: histogram buckets, in seconds
@@ -615,6 +639,96 @@ class NetworkCollector:
         duplicated.add_metric([], network.duplicated)
         delayed.add_metric([], network.delayed)
         yield from (delivered, dropped, duplicated, delayed)
+
+
+class FaultStatsView(Protocol):
+    """What `TransportFaultCollector` reads (`dscore.transport.faults.FaultStats`)."""
+
+    @property
+    def dropped_sends(self) -> int: ...
+    @property
+    def dropped_receives(self) -> int: ...
+    @property
+    def delayed(self) -> int: ...
+    @property
+    def delay_overflow(self) -> int: ...
+    @property
+    def commands(self) -> Mapping[str, int]: ...
+    @property
+    def control_rejected(self) -> Mapping[str, int]: ...
+
+
+class FaultySource(Protocol):
+    """A transport that obeys injected faults (`dscore.transport.faults.FaultyTransport`)."""
+
+    @property
+    def fault_stats(self) -> FaultStatsView: ...
+    @property
+    def active_faults(self) -> int: ...
+
+
+class TransportFaultCollector:
+    """What the transport faults commanded by the chaos injector did at the nodes of this process
+    (`FaultyTransport`): rules in force, frames dropped and delayed, commands obeyed by outcome, control
+    records refused by reason. Registers itself on `registry`; `add_node` attaches one node's transport."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._nodes: dict[str, FaultySource] = {}
+        registry.register(self)
+
+    def add_node(self, node_id: str, source: FaultySource) -> None:
+        if node_id in self._nodes:
+            raise LocalError(f"node {node_id!r} is already attached to this collector")
+        self._nodes = {**self._nodes, node_id: source}
+
+    @staticmethod
+    def _families() -> tuple[
+        GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, CounterMetricFamily, CounterMetricFamily
+    ]:
+        g, c = GaugeMetricFamily, CounterMetricFamily
+        return (
+            g(
+                "dscore_transport_faults_active",
+                "Transport-fault rules in force at the node",
+                labels=("node",),
+            ),
+            c(
+                "dscore_transport_fault_frames_dropped",
+                "Frames a transport-fault rule dropped, by reason (send, receive, delay_overflow)",
+                labels=("node", "reason"),
+            ),
+            c(
+                "dscore_transport_fault_frames_delayed",
+                "Frames a transport-fault rule held back before sending",
+                labels=("node",),
+            ),
+            c(
+                "dscore_transport_fault_commands",
+                "Valid transport-fault commands the node read from the control topic, by outcome",
+                labels=("node", "outcome"),
+            ),
+            c(
+                "dscore_transport_fault_control_rejected",
+                "Control-topic records the node refused (forged, malformed, invalid), by reason",
+                labels=("node", "reason"),
+            ),
+        )
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        active, dropped, delayed, commands, rejected = self._families()
+        for node_id, source in self._nodes.items():
+            stats = source.fault_stats
+            active.add_metric([node_id], source.active_faults)
+            dropped.add_metric([node_id, "send"], stats.dropped_sends)
+            dropped.add_metric([node_id, "receive"], stats.dropped_receives)
+            dropped.add_metric([node_id, "delay_overflow"], stats.delay_overflow)
+            delayed.add_metric([node_id], stats.delayed)
+            _add_counts(commands, [node_id], dict(stats.commands), FAULT_COMMAND_OUTCOMES)
+            _add_counts(rejected, [node_id], dict(stats.control_rejected), FAULT_CONTROL_REJECT_REASONS)
+        yield from (active, dropped, delayed, commands, rejected)
 
 
 class ChaosMetrics:

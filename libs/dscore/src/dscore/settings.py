@@ -42,7 +42,9 @@ a MAC that verifies proves that, and a description is sent to peers, so a secret
 `raft.snapshot_chunk_bytes` (they only shape what a leader sends, any receiver accepts any batch up to
 `max_envelope_bytes`, and keeping them local lets them be tuned by a rolling restart); the queues, the
 in-flight bounds, `snapshot_every_entries`, `max_catchup_ticks`, `gc_gen0_threshold` (one process's
-resources and pace) and `seed` (each node's own random stream).
+resources and pace) and `seed` (each node's own random stream); `kafka.*` and `redis.*` (where this
+process finds its broker and its own durable state; the cluster id, not these, keeps clusters apart on
+a shared broker).
 
 `load_settings()` turns every validation failure into one `ConfigError` that names the environment
 variable, the bad value and what is expected, so a wrong setting stops a node at start with a clear
@@ -70,7 +72,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -91,11 +93,13 @@ from dscore.replica.executor import ExecutorConfig
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
 from dscore.runtime.node import RuntimeConfig
 from dscore.statemachine.kv import KvStateMachine
+from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig, StartWithoutPosition
 
 ENV_PREFIX = "DSCORE_"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-#: settings whose values never appear in an error, a repr or a dump
-SECRET_SETTINGS = frozenset({"auth_key"})
+#: settings whose values never appear in an error, a repr or a dump (dotted paths; the Redis URL may
+#: carry a password)
+SECRET_SETTINGS = frozenset({"auth_key", "redis.url"})
 
 # Each cluster-wide setting is declared on both models (NodeSettings reads it from the environment,
 # ClusterSettings is what must agree); one type per setting keeps their rules the same.
@@ -120,6 +124,99 @@ class QueueSettings(BaseModel):
     inbound_buffer_messages: int = Field(default=16_384, ge=1, le=10_000_000)
     #: messages stepped per loop iteration before the core is drained
     inbound_batch_messages: int = Field(default=4_096, ge=1, le=1_000_000)
+
+
+class KafkaSettings(BaseModel):
+    """How a node process reaches Kafka (`DSCORE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`, ...): the
+    node-local part of `dscore.transport.kafka_config.KafkaTransportConfig` (the cluster id and the record
+    bound come from the cluster-wide settings). Unused by the embedded runtime."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: `host:port[,host:port...]`; a node process refuses to start without it
+    bootstrap_servers: str | None = None
+    #: the client library: `confluent` (librdkafka, default) or `aiokafka`
+    client: KafkaClient = KafkaClient.CONFLUENT
+    #: replicas of each inbox topic the node creates (1 on a single broker)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    #: a founding node (`initial_cluster_state=new`) also creates its peers' inboxes, so its first
+    #: messages to them are not dropped while they start; a joining node only creates its own
+    create_peer_inboxes: bool = True
+    #: the longest one send may take (the rest of its batch is dropped; protocols retry)
+    send_timeout_s: float = Field(default=1.0, gt=0, le=600)
+    #: a record the broker has not acknowledged after this long is counted as lost
+    delivery_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    #: one request to the broker
+    request_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    #: start gives up (and the process exits non-zero) when the broker does not answer within this
+    start_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server.strip()!r} is not host:port")
+        return ",".join(s.strip() for s in value.split(","))
+
+    def transport_config(
+        self,
+        cluster_id: str,
+        *,
+        max_record_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
+        client_endpoint: bool = False,
+    ) -> KafkaTransportConfig:
+        """The transport's config for a node (or, with `client_endpoint`, a client that keeps no storage
+        and reads its inbox from the end)."""
+        if self.bootstrap_servers is None:
+            raise ConfigError(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS is not set")
+        return KafkaTransportConfig(
+            bootstrap_servers=self.bootstrap_servers,
+            cluster_id=cluster_id,
+            client=self.client,
+            start_without_position=(
+                StartWithoutPosition.LATEST if client_endpoint else StartWithoutPosition.EARLIEST
+            ),
+            max_record_bytes=max_record_bytes,
+            replication_factor=self.replication_factor,
+            send_timeout_s=self.send_timeout_s,
+            delivery_timeout_s=self.delivery_timeout_s,
+            request_timeout_s=self.request_timeout_s,
+            start_timeout_s=self.start_timeout_s,
+        )
+
+
+class RedisSettings(BaseModel):
+    """Where a node process keeps its durable state (`DSCORE_REDIS__URL=redis://127.0.0.1:6379/0`).
+    Unused by the embedded runtime."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: `redis://[[user]:password@]host:port/db`; a secret (it may carry a password); a node process
+    #: refuses to start without it
+    url: SecretStr | None = None
+    #: the node's keys live under `{<prefix>}:...`; default `dscore:<cluster_id>:<node_id>`
+    key_prefix: str | None = Field(default=None, pattern=r"^[^{}\s]{1,200}$")
+    #: start on a Redis that does not fsync every write (`appendfsync` other than `always`): an
+    #: acknowledged vote or entry may then vanish in a power cut, which breaks Raft's safety (a node
+    #: could vote twice in a term or lose a committed entry). Only for throwaway clusters.
+    allow_unsafe_durability: bool = False
+    #: one command's bound; a save that takes longer fails the node (it restarts from what Redis holds)
+    socket_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^(redis|rediss|unix)://", value.get_secret_value()):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    def prefix_for(self, cluster_id: str, node_id: str) -> str:
+        return self.key_prefix or f"dscore:{cluster_id}:{node_id}"
 
 
 _RAFT_DEFAULTS = RaftConfig()
@@ -271,6 +368,10 @@ class NodeSettings(BaseSettings):
     #: seeds every random choice (election timeouts, demo workloads), so one seed replays a run
     seed: int = 0
     queues: QueueSettings = Field(default_factory=QueueSettings)
+    #: Kafka, for a node process (`dscore-node`); the embedded runtime does not read it
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    #: Redis, for a node process (`dscore-node`); the embedded runtime does not read it
+    redis: RedisSettings = Field(default_factory=RedisSettings)
 
     @field_validator("peers", mode="before")
     @classmethod
@@ -363,19 +464,28 @@ def _env_name(location: tuple[int | str, ...]) -> str:
 def load_settings(**overrides: Any) -> NodeSettings:
     """Read `NodeSettings` from the environment (keyword arguments win); raise `ConfigError` naming
     every bad setting."""
+    return load_settings_as(NodeSettings, **overrides)
+
+
+SettingsT = TypeVar("SettingsT", bound=NodeSettings)
+
+
+def _is_secret(location: tuple[int | str, ...]) -> bool:
+    path = ".".join(str(part) for part in location)
+    return any(path == secret or path.startswith(secret + ".") for secret in SECRET_SETTINGS)
+
+
+def load_settings_as(settings_class: type[SettingsT], **overrides: Any) -> SettingsT:
+    """`load_settings` for a subclass of `NodeSettings` (a service's own settings)."""
     try:
-        return NodeSettings(**overrides)
+        return settings_class(**overrides)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             where = _env_name(item["loc"]) if item["loc"] else "settings"
             value = item.get("input")
             # Never echo a secret, nor a setting we do not know (it may be a misspelt secret).
-            hidden = (
-                isinstance(value, dict)
-                or item["type"] == "extra_forbidden"
-                or (bool(item["loc"]) and item["loc"][0] in SECRET_SETTINGS)
-            )
+            hidden = isinstance(value, dict) or item["type"] == "extra_forbidden" or _is_secret(item["loc"])
             shown = "" if hidden else f" (got {value!r})"
             problems.append(f"{where}: {item['msg']}{shown}")
         raise ConfigError("invalid dscore settings:\n  " + "\n  ".join(problems)) from None

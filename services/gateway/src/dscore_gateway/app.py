@@ -29,7 +29,8 @@ Read modes: `linearizable` (default) is served by the leader after its read path
 from what it has applied (fast, possibly old; no leader needed). `lease` is accepted and served by the
 same linearizable path: whether a leader answers from its lease is the cluster's setting (Raft's
 `read_only_option`), not a per-request choice, and a linearizable read is at least as strong as a lease
-read. The `Dscore-Consistency` response header says how the read was served.
+read. The `Dscore-Consistency` response header says how the read was served; `Dscore-Node` names the
+node that gave the final answer (reads and writes).
 """
 
 from __future__ import annotations
@@ -191,6 +192,12 @@ def _respond(
     return JSONResponse(content, status_code=answer.status, headers=out)
 
 
+def _name_node(answer: Answer, headers: dict[str, str]) -> None:
+    """`Dscore-Node`: the node that gave the final answer (clients measure failovers with it)."""
+    if answer.node is not None:
+        headers["Dscore-Node"] = answer.node
+
+
 def _error(request: Request, answer: HttpAnswer, message: str, **extra: str | None) -> Response:
     gateway: Gateway = request.app.state.gateway
     return _respond(request, answer, error_body(answer.code, message, **extra), gateway.options.retry_after_s)
@@ -199,6 +206,7 @@ def _error(request: Request, answer: HttpAnswer, message: str, **extra: str | No
 def _answer_response(request: Request, key: str, answer: Answer, headers: dict[str, str]) -> Response:
     """A write's answer through the outcome table."""
     gateway: Gateway = request.app.state.gateway
+    _name_node(answer, headers)
     http = outcomes.http_answer(answer.outcome)
     if answer.outcome is Outcome.OK:
         return _respond(request, http, None, gateway.options.retry_after_s, headers)
@@ -312,6 +320,7 @@ async def get_value(
     mode = _READ_MODE[consistency]
     answer = await gateway.read(key, mode)
     headers = {"Dscore-Consistency": "stale" if mode is ReadMode.STALE else "linearizable"}
+    _name_node(answer, headers)
     if answer.outcome is Outcome.OK:
         if answer.value is None:
             return _respond(

@@ -70,8 +70,9 @@ class GatewayOptions(BaseModel):
 
     #: the address the HTTP server binds
     host: str = "0.0.0.0"
-    #: the HTTP port
-    port: int = Field(default=8080, ge=1, le=65535)
+    #: the HTTP port; 0 picks a free one (uvicorn's "Uvicorn running on http://HOST:PORT" line says which;
+    #: the local process stack and tests use it so parallel runs never collide)
+    port: int = Field(default=8080, ge=0, le=65535)
     #: the gateway's endpoint id on the transport (its reply inbox); default `gw-<hostname>`. Unique among
     #: running gateways and different from every node id.
     endpoint_id: str = Field(default_factory=default_endpoint_id)

@@ -42,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from dscore.check.edn import EdnValue
 from dscore.check.history import HistoryRecorder
@@ -319,6 +320,21 @@ class ClientStats:
         return [c.latency_s for c in self.completions if c.outcome is outcome]
 
 
+class KvOps(Protocol):
+    """What a workload's client does: `KvClient` on the wire protocol, and
+    `dscore.gateway_client.GatewayClient` through a gateway's HTTP API."""
+
+    name: str
+
+    async def put(self, key: str, value: str) -> OpResult: ...
+
+    async def append(self, key: str, suffix: str) -> OpResult: ...
+
+    async def cas(self, key: str, expected: str | None, new: str) -> OpResult: ...
+
+    async def get(self, key: str) -> OpResult: ...
+
+
 class KvClient:
     def __init__(
         self,
@@ -562,7 +578,7 @@ class KvClient:
 
 
 async def mixed_workload(
-    client: KvClient,
+    client: KvOps,
     keys: Sequence[str],
     rng: random.Random,
     keep_going: Callable[[], bool],

@@ -575,6 +575,11 @@ class FaultyTransport:
     def held_frames(self) -> int:
         return self._held_count
 
+    @property
+    def active_faults(self) -> int:
+        """Rules in force now (`dscore.metrics.TransportFaultCollector` reads it)."""
+        return len(self.rules.active)
+
     async def start(self, resume_after: Mapping[str, int]) -> None:
         await self.inner.start(resume_after)
         if self._control is not None:

@@ -108,6 +108,28 @@ async def ensure_control_topic(config: KafkaTransportConfig) -> bool:
         await close_quietly(admin.close(), config.close_timeout_s)
 
 
+async def delete_control_topic(config: KafkaTransportConfig) -> None:
+    """Delete the cluster's control topic (a test's namespace, a cluster torn down); missing is fine."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers,
+        request_timeout_ms=int(config.request_timeout_s * 1000),
+        client_id=f"dscore-admin-{config.cluster_id}-control",
+    )
+    try:
+        async with asyncio.timeout(config.start_timeout_s):
+            await admin.start()
+            await admin.delete_topics([control_topic(config.cluster_id)])
+    except TimeoutError:
+        raise KafkaUnavailableError(
+            f"Kafka at {config.bootstrap_servers} did not answer within {config.start_timeout_s} s"
+        ) from None
+    except KafkaError as error:
+        if "UnknownTopicOrPartition" not in type(error).__name__:
+            raise KafkaUnavailableError(f"deleting the control topic failed: {error!r}") from error
+    finally:
+        await close_quietly(admin.close(), config.close_timeout_s)
+
+
 async def _partitions(admin: Any, topic: str) -> int | None:
     for entry in await admin.describe_topics([topic]):
         if entry.get("topic") == topic and entry.get("error_code", 0) == 0:

@@ -1,0 +1,81 @@
+"""The node process's settings: every `dscore.settings.NodeSettings` (cluster-wide and node-local, with
+Kafka and Redis) plus what only a process has (its HTTP listener, the insecure switch, logging).
+
+    DSCORE_NODE_ID=n1 DSCORE_PEERS=n2,n3 DSCORE_CLUSTER_ID=prod
+    DSCORE_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 DSCORE_REDIS__URL=redis://redis-n1:6379/0
+    DSCORE_AUTH_KEY=... DSCORE_HTTP__PORT=8080
+
+`load_service_settings()` reads them and adds the rules of a real deployment, each failure naming its
+variable: Kafka and Redis addresses are required, and so is the cluster key unless
+`DSCORE_INSECURE_NO_AUTH=true` says, explicitly, that this cluster runs without authenticated frames
+(secure by default: a forgotten key must not silently open the cluster to anyone who can write to its
+topics).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dscore.core.errors import ConfigError
+from dscore.settings import ENV_PREFIX, NodeSettings, load_settings_as
+
+
+class HttpSettings(BaseModel):
+    """The node's HTTP listener: `/metrics`, `/healthz`, `/readyz`, `/debug/state` and, when enabled,
+    `/admin/*`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: the address to listen on; 0.0.0.0 in a container (the default keeps a laptop's node private)
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (the log line `http listening` tells which)
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: serve `/admin/*` (fault injection for tests: stop and resume consuming the inbox). Off by
+    #: default: anyone who can reach the port could cut the node off
+    admin: bool = False
+
+
+class FaultSettings(BaseModel):
+    """Transport faults commanded by the chaos injector (services/chaos) on the cluster's control topic
+    `dscore.<cluster_id>.control` (`dscore.transport.faults`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: wrap the Kafka transport in `FaultyTransport` and obey authenticated commands from the control
+    #: topic. On by default: with no fault in force a frame costs one attribute check each way, and the
+    #: idle control reader fetches twice a second. Commands must carry an HMAC under the cluster key, so
+    #: a cluster without a key (`DSCORE_INSECURE_NO_AUTH`) never reads the topic
+    enabled: bool = True
+
+
+class ServiceSettings(NodeSettings):
+    """Everything a `dscore-node` process reads at start (see the module docstring)."""
+
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    faults: FaultSettings = Field(default_factory=FaultSettings)
+    #: run without `DSCORE_AUTH_KEY` (frames unauthenticated): only for throwaway clusters
+    insecure_no_auth: bool = False
+    #: a leader stopping on SIGTERM waits at most this long for another node to take over
+    handover_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def load_service_settings(**overrides: Any) -> ServiceSettings:
+    """Read `ServiceSettings` from the environment; raise `ConfigError` naming every bad or missing
+    setting (never a secret's value)."""
+    settings = load_settings_as(ServiceSettings, **overrides)
+    problems = []
+    if settings.kafka.bootstrap_servers is None:
+        problems.append(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS: required (host:port of the Kafka brokers)")
+    if settings.redis.url is None:
+        problems.append(f"{ENV_PREFIX}REDIS__URL: required (redis://host:port/db of this node's Redis)")
+    if settings.auth_key is None and not settings.insecure_no_auth:
+        problems.append(
+            f"{ENV_PREFIX}AUTH_KEY: required (the cluster key, at least 32 bytes); set "
+            f"{ENV_PREFIX}INSECURE_NO_AUTH=true to run a throwaway cluster without authentication"
+        )
+    if problems:
+        raise ConfigError("invalid dscore settings:\n  " + "\n  ".join(problems))
+    return settings

@@ -1,0 +1,248 @@
+"""The node service's pieces without servers: settings rules, the instruments around transport and
+storage, the metrics a scrape returns and the HTTP endpoints, on the memory transport and storage.
+(The process on real Kafka and Redis is tested end to end in tests/e2e/.)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import generate_latest
+
+from dscore.core.errors import ConfigError
+from dscore.runtime.cluster import raft_factory
+from dscore.runtime.node import NodeRuntime
+from dscore.storage.memory import MemoryStorage
+from dscore.transport.faults import FaultyTransport
+from dscore.transport.memory import MemoryNetwork
+from dscore_node.http import build_app
+from dscore_node.instruments import ConsumeGate
+from dscore_node.logs import JsonLineFormatter, redact_url
+from dscore_node.main import describe
+from dscore_node.metrics import LeadershipLog, build_registry
+from dscore_node.settings import load_service_settings
+
+KEY = "a cluster key of at least thirty-two bytes"
+PASSWORD = "s3cret-pa55word"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DSCORE_"):
+            monkeypatch.delenv(name)
+
+
+def complete_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSCORE_NODE_ID", "n1")
+    monkeypatch.setenv("DSCORE_PEERS", "n2,n3")
+    monkeypatch.setenv("DSCORE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("DSCORE_REDIS__URL", f"redis://:{PASSWORD}@127.0.0.1:6379/0")
+    monkeypatch.setenv("DSCORE_AUTH_KEY", KEY)
+
+
+# -- settings -----------------------------------------------------------------------------------------
+
+
+def test_a_node_needs_kafka_redis_and_the_cluster_key_and_says_which_is_missing() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_service_settings()
+    text = str(error.value)
+    for name in ("DSCORE_KAFKA__BOOTSTRAP_SERVERS", "DSCORE_REDIS__URL", "DSCORE_AUTH_KEY"):
+        assert name in text
+
+
+def test_complete_settings_load_and_describe_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    complete_env(monkeypatch)
+    settings = load_service_settings()
+    assert settings.members == ("n1", "n2", "n3")
+    assert settings.kafka.transport_config(settings.cluster_id).bootstrap_servers == "127.0.0.1:9092"
+    assert settings.redis.prefix_for(settings.cluster_id, "n1") == "dscore:dscore:n1"
+    text = describe(settings) + repr(settings)
+    assert PASSWORD not in text and KEY not in text
+    assert "redis://:***@127.0.0.1:6379/0" in describe(settings)
+
+
+def test_without_a_key_only_the_explicit_insecure_flag_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    complete_env(monkeypatch)
+    monkeypatch.delenv("DSCORE_AUTH_KEY")
+    with pytest.raises(ConfigError, match="DSCORE_AUTH_KEY: required"):
+        load_service_settings()
+    monkeypatch.setenv("DSCORE_INSECURE_NO_AUTH", "true")
+    assert load_service_settings().auth_key_bytes() is None
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("DSCORE_KAFKA__BOOTSTRAP_SERVERS", "kafka-without-port", "DSCORE_KAFKA__BOOTSTRAP_SERVERS"),
+        ("DSCORE_KAFKA__CLIENT", "java", "DSCORE_KAFKA__CLIENT"),
+        ("DSCORE_REDIS__URL", f"http://:{PASSWORD}@x:1", "DSCORE_REDIS__URL"),
+        ("DSCORE_REDIS__ALLOW_UNSAFE_DURABILITY", "maybe", "DSCORE_REDIS__ALLOW_UNSAFE_DURABILITY"),
+        ("DSCORE_HTTP__PORT", "70000", "DSCORE_HTTP__PORT"),
+        ("DSCORE_INITIAL_CLUSTER_STATE", "joining", "DSCORE_INITIAL_CLUSTER_STATE"),
+    ],
+)
+def test_a_bad_setting_is_named_and_a_secret_is_not_shown(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    complete_env(monkeypatch)
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as error:
+        load_service_settings()
+    assert named in str(error.value)
+    assert PASSWORD not in str(error.value)
+
+
+def test_redact_url_and_log_lines_are_single_json_lines() -> None:
+    assert redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact_url("redis://h:1/0") == "redis://h:1/0"
+    try:
+        raise RuntimeError("boom\nsecond line")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed: %s", ("why",), exc_info=None)
+        import sys
+
+        record.exc_info = sys.exc_info()
+    line = JsonLineFormatter("n1").format(record)
+    assert "\n" not in line and '"node": "n1"' in line and "boom" in line
+
+
+# -- the consume gate -------------------------------------------------------------------------------
+
+
+async def test_stopped_consumption_holds_deliveries_until_resumed() -> None:
+    network = MemoryNetwork(("n1", "n2"))
+    gate = ConsumeGate(network.endpoint("n1"))
+    await gate.start({})
+    gate.stop_consuming()
+    receiving = asyncio.ensure_future(gate.receive(10))
+    network.inject("n1", b"frame-1")
+    network.inject("n1", b"frame-2")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not receiving.done()
+    gate.resume_consuming()
+    batch = await asyncio.wait_for(receiving, 5)
+    assert [d.data for d in batch] == [b"frame-1", b"frame-2"]
+
+
+# -- metrics and HTTP on a one-node runtime ------------------------------------------------------------
+
+
+@pytest.fixture
+async def single_node() -> AsyncIterator[tuple[NodeRuntime, ConsumeGate, TestClient]]:  # type: ignore[type-arg]
+    network = MemoryNetwork(("n1",))
+    faulty = FaultyTransport(network.endpoint("n1"), "n1", rng=random.Random(1))
+    transport = ConsumeGate(faulty)
+    registry, nodes, faults = build_registry()
+    runtime = NodeRuntime(
+        "n1", ("n1",), raft_factory(), transport, MemoryStorage(), on_change=LeadershipLog().observe
+    )
+    runtime.metrics = nodes.add_node("n1", runtime, protocol="raft")
+    faults.add_node("n1", faulty)
+    client = TestClient(TestServer(build_app(runtime, transport, registry, admin=True, faults=faulty)))
+    await client.start_server()
+    try:
+        yield runtime, transport, client
+    finally:
+        await client.close()
+        await runtime.stop()
+
+
+async def wait_for_leader(runtime: NodeRuntime) -> None:
+    async with asyncio.timeout(10):
+        while not runtime.is_leader:
+            await asyncio.sleep(0.01)
+
+
+async def test_readyz_is_503_before_start_and_200_once_it_leads(single_node) -> None:  # type: ignore[no-untyped-def]
+    runtime, _, client = single_node
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert (await client.get("/healthz")).status == 200  # starting counts as alive
+    await runtime.start()
+    await wait_for_leader(runtime)
+    async with asyncio.timeout(10):
+        while (response := await client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.01)
+    body = await response.json()
+    assert body["ready"] and body["leader_id"] == "n1"
+    state = await (await client.get("/debug/state")).json()
+    assert state["role"] == "leader" and len(state["state_machine_sha256"]) == 64
+    await runtime.stop()
+    assert (await client.get("/healthz")).status == 503
+    assert (await client.get("/readyz")).status == 503
+
+
+async def test_metrics_show_role_indexes_leader_changes_and_persist_latency(single_node) -> None:  # type: ignore[no-untyped-def]
+    runtime, _, client = single_node
+    await runtime.start()
+    await wait_for_leader(runtime)
+    await runtime.barrier(5.0)
+    text = await (await client.get("/metrics")).text()
+    lines = set(text.splitlines())
+    node = 'node="n1",protocol="raft"'
+    assert f'dscore_node_role{{{node},role="leader"}} 1.0' in lines
+    assert f'dscore_node_role{{{node},role="follower"}} 0.0' in lines
+    assert f"dscore_leader_changes_total{{{node}}} 1.0" in lines
+    applied = next(line for line in lines if line.startswith("dscore_node_applied_index{"))
+    assert float(applied.split()[1]) >= 2  # the leader's no-op and the barrier
+    count = next(line for line in lines if line.startswith("dscore_persist_duration_seconds_count{"))
+    assert float(count.split()[1]) == runtime.saves > 0
+    # rejections by reason, each reason zero-initialised (one definition: dscore.metrics)
+    assert f'dscore_messages_rejected_total{{{node},reason="unauthenticated"}} 0.0' in lines
+    assert f'dscore_messages_rejected_total{{{node},reason="stale_storage"}} 0.0' in lines
+    assert 'dscore_transport_faults_active{node="n1"} 0.0' in lines
+    assert 'dscore_transport_fault_control_rejected_total{node="n1",reason="unauthenticated"} 0.0' in lines
+    assert "process_cpu_seconds_total" in text
+    # one definition: the node service defines no metric of its own
+    names = {line.split("{")[0].split(" ")[0] for line in lines if line.startswith("dscore_")}
+    assert not {n for n in names if n.startswith(("dscore_node_consuming", "dscore_kafka_"))}
+
+
+async def test_admin_stops_and_resumes_consumption(single_node) -> None:  # type: ignore[no-untyped-def]
+    _, transport, client = single_node
+    assert (await (await client.post("/admin/consume/stop")).json()) == {"consuming": False}
+    assert not transport.consuming
+    assert (await (await client.post("/admin/consume/start")).json()) == {"consuming": True}
+    assert transport.consuming
+
+
+async def test_membership_changes_through_admin(single_node) -> None:  # type: ignore[no-untyped-def]
+    runtime, _, client = single_node
+    await runtime.start()
+    await wait_for_leader(runtime)
+    await runtime.barrier(5.0)  # a leader changes membership only after committing in its term
+    assert (await client.post("/admin/introduce/n2")).status == 200
+    assert "n2" in runtime.accepted_senders
+    response = await client.post("/admin/members/n2?learner=true")
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["learners"] == ["n2"] and body["voters"] == ["n1"]
+    again = await client.post("/admin/members/n2?learner=true")
+    assert again.status == 409  # already a learner: refused, nothing proposed
+    removed = await client.delete("/admin/members/n2")
+    assert removed.status == 200 and (await removed.json())["learners"] == []
+    assert (await client.post("/admin/members/bad%20id")).status == 404
+
+
+async def test_admin_endpoints_are_off_by_default() -> None:
+    network = MemoryNetwork(("n1",))
+    transport = ConsumeGate(network.endpoint("n1"))
+    runtime = NodeRuntime("n1", ("n1",), raft_factory(), transport, MemoryStorage())
+    registry, _, _ = build_registry()
+    client = TestClient(TestServer(build_app(runtime, transport, registry, admin=False)))
+    await client.start_server()
+    try:
+        assert (await client.post("/admin/consume/stop")).status in (404, 405)
+        assert (await client.post("/admin/members/n2")).status in (404, 405)
+        assert transport.consuming
+        assert generate_latest(registry)  # the registry serves without a node collector too
+    finally:
+        await client.close()
