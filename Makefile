@@ -13,7 +13,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: demo test test-fast test-slow test-unit test-integration lint typecheck bench sync clean \
-	up down status kafka-prestart
+	up down status kafka-prestart images
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -53,8 +53,15 @@ test-integration: sync
 test-fast: sync
 	$(RUN) pytest -m "not slow" -x -q $(PYTEST_ARGS)
 
-test-slow: sync
+# The slow tests include tests/images/, which run the container images: build them first.
+test-slow: sync images
 	$(RUN) pytest -m slow $(PYTEST_ARGS)
+
+# Container images with podman (scripts/images.sh, images/README.md): localhost/dscore/<service>:<git sha>
+# and :dev for every service with an images/<service>/Containerfile, on a cached Debian base. Not part of
+# `make test` (the base's first build downloads Debian packages for ~3 min); `make test-slow` runs it.
+images: sync
+	scripts/images.sh build
 
 bench: sync
 	$(RUN) dscore bench all

@@ -90,6 +90,16 @@ auth_key() {
   cat "$file"
 }
 
+# The nodes' /admin bearer token (DSCORE_HTTP__ADMIN_TOKEN): made once like the key, in .run/admin.token;
+# `curl -H "Authorization: Bearer $(cat .run/admin.token)" ...` calls /admin/*.
+admin_token() {
+  local file=$RUN_DIR/admin.token
+  if [[ ! -s $file ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' >"$file")
+  fi
+  cat "$file"
+}
+
 # node_port NODE: the HTTP port of node NODE (/metrics, /healthz, /readyz).
 node_port() {
   local node=$1 i
@@ -117,7 +127,7 @@ start_nodes() {
     # A shared Redis keeps every node under its own key prefix (dscore:<cluster>:<node>).
     DSCORE_NODE_ID=$node DSCORE_PEERS=$peers DSCORE_CLUSTER_ID=$CLUSTER_ID \
       DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_REDIS__URL=$url DSCORE_AUTH_KEY=$key \
-      DSCORE_HTTP__PORT=$(node_port "$node") DSCORE_HTTP__ADMIN=true \
+      DSCORE_HTTP__PORT=$(node_port "$node") DSCORE_HTTP__ADMIN=true DSCORE_HTTP__ADMIN_TOKEN=$(admin_token) \
       setsid "$NODE_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
     say "$name: started (pid $!, http 127.0.0.1:$(node_port "$node"))"

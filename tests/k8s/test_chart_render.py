@@ -304,6 +304,86 @@ def test_generated_key_secret_is_wired_to_every_process(helm_bin: Path, tmp: Pat
     assert key.decode() not in rendered
 
 
+def test_admin_token_comes_from_the_secret_and_reaches_only_the_nodes(helm_bin: Path, tmp: Path) -> None:
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": True}))
+    secret = one(objects, "Secret", "demo-dscore-auth")
+    token = base64.b64decode(secret["data"]["admin-token"])
+    assert len(token) == 48 and token.isalnum()
+    holders = {
+        f"{where}/{c['name']}": env_of(c)["DSCORE_HTTP__ADMIN_TOKEN"]
+        for where, spec in pod_specs(objects)
+        for c in spec["containers"]
+        if "DSCORE_HTTP__ADMIN_TOKEN" in env_of(c)
+    }
+    assert holders == {
+        "StatefulSet/demo-dscore-node/node": {
+            "secretKeyRef": {"name": "demo-dscore-auth", "key": "admin-token"}
+        }
+    }
+    assert token.decode() not in json.dumps([o for o in objects if o["kind"] != "Secret"])
+    # without /admin the nodes get no token
+    objects = render(helm_bin, tmp, values(**{"node.admin": False}))
+    node = container(one(objects, "StatefulSet", "demo-dscore-node")["spec"]["template"]["spec"], "node")
+    assert env_of(node)["DSCORE_HTTP__ADMIN"] == "false" and "DSCORE_HTTP__ADMIN_TOKEN" not in env_of(node)
+    # an existing Secret names the token's key too
+    objects = render(
+        helm_bin, tmp, values(**{"auth.existingSecret": "mine", "auth.existingSecretAdminTokenKey": "adm"})
+    )
+    node = container(one(objects, "StatefulSet", "demo-dscore-node")["spec"]["template"]["spec"], "node")
+    assert env_of(node)["DSCORE_HTTP__ADMIN_TOKEN"] == {"secretKeyRef": {"name": "mine", "key": "adm"}}
+
+
+def _resolved_env(c: dict[str, Any], namespace: str, secrets: dict[str, str]) -> dict[str, str]:
+    """A container's environment as the kubelet would give it: field refs and secret refs filled in."""
+    out: dict[str, str] = {}
+    for name, value in env_of(c).items():
+        if isinstance(value, str):
+            out[name] = value
+        elif "fieldRef" in value and value["fieldRef"]["fieldPath"] == "metadata.namespace":
+            out[name] = namespace
+        elif "secretKeyRef" in value:
+            out[name] = secrets[value["secretKeyRef"]["key"]]
+    return out
+
+
+def test_the_services_accept_the_environment_the_chart_gives_them(
+    helm_bin: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each service's own settings loader reads what the chart sets: a misspelt or unknown DSCORE_ name
+    fails here (the services refuse unknown nested settings), not in a crash-looping pod."""
+    from dscore_chaos.settings import load_chaos_settings
+    from dscore_node.settings import load_service_settings
+
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": True}))
+    secret = one(objects, "Secret", "demo-dscore-auth")
+    secrets = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+    def load_with(env: dict[str, str], loader: Any) -> Any:
+        for name in [n for n in __import__("os").environ if n.startswith("DSCORE_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return loader()
+
+    chaos_spec = one(objects, "Deployment", "demo-dscore-chaos")["spec"]["template"]["spec"]
+    chaos = load_with(_resolved_env(container(chaos_spec, "chaos"), "dscore", secrets), load_chaos_settings)
+    assert chaos.chaos.kubernetes.enabled and chaos.chaos.port == 8080
+    assert chaos.kubernetes_namespace() == "dscore"
+    assert chaos.chaos.kubernetes.label_selector == (
+        "app.kubernetes.io/instance=demo,app.kubernetes.io/component=node"
+    )
+
+    node_spec = one(objects, "StatefulSet", "demo-dscore-node")["spec"]["template"]["spec"]
+    env = _resolved_env(container(node_spec, "node"), "dscore", secrets)
+    # node-start.sh sets these from the pod's name and the members at start
+    env |= {"DSCORE_NODE_ID": "demo-dscore-node-0", "DSCORE_PEERS": "demo-dscore-node-1,demo-dscore-node-2"}
+    env.setdefault("DSCORE_REDIS__URL", "redis://127.0.0.1:6379/0")
+    node = load_with(env, load_service_settings)
+    assert node.http.admin and node.http.admin_token is not None
+    assert node.http.admin_token.get_secret_value() == secrets["admin-token"]
+    assert node.http.port == 8080
+
+
 def test_existing_secret(helm_bin: Path, tmp: Path) -> None:
     objects = render(
         helm_bin, tmp, values(**{"auth.existingSecret": "my-key", "auth.existingSecretKey": "hmac"})
@@ -408,7 +488,9 @@ def test_chaos_rbac_is_limited_to_its_namespace(helm_bin: Path, tmp: Path) -> No
     deployment = one(objects, "Deployment", "demo-dscore-chaos")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "demo-dscore-chaos"
     env = env_of(container(deployment["spec"]["template"]["spec"], "chaos"))
-    assert env["DSCORE_CHAOS__STATEFULSET"] == "demo-dscore-node"
+    assert env["DSCORE_CHAOS__KUBERNETES__LABEL_SELECTOR"] == (
+        "app.kubernetes.io/instance=demo,app.kubernetes.io/component=node"
+    )
     assert "DSCORE_AUTH_KEY" not in env
 
 

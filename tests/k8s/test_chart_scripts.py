@@ -243,15 +243,16 @@ def test_replicas_below_one_are_refused() -> None:
 
 
 class FakeNodes(membership.Nodes):  # type: ignore[misc,name-defined]
-    """The nodes' admin API as the script expects it (services/node does not serve it yet): a leader that
-    applies each change at once. Only the script's own loop is under test here, not the node."""
+    """A stand-in leader that applies each change at once: only the Job's loop and plans are under test
+    here. The same loop against real `dscore-node` processes (Kafka, Redis, the real admin API and its
+    token): tests/e2e/test_e2e_chart_membership.py."""
 
     def __init__(self, voters: set[str], learners: set[str], removed: set[str]) -> None:
-        super().__init__("kv-node", "kv-node-peers", "ns", 8080, fetch=self._serve)
+        super().__init__("kv-node", "kv-node-peers", "ns", 8080, "token", fetch=self._serve)
         self.voters, self.learners, self.removed = voters, learners, removed
         self.calls: list[str] = []
 
-    def _serve(self, url: str, method: str, body: dict[str, object] | None) -> tuple[int, dict[str, object]]:
+    def _serve(self, url: str, method: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
         pod = url.split("//")[1].split(".", maxsplit=1)[0]
         path = "/" + url.split("/", 3)[3]
         if path == "/debug/state":
@@ -268,15 +269,17 @@ class FakeNodes(membership.Nodes):  # type: ignore[misc,name-defined]
                 "commit_index": 7,
                 "applied_index": 7,
             }
+        assert headers == {"Authorization": "Bearer token"}
         self.calls.append(f"{method} {path}")
+        if path.startswith("/admin/introduce/"):
+            return 200, {}
         if method == "DELETE":
             node = path.rsplit("/", 1)[1]
             self.voters.discard(node)
             self.learners.discard(node)
             self.removed.add(node)
-        elif path == "/admin/members":
-            assert body is not None
-            self.learners.add(str(body["node_id"]))
+        elif path.endswith("?learner=true"):
+            self.learners.add(path.split("/")[3].split("?")[0])
         else:
             node = path.split("/")[3]
             self.learners.discard(node)
@@ -298,9 +301,12 @@ def test_the_job_loop_reaches_the_wanted_membership() -> None:
     membership.run("pre", args, nodes, ids, set_node_id=renamed.__setitem__, deadline=float("inf"))
     membership.run("post", args, nodes, ids, set_node_id=renamed.__setitem__, deadline=float("inf"))
     assert renamed == {"kv-node-3": "kv-node-3.g2", "kv-node-4": "kv-node-4.g2"}
-    assert nodes.calls == [
-        "POST /admin/members",
-        "POST /admin/members",
+    for node in ("kv-node-3.g2", "kv-node-4.g2"):  # introduced to the running members before the add
+        first_add = nodes.calls.index(f"POST /admin/members/{node}?learner=true")
+        assert f"POST /admin/introduce/{node}" in nodes.calls[:first_add]
+    assert [call for call in nodes.calls if "introduce" not in call] == [
+        "POST /admin/members/kv-node-3.g2?learner=true",
+        "POST /admin/members/kv-node-4.g2?learner=true",
         "POST /admin/members/kv-node-3.g2/promote",
         "POST /admin/members/kv-node-4.g2/promote",
     ]
@@ -311,8 +317,8 @@ def test_the_job_says_what_the_node_lacks() -> None:
     nodes = FakeNodes({"kv-node-0"}, set(), set())
     real_serve = nodes._serve
 
-    def old_node(url: str, method: str, body: dict[str, object] | None) -> tuple[int, dict[str, object]]:
-        status, state = real_serve(url, method, body)
+    def old_node(url: str, method: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+        status, state = real_serve(url, method, headers)
         state.pop("removed", None)
         return status, state
 

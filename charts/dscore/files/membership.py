@@ -14,17 +14,22 @@ committed when we looked) is promoted to voter, one at a time.
 Every step is idempotent (it compares the cluster's membership with the wanted one), so a Job that failed
 half-way is simply run again by the next `helm upgrade`.
 
-What this needs from the node's HTTP API (services/node, `DSCORE_HTTP__ADMIN=true`):
-`GET /debug/state` with `leader_id`, `voters`, `learners`, `removed`, `commit_index`, `applied_index`;
-on the leader `POST /admin/members` `{"node_id": ..., "role": "learner"}`, `POST
-/admin/members/<id>/promote`, `DELETE /admin/members/<id>` (200 once committed; 421 with `leader_id` on a
-follower; 409 `change_in_progress` to retry). See charts/dscore/README.md, "Scaling".
+The node's HTTP API it speaks (services/node/src/dscore_node/http.py, `DSCORE_HTTP__ADMIN=true`; every
+`/admin` call carries `Authorization: Bearer $DSCORE_HTTP__ADMIN_TOKEN`, from the chart's Secret):
+`GET /debug/state` (`node_id`, `role`, `leader_id`, `voters`, `learners`, `removed`, `commit_index`,
+`applied_index`); `POST /admin/introduce/<id>` on every running member before an add (they accept the
+new node's messages before their logs hold the change); on the leader `POST
+/admin/members/<id>?learner=true`, `POST /admin/members/<id>/promote`, `DELETE /admin/members/<id>`:
+200 once committed, or with `"unchanged": true` when there was nothing to do; 421 with `leader_id` on a
+follower; 409 `change_in_progress` (retry), 409 `id_removed` and other refusals (fail). See
+charts/dscore/README.md, "Scaling".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import sys
 import time
@@ -35,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: the nodes' admin bearer token (the chart's Secret); never printed
+ADMIN_TOKEN_ENV = "DSCORE_HTTP__ADMIN_TOKEN"
 MAX_NODE_ID = 63
 #: pauses between polls of a node (a change in progress, a learner catching up)
 POLL_S = 1.0
@@ -42,6 +49,11 @@ POLL_S = 1.0
 
 class MembershipError(Exception):
     """A step that cannot be done: the Job fails with this message (and helm with the Job)."""
+
+
+class NoLeaderError(MembershipError):
+    """No pod names a leader that says it leads (an election, a leader restarting): retried until the
+    deadline."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +160,8 @@ def pod_of(node: str, statefulset: str, node_ids: dict[str, str]) -> str:
 
 # -- I/O ------------------------------------------------------------------------------------------------
 
-Fetch = Callable[[str, str, dict[str, Any] | None], tuple[int, dict[str, Any]]]
+#: (url, method, headers) -> (status, JSON body); raises OSError when the node cannot be reached
+Fetch = Callable[[str, str, dict[str, str]], tuple[int, dict[str, Any]]]
 
 
 def http_json(
@@ -183,23 +196,49 @@ class Nodes:
     """The nodes' HTTP API, each pod reached through the headless Service."""
 
     def __init__(
-        self, statefulset: str, headless: str, namespace: str, port: int, fetch: Fetch | None = None
+        self,
+        statefulset: str,
+        headless: str,
+        namespace: str,
+        port: int,
+        admin_token: str,
+        *,
+        fetch: Fetch | None = None,
+        base_url: Callable[[str], str] | None = None,
     ) -> None:
         self.statefulset = statefulset
         self.headless = headless
         self.namespace = namespace
         self.port = port
-        self._fetch: Fetch = fetch or http_json
+        self._admin = {"Authorization": f"Bearer {admin_token}"}
+        #: what each pod answered last (for the error when no leader is found)
+        self.last_answers: dict[str, str] = {}
+        self._fetch: Fetch = fetch or (lambda url, method, headers: http_json(url, method, headers=headers))
+        # a pod's base URL: through the headless Service by default (tests point it elsewhere)
+        self._base_url = base_url or (lambda pod: f"http://{pod}.{headless}.{namespace}.svc:{port}")
 
     def url(self, pod: str, path: str) -> str:
-        return f"http://{pod}.{self.headless}.{self.namespace}.svc:{self.port}{path}"
+        return self._base_url(pod) + path
 
     def state(self, pod: str) -> dict[str, Any] | None:
         try:
-            status, body = self._fetch(self.url(pod, "/debug/state"), "GET", None)
-        except OSError:
+            status, body = self._fetch(self.url(pod, "/debug/state"), "GET", {})
+        except OSError as error:
+            self.last_answers[pod] = f"unreachable ({error})"
             return None
+        self.last_answers[pod] = f"{status} role={body.get('role')} leader={body.get('leader_id')}"
         return body if status == 200 else None
+
+    def introduce(self, pods: Sequence[str], node: str) -> None:
+        """Every reachable member accepts messages from `node` from now on (a pod that is down learns the
+        member from the configuration once it is back)."""
+        for pod in pods:
+            try:
+                status, answer = self._fetch(self.url(pod, f"/admin/introduce/{node}"), "POST", self._admin)
+            except OSError:
+                continue
+            if status == 401:
+                raise MembershipError(f"{pod} refused the admin token ({ADMIN_TOKEN_ENV}): {answer}")
 
     def view(self, pods: Sequence[str], node_ids: dict[str, str]) -> tuple[ClusterView, str]:
         """The leader's view and the leader's pod, asked of the first pod that knows a leader."""
@@ -223,15 +262,19 @@ class Nodes:
                 frozenset(leader["learners"]),
                 frozenset(leader["removed"]),
             ), leader_pod
-        raise MembershipError(f"no leader found among {', '.join(pods)}")
+        answers = "; ".join(f"{pod}: {self.last_answers.get(pod, '-')}" for pod in pods)
+        raise NoLeaderError(f"no leader found among {', '.join(pods)} ({answers})")
 
-    def change(self, leader_pod: str, method: str, path: str, body: dict[str, Any] | None) -> bool:
-        """True when the leader made the change; False when it asks to retry (not the leader any more, a
-        change in progress)."""
-        status, answer = self._fetch(self.url(leader_pod, path), method, body)
+    def change(self, leader_pod: str, method: str, path: str) -> bool:
+        """True when the leader made the change (or there was nothing to do); False when it asks to retry
+        (not the leader any more, a change in progress, the outcome not known in time, unreachable)."""
+        try:
+            status, answer = self._fetch(self.url(leader_pod, path), method, self._admin)
+        except OSError:
+            return False
         if status == 200:
             return True
-        if status == 421 or (status == 409 and answer.get("error") == "change_in_progress"):
+        if status in (421, 504) or (status == 409 and answer.get("error") == "change_in_progress"):
             return False
         raise MembershipError(f"{method} {path} on {leader_pod}: {status} {answer}")
 
@@ -280,7 +323,13 @@ def run(
     planner = plan_pre if phase == "pre" else plan_post
     done = Plan()
     while True:
-        view, leader_pod = nodes.view(running, node_ids)
+        try:
+            view, leader_pod = nodes.view(running, node_ids)
+        except NoLeaderError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
+            continue
         plan = planner(view, args.statefulset, args.replicas, node_ids)
         if not plan.actions:
             return done
@@ -293,12 +342,12 @@ def run(
         if action.kind == "promote" and not caught_up(nodes, action.pod, view, leader_pod):
             made = False
         elif action.kind == "remove":
-            made = nodes.change(leader_pod, "DELETE", f"/admin/members/{action.node_id}", None)
+            made = nodes.change(leader_pod, "DELETE", f"/admin/members/{action.node_id}")
         elif action.kind == "add_learner":
-            body = {"node_id": action.node_id, "role": "learner"}
-            made = nodes.change(leader_pod, "POST", "/admin/members", body)
+            nodes.introduce(running, action.node_id)
+            made = nodes.change(leader_pod, "POST", f"/admin/members/{action.node_id}?learner=true")
         else:
-            made = nodes.change(leader_pod, "POST", f"/admin/members/{action.node_id}/promote", None)
+            made = nodes.change(leader_pod, "POST", f"/admin/members/{action.node_id}/promote")
         if made:
             done.actions.append(action)
             print(f"membership: {action.kind} {action.node_id}: done", flush=True)
@@ -331,9 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=300.0)
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.timeout_s
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if not token:
+        print(f"membership {args.phase}: {ADMIN_TOKEN_ENV} is not set", file=sys.stderr, flush=True)
+        return 1
     try:
         kube = Kube(args.namespace, args.node_ids_configmap)
-        nodes = Nodes(args.statefulset, args.headless, args.namespace, args.port)
+        nodes = Nodes(args.statefulset, args.headless, args.namespace, args.port, token)
         done = run(args.phase, args, nodes, kube.node_ids(), set_node_id=kube.set_node_id, deadline=deadline)
     except (MembershipError, OSError) as error:
         print(f"membership {args.phase}: {error}", file=sys.stderr, flush=True)

@@ -127,6 +127,15 @@ imagePullSecrets:
 {{- if .Values.auth.existingSecret -}}{{ .Values.auth.existingSecretKey }}{{- else -}}auth-key{{- end -}}
 {{- end -}}
 
+{{/* The nodes' /admin bearer token, from the same Secret. */}}
+{{- define "dscore.adminTokenEnv" -}}
+- name: DSCORE_HTTP__ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "dscore.authSecretName" . }}
+      key: {{ .Values.auth.existingSecretAdminTokenKey }}
+{{- end -}}
+
 {{/* Kafka ---------------------------------------------------------------------------------------------- */}}
 
 {{- define "dscore.kafkaBootstrap" -}}

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
+from pydantic import SecretStr
 
 from dscore.core.errors import ConfigError
 from dscore.runtime.cluster import raft_factory
@@ -75,6 +76,25 @@ def test_without_a_key_only_the_explicit_insecure_flag_starts(monkeypatch: pytes
         load_service_settings()
     monkeypatch.setenv("DSCORE_INSECURE_NO_AUTH", "true")
     assert load_service_settings().auth_key_bytes() is None
+
+
+ADMIN_TOKEN = "admin-token-" + "t" * 40
+
+
+def test_admin_needs_a_long_token_that_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    complete_env(monkeypatch)
+    monkeypatch.setenv("DSCORE_HTTP__ADMIN", "true")
+    with pytest.raises(ConfigError, match="DSCORE_HTTP__ADMIN_TOKEN: required"):
+        load_service_settings()
+    monkeypatch.setenv("DSCORE_HTTP__ADMIN_TOKEN", "short-secret-token")
+    with pytest.raises(ConfigError, match="DSCORE_HTTP__ADMIN_TOKEN: at least 32") as error:
+        load_service_settings()
+    assert "short-secret-token" not in str(error.value)
+    monkeypatch.setenv("DSCORE_HTTP__ADMIN_TOKEN", ADMIN_TOKEN)
+    settings = load_service_settings()
+    assert settings.http.admin_token is not None
+    assert settings.http.admin_token.get_secret_value() == ADMIN_TOKEN
+    assert ADMIN_TOKEN not in describe(settings) + repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +166,10 @@ async def single_node() -> AsyncIterator[tuple[NodeRuntime, ConsumeGate, TestCli
     )
     runtime.metrics = nodes.add_node("n1", runtime, protocol="raft")
     faults.add_node("n1", faulty)
-    client = TestClient(TestServer(build_app(runtime, transport, registry, admin=True, faults=faulty)))
+    app = build_app(
+        runtime, transport, registry, admin=True, admin_token=SecretStr(ADMIN_TOKEN), faults=faulty
+    )
+    client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     await client.start_server()
     try:
         yield runtime, transport, client
@@ -224,12 +247,80 @@ async def test_membership_changes_through_admin(single_node) -> None:  # type: i
     response = await client.post("/admin/members/n2?learner=true")
     body = await response.json()
     assert response.status == 200, body
-    assert body["learners"] == ["n2"] and body["voters"] == ["n1"]
+    assert body["learners"] == ["n2"] and body["voters"] == ["n1"] and body["unchanged"] is False
+    index = body["index"]
+    # idempotent: a member added again is 200 with nothing proposed (a re-run Job, a retried request)
     again = await client.post("/admin/members/n2?learner=true")
-    assert again.status == 409  # already a learner: refused, nothing proposed
+    assert again.status == 200 and (await again.json())["unchanged"] is True
+    as_voter = await client.post("/admin/members/n2")  # a learner is a member: unchanged, still a learner
+    assert as_voter.status == 200 and (await as_voter.json())["unchanged"] is True
+    assert runtime.learners == ("n2",) and runtime.status().commit_index == index
     removed = await client.delete("/admin/members/n2")
-    assert removed.status == 200 and (await removed.json())["learners"] == []
+    body = await removed.json()
+    assert removed.status == 200 and body["learners"] == [] and body["removed"] == ["n2"]
+    state = await (await client.get("/debug/state")).json()
+    assert state["removed"] == ["n2"]
+    gone = await client.delete("/admin/members/n2")
+    assert gone.status == 200 and (await gone.json())["unchanged"] is True
+    # a removed id is never reused: 409 id_removed, nothing proposed
+    reused = await client.post("/admin/members/n2?learner=true")
+    assert reused.status == 409 and (await reused.json())["error"] == "id_removed"
+    assert (await client.post("/admin/members/n1/promote")).status == 200  # a voter already
+    not_learner = await client.post("/admin/members/n9/promote")
+    assert not_learner.status == 409 and (await not_learner.json())["error"] == "not_learner"
+    last = await client.delete("/admin/members/n1")
+    assert last.status == 409 and (await last.json())["error"] == "last_voter"
     assert (await client.post("/admin/members/bad%20id")).status == 404
+
+
+async def test_admin_without_the_token_is_refused_and_counted(single_node) -> None:  # type: ignore[no-untyped-def]
+    runtime, transport, client = single_node
+    server = client.server
+    async with TestClient(server) as anonymous:  # no Authorization header
+        assert (await anonymous.post("/admin/consume/stop")).status == 401
+        wrong = await anonymous.post(
+            "/admin/consume/stop", headers={"Authorization": f"Bearer {ADMIN_TOKEN}x"}
+        )
+        assert wrong.status == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+        basic = await anonymous.post("/admin/members/n2", headers={"Authorization": f"Basic {ADMIN_TOKEN}"})
+        assert basic.status == 401
+        assert transport.consuming and runtime.learners == ()
+        # probes, metrics and /debug/state stay open
+        assert (await anonymous.get("/debug/state")).status == 200
+        text = await (await anonymous.get("/metrics")).text()
+    assert 'dscore_admin_requests_rejected_total{node="n1",reason="missing_token"} 2.0' in text
+    assert 'dscore_admin_requests_rejected_total{node="n1",reason="bad_token"} 1.0' in text
+    assert ADMIN_TOKEN not in text
+
+
+async def test_on_a_follower_a_change_is_misdirected_with_the_leader() -> None:
+    """421 with the leader's id: the node that is asked cannot make the change."""
+    network = MemoryNetwork(("n1", "n2", "n3"))
+    gates = {n: ConsumeGate(network.endpoint(n)) for n in ("n1", "n2", "n3")}
+    runtimes = {
+        n: NodeRuntime(n, ("n1", "n2", "n3"), raft_factory(), gates[n], MemoryStorage()) for n in gates
+    }
+    for runtime in runtimes.values():
+        await runtime.start()
+    try:
+        async with asyncio.timeout(10):
+            while not any(r.is_leader for r in runtimes.values()) or any(
+                r.leader_id is None for r in runtimes.values()
+            ):
+                await asyncio.sleep(0.01)
+        leader = next(n for n, r in runtimes.items() if r.is_leader)
+        follower = next(n for n, r in runtimes.items() if not r.is_leader)
+        registry, _, _ = build_registry()
+        app = build_app(
+            runtimes[follower], gates[follower], registry, admin=True, admin_token=SecretStr(ADMIN_TOKEN)
+        )
+        async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            answer = await client.post("/admin/members/n4?learner=true")
+            assert answer.status == 421
+            assert await answer.json() == {"error": "not_leader", "leader_id": leader}
+    finally:
+        for runtime in runtimes.values():
+            await runtime.stop()
 
 
 async def test_admin_endpoints_are_off_by_default() -> None:

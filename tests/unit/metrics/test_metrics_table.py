@@ -13,7 +13,13 @@ from metrics_doubles import (
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from dscore.metrics import ChaosMetrics, NetworkCollector, NodeCollector, TransportFaultCollector
+from dscore.metrics import (
+    AdminMetrics,
+    ChaosMetrics,
+    NetworkCollector,
+    NodeCollector,
+    TransportFaultCollector,
+)
 
 #: defined by the gateway service, listed in the table so that the names are agreed in one place
 GATEWAY_METRICS = {
@@ -48,6 +54,7 @@ def _everything_dscore_metrics_defines() -> dict[str, Metric]:
     handle.count_out("raft.append_response")
     NetworkCollector(registry, FakeNetwork())
     ChaosMetrics(registry)
+    AdminMetrics(registry, "n1")
     TransportFaultCollector(registry).add_node("n1", FakeFaulty())
     families = {_exposed_name(m): m for m in registry.collect()}
     for metric in families.values():

@@ -762,6 +762,44 @@ class TransportFaultCollector:
         yield from (active, dropped, delayed, commands, rejected)
 
 
+#: why a node refused an `/admin/*` HTTP request before acting on it
+ADMIN_REJECT_REASONS = ("missing_token", "bad_token")
+
+
+class AdminMetrics:
+    """`/admin/*` requests a node's HTTP API refused (no bearer token, or a wrong one), by reason. Registers
+    itself on `registry`; a rising count is someone without the Secret's token knocking."""
+
+    def __init__(self, registry: CollectorRegistry, node_id: str) -> None:
+        self._node_id = node_id
+        self._rejected: dict[str, int] = dict.fromkeys(ADMIN_REJECT_REASONS, 0)
+        registry.register(self)
+
+    def rejected(self, reason: str) -> None:
+        if reason not in self._rejected:
+            raise LocalError(
+                f"unknown admin rejection reason {reason!r}; known: {', '.join(ADMIN_REJECT_REASONS)}"
+            )
+        self._rejected[reason] += 1
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "dscore_admin_requests_rejected",
+            "Admin HTTP requests a node refused before acting on them, by reason",
+            labels=("node", "reason"),
+        )
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for reason, count in dict(self._rejected).items():
+            family.add_metric([self._node_id, reason], count)
+        yield family
+
+
 class ChaosMetrics:
     """Faults a chaos injector made, by kind (FAULT_KINDS). Registers itself on `registry`; the
     dashboards draw each injected fault as an annotation."""

@@ -99,7 +99,7 @@ ENV_PREFIX = "DSCORE_"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: settings whose values never appear in an error, a repr or a dump (dotted paths; the Redis URL may
 #: carry a password)
-SECRET_SETTINGS = frozenset({"auth_key", "redis.url"})
+SECRET_SETTINGS = frozenset({"auth_key", "redis.url", "http.admin_token"})
 
 # Each cluster-wide setting is declared on both models (NodeSettings reads it from the environment,
 # ClusterSettings is what must agree); one type per setting keeps their rules the same.

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import sys
@@ -165,6 +166,8 @@ class ProcessCluster:
         self.node_ids = tuple(node_ids)
         self.kafka_bootstrap = kafka_bootstrap
         self.auth_key = auth_key
+        #: the bearer token of the nodes' `/admin/*` (drawn per cluster, like a chart's Secret)
+        self.admin_token = secrets.token_urlsafe(32)
         self.log_dir = log_dir
         self.executable = executable or node_executable()
         self.pid_dir = pid_dir
@@ -213,6 +216,7 @@ class ProcessCluster:
             "DSCORE_AUTH_KEY": self.auth_key,
             "DSCORE_HTTP__PORT": str(self._http_ports.get(node_id, 0)),
             "DSCORE_HTTP__ADMIN": "true",
+            "DSCORE_HTTP__ADMIN_TOKEN": self.admin_token,
             **self._extra_env,
         }
 
@@ -245,13 +249,14 @@ class ProcessCluster:
             while True:
                 leader = await self.leader(timeout_s)
                 answer = await asyncio.to_thread(
-                    _request, self.nodes[leader].url(path), "POST", CHANGE_TIMEOUT_S
+                    _request, self.nodes[leader].url(path), "POST", CHANGE_TIMEOUT_S, self.admin_token
                 )
                 if answer is not None and answer[0] == 200:
                     return answer[1]
-                if answer is not None and answer[0] == 409 and answer[1].get("error") != "not the leader":
+                if answer is not None and answer[0] == 409 and answer[1].get("error") != "change_in_progress":
                     raise LocalError(f"{path}: refused: {answer[1]}")
-                await asyncio.sleep(POLL_INTERVAL_S)  # leadership moved, or the outcome is unknown: ask again
+                # leadership moved (421), a change in progress (409), or the outcome is unknown: ask again
+                await asyncio.sleep(POLL_INTERVAL_S)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -475,7 +480,9 @@ class ProcessCluster:
     # -- HTTP ---------------------------------------------------------------------------------------
 
     async def _post(self, node_id: NodeId, path: str) -> dict[str, Any]:
-        answer = await asyncio.to_thread(_request, self._process(node_id).url(path), "POST")
+        answer = await asyncio.to_thread(
+            _request, self._process(node_id).url(path), "POST", HTTP_TIMEOUT_S, self.admin_token
+        )
         if answer is None or answer[0] != 200:
             raise LocalError(f"{node_id}: POST {path} failed: {answer}")
         return answer[1]
@@ -588,10 +595,14 @@ class ProcessCluster:
         return [e for e in self.exits if not e.expected]
 
 
-def _request(url: str, method: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, dict[str, Any]] | None:
+def _request(
+    url: str, method: str, timeout_s: float = HTTP_TIMEOUT_S, token: str | None = None
+) -> tuple[int, dict[str, Any]] | None:
     """One HTTP request to a node on loopback (in a worker thread): (status, JSON body), or None when
-    the node does not answer in time. Plain urllib: the harness needs nothing the library lacks."""
-    request = urllib.request.Request(url, method=method)
+    the node does not answer in time; `token`: the admin bearer token. Plain urllib: the harness needs
+    nothing the library lacks."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(url, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read() or b"{}")

@@ -7,15 +7,25 @@
   committed; 503 with the reason otherwise (a readiness probe);
 - `GET /debug/state`: the node's status as JSON, with a SHA-256 of its state machine's snapshot
   (replicas that converged have equal digests) and the ids of the transport faults in force;
+- `/admin/*`, only with `DSCORE_HTTP__ADMIN=true`, and only with `Authorization: Bearer <token>`
+  (`DSCORE_HTTP__ADMIN_TOKEN`; compared in constant time; 401 otherwise, counted in
+  `dscore_admin_requests_rejected_total`):
 - `POST /admin/consume/stop`, `POST /admin/consume/start`: stop / resume reading the inbox (cuts the
-  node off from its peers; only with `DSCORE_HTTP__ADMIN=true`);
-- membership, after etcd's `member add` (only with `DSCORE_HTTP__ADMIN=true`):
-  `POST /admin/introduce/{id}` on every running member (accept messages from a node about to be added),
-  then on the leader `POST /admin/members/{id}?learner=true` (add; a learner first, so an empty voter
-  does not count for the quorum before it caught up), `POST /admin/members/{id}/promote` and
-  `DELETE /admin/members/{id}`. Answers: 200 with the change's log index once committed; 409 with the
-  leader's id on a follower (`{"leader_id": ...}`) or when the change is refused; 504 when its outcome is
-  not known in time (check the configuration in `/debug/state`).
+  node off from its peers);
+- membership, after etcd's `member add`: `POST /admin/introduce/{id}` on every running member (accept
+  messages from a node about to be added), then on the leader `POST /admin/members/{id}?learner=true`
+  (add; a learner first, so an empty voter does not count for the quorum before it caught up),
+  `POST /admin/members/{id}/promote` and `DELETE /admin/members/{id}`. Answers (the chart's membership
+  Job, charts/dscore/files/membership.py, and `dscore.stack.ProcessCluster` rely on them):
+  - 200 `{"index", "voters", "learners", "removed", "unchanged": false}` once the change is committed;
+  - 200 with `"unchanged": true` when there was nothing to do (idempotent, so a retried request or a
+    re-run Job succeeds): adding a member (voter or learner), removing a non-member, promoting a voter;
+  - 421 `{"error": "not_leader", "leader_id"}` on a follower (ask the leader; `leader_id` may be null);
+  - 409 `{"error": "change_in_progress"}`: another change is not committed yet (or the new leader has
+    not committed an entry of its term): retry shortly;
+  - 409 `{"error": "id_removed"}`: the id was removed before, ids are never reused (use a new one);
+    409 `{"error": "not_learner"}` / `"last_voter"` / `"unsupported"` for the other refusals;
+  - 504 when its outcome is not known in time (check the configuration in `/debug/state`).
 
 "Caught up" is as far as a node can tell by itself: a follower's commit index is what its leader told it,
 so a follower whose applied index equals its commit index has applied everything its leader confirmed to
@@ -26,12 +36,16 @@ commit index in its heartbeats would make this exact, see the README.)
 from __future__ import annotations
 
 import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
-from dscore.core.errors import NotLeaderError
+from dscore.core.errors import ChangeRefusal, NotLeaderError
+from dscore.metrics import AdminMetrics
 from dscore.runtime.errors import MembershipChangeRejectedError, OutcomeUnknownError
 from dscore.runtime.node import NodeRuntime
 from dscore.transport.faults import FaultyTransport
@@ -41,6 +55,8 @@ _RUNTIME = web.AppKey("runtime", NodeRuntime)
 _TRANSPORT = web.AppKey("transport", ConsumeGate)
 _FAULTS = web.AppKey("faults", FaultyTransport)
 _REGISTRY = web.AppKey("registry", CollectorRegistry)
+_ADMIN_TOKEN = web.AppKey("admin_token", bytes)
+_ADMIN_METRICS = web.AppKey("admin_metrics", AdminMetrics)
 
 
 def readiness(runtime: NodeRuntime) -> tuple[bool, str]:
@@ -70,6 +86,8 @@ def state_of(
         "incarnation": status.incarnation,
         "voters": list(status.voters),
         "learners": list(status.learners),
+        # ids removed from the configuration: never reusable (the chart's Job names a new one)
+        "removed": list(status.removed),
         "consuming": transport.consuming,
         # the transport faults in force here (None: this node does not obey the control topic)
         "transport_faults": None if faults is None else sorted(r.fault_id for r in faults.rules.active),
@@ -125,6 +143,22 @@ async def _resume_consuming(request: web.Request) -> web.Response:
 MEMBERSHIP_TIMEOUT_S = 10.0
 
 
+#: what a refusal means for the caller of each change: None = answer 200 "unchanged" (nothing to do)
+_UNCHANGED: dict[str, frozenset[ChangeRefusal]] = {
+    "add": frozenset({ChangeRefusal.ALREADY_MEMBER}),
+    "remove": frozenset({ChangeRefusal.NOT_MEMBER}),
+    "promote": frozenset(),  # NOT_LEARNER is "unchanged" only if it is a voter: checked below
+}
+
+
+def _membership(runtime: NodeRuntime) -> dict[str, Any]:
+    return {
+        "voters": list(runtime.voters),
+        "learners": list(runtime.learners),
+        "removed": list(runtime.removed),
+    }
+
+
 async def _change(request: web.Request, what: str) -> web.Response:
     runtime = request.app[_RUNTIME]
     node_id = request.match_info["node_id"]
@@ -137,16 +171,26 @@ async def _change(request: web.Request, what: str) -> web.Response:
         else:
             index = await runtime.remove_member(node_id, timeout_s=MEMBERSHIP_TIMEOUT_S)
     except NotLeaderError as error:
-        return web.json_response({"error": "not the leader", "leader_id": error.leader_hint}, status=409)
+        # 421 Misdirected Request: this node cannot make the change, the leader can
+        return web.json_response({"error": "not_leader", "leader_id": error.leader_hint}, status=421)
     except MembershipChangeRejectedError as error:
-        return web.json_response({"error": str(error), "leader_id": runtime.leader_id}, status=409)
+        refusal = error.refusal
+        # A refusal other than "in progress" is decided on a committed configuration (the core checks
+        # for an uncommitted change first), so "already a member" means the add is done, not pending.
+        unchanged = refusal in _UNCHANGED[what] or (
+            what == "promote" and refusal is ChangeRefusal.NOT_LEARNER and node_id in runtime.voters
+        )
+        if unchanged:
+            return web.json_response({"index": None, "unchanged": True, **_membership(runtime)})
+        code = refusal.value if refusal is not None else "rejected"
+        return web.json_response(
+            {"error": code, "detail": str(error), "leader_id": runtime.leader_id}, status=409
+        )
     except (OutcomeUnknownError, TimeoutError) as error:
         return web.json_response({"error": f"outcome unknown: {error!r}"}, status=504)
     except ValueError as error:  # a malformed node id
         return web.json_response({"error": str(error)}, status=400)
-    return web.json_response(
-        {"index": index, "voters": list(runtime.voters), "learners": list(runtime.learners)}
-    )
+    return web.json_response({"index": index, "unchanged": False, **_membership(runtime)})
 
 
 async def _add_member(request: web.Request) -> web.Response:
@@ -167,15 +211,47 @@ async def _introduce(request: web.Request) -> web.Response:
     return web.json_response({"introduced": request.match_info["node_id"]})
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/admin/*` only with the bearer token; everything else is open (probes, Prometheus, /debug)."""
+    if not request.path.startswith("/admin/"):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        request.app[_ADMIN_METRICS].rejected("missing_token")
+        return _unauthorized("missing bearer token")
+    if not hmac.compare_digest(presented.strip().encode(), request.app[_ADMIN_TOKEN]):
+        request.app[_ADMIN_METRICS].rejected("bad_token")
+        return _unauthorized("bad token")
+    return await handler(request)
+
+
+def _unauthorized(why: str) -> web.Response:
+    return web.json_response(
+        {"error": "unauthorized", "detail": why},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="dscore-admin"'},
+    )
+
+
 def build_app(
     runtime: NodeRuntime,
     transport: ConsumeGate,
     registry: CollectorRegistry,
     *,
     admin: bool,
+    admin_token: SecretStr | None = None,
     faults: FaultyTransport | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=1024)  # no endpoint takes a body
+    """The node's HTTP app; with `admin`, `/admin/*` too, behind `admin_token` (required then)."""
+    if admin and (admin_token is None or not admin_token.get_secret_value()):
+        raise ValueError("the admin endpoints need an admin token")
+    # no endpoint takes a body
+    app = web.Application(client_max_size=1024, middlewares=[_admin_auth] if admin else [])
     app[_RUNTIME] = runtime
     app[_TRANSPORT] = transport
     if faults is not None:
@@ -186,6 +262,9 @@ def build_app(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/debug/state", _state)
     if admin:
+        assert admin_token is not None
+        app[_ADMIN_TOKEN] = admin_token.get_secret_value().encode()
+        app[_ADMIN_METRICS] = AdminMetrics(registry, runtime.node_id)
         app.router.add_post("/admin/consume/stop", _stop_consuming)
         app.router.add_post("/admin/consume/start", _resume_consuming)
         member = "/admin/members/{node_id:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}}"

@@ -163,7 +163,14 @@ async def run(settings: ServiceSettings) -> int:
         runtime.metrics = nodes.add_node(settings.node_id, runtime, protocol=settings.protocol)
         if faulty is not None:
             faults.add_node(settings.node_id, faulty)
-        app = build_app(runtime, transport, registry, admin=settings.http.admin, faults=faulty)
+        app = build_app(
+            runtime,
+            transport,
+            registry,
+            admin=settings.http.admin,
+            admin_token=settings.http.admin_token,
+            faults=faulty,
+        )
         runner, port = await start_http(app, settings.http.host, settings.http.port)
         log.info("http listening on %s:%d", settings.http.host, port)
         status = await serve(

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from dscore.core.errors import ConfigError
 from dscore.settings import ENV_PREFIX, NodeSettings, load_settings_as
+
+#: the shortest admin token accepted (a 32-character random token is far beyond guessing over HTTP)
+MIN_ADMIN_TOKEN_CHARS = 32
 
 
 class HttpSettings(BaseModel):
@@ -32,9 +35,12 @@ class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     #: 0 picks a free port (the log line `http listening` tells which)
     port: int = Field(default=8080, ge=0, le=65535)
-    #: serve `/admin/*` (fault injection for tests: stop and resume consuming the inbox). Off by
-    #: default: anyone who can reach the port could cut the node off
+    #: serve `/admin/*` (membership changes; fault injection: stop and resume consuming the inbox). Off
+    #: by default; on, it needs `admin_token`
     admin: bool = False
+    #: the bearer token every `/admin/*` request must carry (`Authorization: Bearer <token>`), from a
+    #: Secret; at least 32 characters. Never logged, never in an error message
+    admin_token: SecretStr | None = None
 
 
 class FaultSettings(BaseModel):
@@ -76,6 +82,14 @@ def load_service_settings(**overrides: Any) -> ServiceSettings:
             f"{ENV_PREFIX}AUTH_KEY: required (the cluster key, at least 32 bytes); set "
             f"{ENV_PREFIX}INSECURE_NO_AUTH=true to run a throwaway cluster without authentication"
         )
+    token = settings.http.admin_token
+    if settings.http.admin and token is None:
+        problems.append(
+            f"{ENV_PREFIX}HTTP__ADMIN_TOKEN: required with {ENV_PREFIX}HTTP__ADMIN=true (the bearer token of "
+            "/admin/*: anyone who reaches the port could change the membership otherwise)"
+        )
+    elif token is not None and len(token.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+        problems.append(f"{ENV_PREFIX}HTTP__ADMIN_TOKEN: at least {MIN_ADMIN_TOKEN_CHARS} characters")
     if problems:
         raise ConfigError("invalid dscore settings:\n  " + "\n  ".join(problems))
     return settings

@@ -7,6 +7,8 @@ subclasses, never a bare `ValueError`, `KeyError` or a msgpack exception.
 
 from __future__ import annotations
 
+import enum
+
 
 class DscoreError(Exception):
     """Base class of every error dscore raises on purpose."""
@@ -18,6 +20,27 @@ class LocalError(DscoreError):
 
 class ConfigError(LocalError):
     """A setting is out of range or inconsistent."""
+
+
+class ChangeRefusal(enum.Enum):
+    """Why a membership change was refused before it was proposed (nothing happened). Callers act on it:
+    retry later (`CHANGE_IN_PROGRESS`), treat it as done (`ALREADY_MEMBER` for an add, `NOT_MEMBER` for a
+    removal: the change is idempotent), or give up (`ID_REMOVED`: ids are never reused)."""
+
+    #: another change is not committed yet, or the leader has not committed an entry of its term
+    CHANGE_IN_PROGRESS = "change_in_progress"
+    #: the id was removed from this cluster before
+    ID_REMOVED = "id_removed"
+    #: an add of a node that is a voter or a learner already
+    ALREADY_MEMBER = "already_member"
+    #: a removal of a node that is not a member
+    NOT_MEMBER = "not_member"
+    #: a promotion of a node that is not a learner (it may be a voter already)
+    NOT_LEARNER = "not_learner"
+    #: the only voter cannot be removed
+    LAST_VOTER = "last_voter"
+    #: the protocol has no membership changes
+    UNSUPPORTED = "unsupported"
 
 
 class NotLeaderError(LocalError):

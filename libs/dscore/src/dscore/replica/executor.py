@@ -82,7 +82,14 @@ from dscore.core.cluster import IncarnationNotice, SettingsGate, SettingsNotice,
 from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES, check_key, decode_envelope, encode_envelope
 from dscore.core.dedup import DedupFilter
 from dscore.core.envelope import EnvelopeFactory
-from dscore.core.errors import ConfigError, DecodeError, LocalError, NotLeaderError, SettingsMismatchError
+from dscore.core.errors import (
+    ChangeRefusal,
+    ConfigError,
+    DecodeError,
+    LocalError,
+    NotLeaderError,
+    SettingsMismatchError,
+)
 from dscore.core.ids import NodeId
 from dscore.core.registry import constructor, kind_of_class
 from dscore.protocols.contract import (
@@ -231,7 +238,12 @@ class ChangeOutcomeUnknownError(LocalError):
 
 
 class ChangeRejectedError(LocalError):
-    """The change was refused before it was proposed (the message says why); nothing happened."""
+    """The change was refused before it was proposed (the message says why, `refusal` too when known);
+    nothing happened."""
+
+    def __init__(self, message: str, refusal: ChangeRefusal | None = None) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 # -- internals --------------------------------------------------------------------------------------
@@ -455,6 +467,13 @@ class Executor:
         return core.learners if core is not None else ()
 
     @property
+    def removed(self) -> tuple[NodeId, ...]:
+        """The ids ever removed from the configuration (raft's `Membership.removed`; never reusable)."""
+        membership = getattr(self._membership, "membership", None)
+        removed = getattr(membership, "removed", ())
+        return tuple(removed) if isinstance(removed, tuple) else ()
+
+    @property
     def accepted_senders(self) -> frozenset[NodeId]:
         """The nodes whose protocol messages are stepped into the core now."""
         return self._senders
@@ -660,12 +679,16 @@ class Executor:
         and `ChangeRejectedError` if the core has no membership changes or a change is in progress."""
         core = self.core
         if not isinstance(core, Reconfigurable):
-            raise ChangeRejectedError(f"the protocol core ({type(core).__name__}) has no membership changes")
+            raise ChangeRejectedError(
+                f"the protocol core ({type(core).__name__}) has no membership changes",
+                ChangeRefusal.UNSUPPORTED,
+            )
         if core.leader_id != self.node_id:
             raise NotLeaderError(f"{self.node_id} is not the leader", core.leader_id)
         if self._change is not None:
             raise ChangeRejectedError(
-                f"cannot {what}: a membership change is already in progress ({self._change.what})"
+                f"cannot {what}: a membership change is already in progress ({self._change.what})",
+                ChangeRefusal.CHANGE_IN_PROGRESS,
             )
         self._next_change_token += 1
         self._change = _PendingChange(self._next_change_token, what, propose)
@@ -1127,7 +1150,12 @@ class Executor:
             self.events.append(ChangeSettled(change.token, error=error))
         except LocalError as error:
             self._change = None
-            rejected = ChangeRejectedError(f"{self.node_id} refused to {change.what}: {error}")
+            # the core's reason (raft's `ConfChangeRejectedError.refusal`), if it gives one
+            refusal = getattr(error, "refusal", None)
+            rejected = ChangeRejectedError(
+                f"{self.node_id} refused to {change.what}: {error}",
+                refusal if isinstance(refusal, ChangeRefusal) else None,
+            )
             rejected.__cause__ = error
             self.events.append(ChangeSettled(change.token, error=rejected))
         else:

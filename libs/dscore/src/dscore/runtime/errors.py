@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dscore.core.errors import LocalError
+from dscore.core.errors import ChangeRefusal, LocalError
 
 
 class OverloadedError(LocalError):
@@ -20,7 +20,12 @@ class OverloadedError(LocalError):
 class MembershipChangeRejectedError(LocalError):
     """A membership change was refused before it was proposed: another change is in progress (on this node,
     or not yet committed in the log), the leader has not committed an entry of its term yet, the node is
-    already (or not) a member, or the protocol has no membership changes. The message says which."""
+    already (or not) a member, or the protocol has no membership changes. The message says which, and
+    `refusal` too when the core gave a reason (callers act on it: retry, done already, give up)."""
+
+    def __init__(self, message: str, refusal: ChangeRefusal | None = None) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 class OutcomeUnknownError(LocalError):

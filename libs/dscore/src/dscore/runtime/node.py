@@ -128,6 +128,7 @@ class NodeStatus:
     #: the configuration as this node sees it (the static members for cores without one)
     voters: tuple[NodeId, ...] = ()
     learners: tuple[NodeId, ...] = ()
+    removed: tuple[NodeId, ...] = ()
 
 
 class _State(enum.Enum):
@@ -384,6 +385,11 @@ class NodeRuntime:
         return self._executor.learners if self._executor is not None else ()
 
     @property
+    def removed(self) -> tuple[NodeId, ...]:
+        """The ids ever removed from the configuration (adding one again is refused)."""
+        return self._executor.removed if self._executor is not None else ()
+
+    @property
     def accepted_senders(self) -> frozenset[NodeId]:
         """The nodes whose messages this runtime steps into its core now (others are `unknown_sender`)."""
         return self.executor.accepted_senders
@@ -429,6 +435,7 @@ class NodeRuntime:
             incarnation=self.incarnation,
             voters=self.voters,
             learners=self.learners,
+            removed=self.removed,
         )
 
     # -- local requests -----------------------------------------------------------------------------
@@ -552,7 +559,7 @@ class NodeRuntime:
         try:
             token = self.executor.request_change(what, propose)
         except ChangeRejectedError as error:
-            raise MembershipChangeRejectedError(str(error)) from error
+            raise MembershipChangeRejectedError(str(error), error.refusal) from error
         assert self._loop is not None
         future: asyncio.Future[int] = self._loop.create_future()
         self._changes[token] = future
@@ -691,7 +698,7 @@ class NodeRuntime:
                 elif isinstance(event.error, NotLeaderError):
                     change.set_exception(event.error)
                 elif isinstance(event.error, ChangeRejectedError):
-                    change.set_exception(MembershipChangeRejectedError(str(event.error)))
+                    change.set_exception(MembershipChangeRejectedError(str(event.error), event.error.refusal))
                 else:
                     change.set_exception(LeadershipLostError(str(event.error), executor.leader_id))
             elif type(event) is LeadershipChanged:

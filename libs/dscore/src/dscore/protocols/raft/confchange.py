@@ -42,7 +42,7 @@ from __future__ import annotations
 import enum
 
 from dscore.core import codec
-from dscore.core.errors import DecodeError, LocalError
+from dscore.core.errors import ChangeRefusal, DecodeError, LocalError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import LogEntry
 from dscore.protocols.raft.messages import Membership
@@ -67,7 +67,12 @@ class ConfChangeType(enum.Enum):
 
 
 class ConfChangeRejectedError(LocalError):
-    """A membership change was refused (not leader, another change pending, no commit in this term, ...)."""
+    """A membership change was refused (another change pending, no commit in this term, ...); `refusal`
+    says why, for callers that act on it (an add of a member is done already, say)."""
+
+    def __init__(self, message: str, refusal: ChangeRefusal) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 REUSED_ID_REASON = (
@@ -79,9 +84,13 @@ REUSED_ID_REASON = (
 def check_can_change(*, term_committed: bool, pending: bool) -> None:
     """The two rules of single-server changes (see the module docstring)."""
     if not term_committed:
-        raise ConfChangeRejectedError("the leader has not committed an entry of its term yet")
+        raise ConfChangeRejectedError(
+            "the leader has not committed an entry of its term yet", ChangeRefusal.CHANGE_IN_PROGRESS
+        )
     if pending:
-        raise ConfChangeRejectedError("another membership change is not committed yet")
+        raise ConfChangeRejectedError(
+            "another membership change is not committed yet", ChangeRefusal.CHANGE_IN_PROGRESS
+        )
 
 
 def apply_change(members: Membership, change: ConfChangeType, node: NodeId) -> Membership:
@@ -90,30 +99,34 @@ def apply_change(members: Membership, change: ConfChangeType, node: NodeId) -> M
     learners = set(members.learners)
     removed = set(members.removed)
     if node in removed and change in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER):
-        raise ConfChangeRejectedError(f"{node!r} was removed from this cluster; {REUSED_ID_REASON}")
+        raise ConfChangeRejectedError(
+            f"{node!r} was removed from this cluster; {REUSED_ID_REASON}", ChangeRefusal.ID_REMOVED
+        )
     if change is ConfChangeType.ADD_VOTER:
         if node in voters or node in learners:
-            raise ConfChangeRejectedError(f"{node!r} is already a member (promote a learner instead)")
+            raise ConfChangeRejectedError(
+                f"{node!r} is already a member (promote a learner instead)", ChangeRefusal.ALREADY_MEMBER
+            )
         voters.add(node)
     elif change is ConfChangeType.REMOVE_VOTER:
         if node not in voters:
-            raise ConfChangeRejectedError(f"{node!r} is not a voter")
+            raise ConfChangeRejectedError(f"{node!r} is not a voter", ChangeRefusal.NOT_MEMBER)
         if len(voters) == 1:
-            raise ConfChangeRejectedError("cannot remove the last voter")
+            raise ConfChangeRejectedError("cannot remove the last voter", ChangeRefusal.LAST_VOTER)
         voters.discard(node)
         removed.add(node)
     elif change is ConfChangeType.ADD_LEARNER:
         if node in voters or node in learners:
-            raise ConfChangeRejectedError(f"{node!r} is already a member")
+            raise ConfChangeRejectedError(f"{node!r} is already a member", ChangeRefusal.ALREADY_MEMBER)
         learners.add(node)
     elif change is ConfChangeType.REMOVE_LEARNER:
         if node not in learners:
-            raise ConfChangeRejectedError(f"{node!r} is not a learner")
+            raise ConfChangeRejectedError(f"{node!r} is not a learner", ChangeRefusal.NOT_MEMBER)
         learners.discard(node)
         removed.add(node)
     else:  # PROMOTE_LEARNER
         if node not in learners:
-            raise ConfChangeRejectedError(f"{node!r} is not a learner")
+            raise ConfChangeRejectedError(f"{node!r} is not a learner", ChangeRefusal.NOT_LEARNER)
         learners.discard(node)
         voters.add(node)
     return Membership(tuple(sorted(voters)), tuple(sorted(learners)), tuple(sorted(removed)))
