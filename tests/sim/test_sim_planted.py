@@ -50,7 +50,7 @@ def test_each_planted_bug_is_caught_by_the_default_swarm_within_200_seeds(
 def test_the_catalogue_lists_what_each_bug_breaks_and_how_to_replay_it() -> None:
     assert len(PLANTED) >= 10
     for name, bug in PLANTED.items():
-        assert bug.protocol == "raft" and bug.description
+        assert bug.protocol in ("raft", "paxos") and bug.description
         assert (bug.make_adapter is None) != (bug.make_executor is None), name
     assert replay_command("lease_too_long", 7) == (
         "dscore sim --protocol raft --seed 7 --plant lease_too_long --verbose"
