@@ -105,16 +105,19 @@ def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
     tmp_path: Path, kafka_bootstrap: str, namespace: str
 ) -> None:
     run_dir = tmp_path / "run"
-    gateway_port = _free_block(1) + 1
-    chaos_port = _free_block(1) + 1
-    prometheus_port = _free_block(1) + 1
+    # One block for every port, so the services' ports cannot overlap each other: base+1..+3 Redis,
+    # base+4..+6 the nodes' HTTP, then the gateway, the chaos service and Prometheus.
+    n = len(NODES)
+    base = _free_block(2 * n + 3)
+    redis_base, node_http_base = base, base + n
+    gateway_port, chaos_port, prometheus_port = base + 2 * n + 1, base + 2 * n + 2, base + 2 * n + 3
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")},
         "DSCORE_RUN_DIR": str(run_dir),
         "DSCORE_DEV_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "DSCORE_CLUSTER_ID": namespace,
-        "DSCORE_REDIS_PORT": str(_free_block(len(NODES))),
-        "DSCORE_NODE_HTTP_PORT": str(_free_block(len(NODES))),
+        "DSCORE_REDIS_PORT": str(redis_base),
+        "DSCORE_NODE_HTTP_PORT": str(node_http_base),
         "DSCORE_GATEWAY_PORT": str(gateway_port),
         "DSCORE_CHAOS_PORT": str(chaos_port),
         "DSCORE_PROMETHEUS_PORT": str(prometheus_port),
