@@ -19,11 +19,11 @@ from the protocols' own choices (a fault that targets "the leader" hits whicheve
 swarm's random fault mix is refused (`--faults swarm`): it would give PBFT Byzantine replicas the others do
 not get.
 
-Figures, per protocol over all seeds (definitions in `Figures`): throughput, messages per committed op,
-latency p50 / p99 in ticks, failover in ticks after a leader/primary crash, availability (the seed's
-definition 1.7 measured by clients in windows of 10 ticks, 100 ms as in the demo's report; definition 1.8's
-fault tolerance is the "tolerates" column), safety (invariants + linearizability) and other failures
-(liveness: a run that did not converge after the faults ended).
+Figures, per protocol (definitions in `Figures`; performance over the seeds that passed): throughput,
+messages per committed op, latency p50 / p99 in ticks, failover in ticks after a leader/primary crash,
+availability (the seed's definition 1.7 measured by clients in windows of 10 ticks, 100 ms as in the
+demo's report; definition 1.8's fault tolerance is the "tolerates" column), safety (invariants +
+linearizability, over all seeds) and other failures (liveness: no convergence after the faults ended).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class SeedRun:
 
 @dataclass(frozen=True, slots=True)
 class Figures:
-    """One row of the table: a protocol over all seeds.
+    """One row of the table: a protocol over all seeds. The performance figures are over the runs that
+    passed (a failed run stops at its failure); the safety and failure counts over all.
 
     - throughput: client operations answered ok per simulated second (whole run, drain included);
     - messages per op: every message the network carried (replica to replica and client traffic, lost
@@ -243,17 +244,20 @@ def reduce(result: SimResult, cpu_us: float, replay: str) -> SeedRun:
 
 
 def summarize(protocol: str, runs: Sequence[SeedRun]) -> Figures:
+    failing = [r for r in runs if not r.ok]
+    nodes = sorted({r.nodes for r in runs})
+    every = runs
+    # A failed run stops at its failure: its rates and windows would describe a truncated run.
+    runs = [r for r in runs if r.ok]
     ops = sum(r.ops_ok for r in runs)
     latencies = sorted(x for r in runs for x in r.latencies_ticks)
     failovers = [x for r in runs for x in r.failovers_ticks]
     finished = sorted(x for x in failovers if x is not None)
-    failing = [r for r in runs if not r.ok]
-    nodes = sorted({r.nodes for r in runs})
     return Figures(
         protocol=protocol,
         nodes=",".join(str(n) for n in nodes),
         tolerates=tolerates(protocol, nodes[0]) if nodes else "-",
-        seeds=len(runs),
+        seeds=len(every),
         throughput_ops_s=ops / (sum(r.sim_us for r in runs) / 1e6) if runs else math.nan,
         messages_per_op=sum(r.messages for r in runs) / ops if ops else math.nan,
         latency_p50_ticks=percentile(latencies, 50),
@@ -263,8 +267,8 @@ def summarize(protocol: str, runs: Sequence[SeedRun]) -> Figures:
         failovers_unfinished=len(failovers) - len(finished),
         availability=sum(r.windows_up for r in runs) / sum(r.windows for r in runs) if runs else math.nan,
         cpu_us_per_op=sum(r.cpu_us for r in runs) / ops if ops else math.nan,
-        safety_passed=sum(1 for r in runs if not r.safety_failed),
-        other_failures=sum(1 for r in runs if not r.ok and not r.safety_failed),
+        safety_passed=sum(1 for r in every if not r.safety_failed),
+        other_failures=sum(1 for r in every if not r.ok and not r.safety_failed),
         failing_seeds=tuple(r.seed for r in failing),
         replays=tuple(r.replay for r in failing),
     )
