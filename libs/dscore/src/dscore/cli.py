@@ -53,12 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     from dscore.demo import add_demo_parser
     from dscore.runtime.bench import add_bench_raft_parser, run_bench_raft
     from dscore.sim.cli import add_sim_parser, run_sim
+    from dscore.sim.compare import add_compare_parser, run_compare
 
     parser = argparse.ArgumentParser(prog="dscore", description="Run, break and measure consensus.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_demo_parser(commands).set_defaults(func=_run_demo)
     add_check_parser(commands).set_defaults(func=run_check)
     add_sim_parser(commands).set_defaults(func=run_sim)
+    add_compare_parser(commands).set_defaults(func=run_compare)
 
     bench = commands.add_parser("bench", help="benchmarks; each prints ratios against a same-run baseline")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -122,6 +122,19 @@ class _Operation:
         return self.op is not Op.GET
 
 
+@dataclass(frozen=True, slots=True)
+class OpTiming:
+    """When one operation was invoked and completed (virtual microseconds), how, and which replica's
+    answer decided it (None unless ok). For figures such as latency and failover (`dscore compare`)."""
+
+    invoked_us: int
+    completed_us: int
+    #: "ok", "fail" or "info"
+    outcome: str
+    is_write: bool
+    answered_by: NodeId | None
+
+
 class SimClient:
     """One client process; driven by the simulator through `start`, `on_timer` and `receive`."""
 
@@ -164,6 +177,8 @@ class SimClient:
         self.reply_quorum = reply_quorum
         #: answers of the current operation's requests by request id: answer -> replicas that sent it
         self._votes: dict[int, dict[tuple[object, ...], set[NodeId]]] = {}
+        #: every finished operation, in completion order (one per operation, like the history)
+        self.timings: list[OpTiming] = []
 
     @property
     def idle(self) -> bool:
@@ -408,6 +423,15 @@ class SimClient:
         if op.is_write and op.attempts:
             self.seq += 1  # a late copy of this seq is then stale, never applied out of order
         self.ctx.trace(f"complete {self.name} op={op.op_id} {outcome} {value!r} attempts={op.attempts}")
+        self.timings.append(
+            OpTiming(
+                op.invoked_us,
+                self.ctx.now_us,
+                outcome,
+                op.is_write,
+                self.leader_guess if outcome == "ok" else None,  # an ok answer sets leader_guess
+            )
+        )
         self.op = None
         if self.ctx.accepting_ops:
             self._think()

@@ -163,6 +163,8 @@ class SimNode:
         self._rejected_before: dict[str, int] = {}
         #: when set (one of `CRASH_POINTS`), the next `Work` this node carries out is cut there by a kill -9
         self.crash_point: str | None = None
+        #: whether the node believed it led when it last crashed (failover figures, `dscore compare`)
+        self.led_when_crashed = False
 
     @property
     def core(self) -> ProtocolCore | None:
@@ -205,6 +207,8 @@ class SimNode:
     def crash(self) -> None:
         """Lose everything volatile; the durable image, incarnation, marks and positions stay."""
         self._rejected_before = self.rejected()
+        core = self.core
+        self.led_when_crashed = core is not None and core.leader_id == self.node_id
         self.executor = None
         self.held = []  # what a stalled process had not read yet dies with it
         self.state_machine = KvStateMachine(self._max_sessions)

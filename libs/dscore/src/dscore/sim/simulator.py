@@ -43,7 +43,7 @@ from dscore.protocols.contract import DurableState, ProtocolCore
 from dscore.replica.executor import Executor, ExecutorConfig
 from dscore.sim.adapter import CoreFactory, ProtocolAdapter
 from dscore.sim.byzantine import ByzantineCore, ByzantineExecutor, choose_byzantine
-from dscore.sim.client import SimClient
+from dscore.sim.client import OpTiming, SimClient
 from dscore.sim.config import NetworkModel, ReadMode, SimConfig, draw_node_drifts
 from dscore.sim.host import CRASH_POINTS, ExecutorFactory, SimNode
 from dscore.sim.kernel import Kernel, QueueFull
@@ -121,6 +121,10 @@ class SimResult:
     trace: tuple[str, ...] = ()
     #: extra detail for a failure (a traceback for an exception in a core)
     detail: str = ""
+    #: every client operation's timing, in completion order (`dscore.sim.client.OpTiming`)
+    op_timings: tuple[OpTiming, ...] = ()
+    #: (virtual us, node) of each crash of a node that believed it led (leader or primary)
+    leader_crashes: tuple[tuple[int, NodeId], ...] = ()
 
     @property
     def seed(self) -> int:
@@ -248,6 +252,7 @@ class Simulation:
         self._partition_serial = 0
         self._done = False
         self._collusion_rng = kernel.stream("byzantine:collusion")
+        self._leader_crashes: list[tuple[int, NodeId]] = []
 
     def _byzantine_core(self, node_id: NodeId) -> CoreFactory:
         """The core factory of a Byzantine node: the run's core, wrapped (a new liar per incarnation)."""
@@ -394,6 +399,10 @@ class Simulation:
             history=history,
             trace=self._kernel.lines if self.config.keep_trace else (),
             detail=detail,
+            op_timings=tuple(
+                sorted((t for c in self.clients for t in c.timings), key=lambda t: t.completed_us)
+            ),
+            leader_crashes=tuple(self._leader_crashes),
         )
 
     def _start(self) -> None:
@@ -621,6 +630,8 @@ class Simulation:
 
     def _crashed(self, node: SimNode, rng: random.Random) -> None:
         self.count("crashes")
+        if node.led_when_crashed:
+            self._leader_crashes.append((self.now_us, node.node_id))
         low, high = self.config.faults.crash_down_ticks
         self._push(
             self.now_us + rng.randint(low, high) * self.config.tick_us, _RESTART, node.index, node.incarnation
