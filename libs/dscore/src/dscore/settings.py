@@ -97,6 +97,34 @@ from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig, Sta
 
 ENV_PREFIX = "DSCORE_"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def split_ids(value: Any) -> Any:
+    """A comma-separated list from the environment as a tuple of ids (other values pass through)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def check_ids(value: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Every id well formed (`_NODE_ID`) and none twice; `what` names them in the error ("peer")."""
+    for node in value:
+        if not _NODE_ID.match(node):
+            raise ValueError(f"{what} id {node!r} must be letters, digits, '_', '.', '-'")
+    if len(set(value)) != len(value):
+        raise ValueError(f"duplicate {what} ids in {','.join(value)}")
+    return value
+
+
+def check_auth_key(value: SecretStr | None) -> SecretStr | None:
+    """A cluster key, if set, long enough for HMAC-SHA256 (`MIN_KEY_BYTES`)."""
+    if value is not None:
+        length = len(value.get_secret_value().encode("utf-8", "surrogatepass"))
+        if length < MIN_KEY_BYTES:
+            raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes, got {length}")
+    return value
+
+
 #: settings whose values never appear in an error, a repr or a dump (dotted paths; the Redis URL may
 #: carry a password)
 SECRET_SETTINGS = frozenset({"auth_key", "redis.url", "http.admin_token"})
@@ -376,9 +404,7 @@ class NodeSettings(BaseSettings):
     @field_validator("peers", mode="before")
     @classmethod
     def _split_peers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(p.strip() for p in value.split(",") if p.strip())
-        return value
+        return split_ids(value)
 
     @field_validator("node_id")
     @classmethod
@@ -390,21 +416,12 @@ class NodeSettings(BaseSettings):
     @field_validator("peers")
     @classmethod
     def _check_peers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for peer in value:
-            if not _NODE_ID.match(peer):
-                raise ValueError(f"peer id {peer!r} must be letters, digits, '_', '.', '-'")
-        if len(set(value)) != len(value):
-            raise ValueError(f"duplicate peer ids in {','.join(value)}")
-        return value
+        return check_ids(value, "peer")
 
     @field_validator("auth_key")
     @classmethod
     def _check_auth_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            length = len(value.get_secret_value().encode("utf-8", "surrogatepass"))
-            if length < MIN_KEY_BYTES:
-                raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes, got {length}")
-        return value
+        return check_auth_key(value)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> NodeSettings:

@@ -40,9 +40,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from dscore.core.codec import MIN_KEY_BYTES, check_key
+from dscore.core.codec import check_key
 from dscore.core.errors import ConfigError
-from dscore.settings import DEFAULT_CLUSTER_ID, ENV_PREFIX, ClusterId
+from dscore.settings import DEFAULT_CLUSTER_ID, ENV_PREFIX, ClusterId, check_auth_key, check_ids, split_ids
 from dscore.transport.faults import MAX_FAULT_DURATION_S
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -206,29 +206,17 @@ class ChaosSettings(BaseSettings):
     @field_validator("nodes", mode="before")
     @classmethod
     def _split_nodes(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(n.strip() for n in value.split(",") if n.strip())
-        return value
+        return split_ids(value)
 
     @field_validator("nodes")
     @classmethod
     def _check_nodes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for node in value:
-            if not _ID.match(node):
-                raise ValueError(f"node id {node!r} must be letters, digits, '_', '.', '-'")
-        if len(set(value)) != len(value):
-            raise ValueError(f"duplicate node ids in {','.join(value)}")
-        return value
+        return check_ids(value, "node")
 
     @field_validator("auth_key")
     @classmethod
     def _check_auth_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if (
-            value is not None
-            and len(value.get_secret_value().encode("utf-8", "surrogatepass")) < MIN_KEY_BYTES
-        ):
-            raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes")
-        return value
+        return check_auth_key(value)
 
     @model_validator(mode="after")
     def _check_backends(self) -> ChaosSettings:
