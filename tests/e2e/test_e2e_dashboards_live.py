@@ -368,21 +368,37 @@ async def test_every_dashboard_query_returns_data_from_a_live_stack_with_a_leade
                 [query] = [q for q in panel_queries(boards) if q.key == key]
                 prometheus.query_range(substitute(query.expr, values), started, time.time(), STEP_S)
 
-            # The faults as annotations, each evaluated with its own step.
-            for uid, board in boards.items():
-                for annotation in board.get("annotations", {}).get("list", []):
-                    if "expr" not in annotation:
-                        continue
+            # The faults as annotations, each evaluated with its own step. Waited for: the heal is counted
+            # when the partition ends, and Prometheus may not have scraped the chaos service since.
+            annotations = [
+                (uid, annotation)
+                for uid, board in boards.items()
+                for annotation in board.get("annotations", {}).get("list", [])
+                if "expr" in annotation
+            ]
+            assert annotations
+            kinds_seen: dict[str, set[str]] = {}
+
+            async def every_annotation_shows_the_faults() -> bool:
+                for uid, annotation in annotations:
                     step_s = {"1m": 60.0}[annotation["step"]]
                     # points every step back from now, the first at or before the run's start (a range
                     # query's points are start + k x step: from `started`, the run would be one point)
                     end = time.time()
                     start = end - math.ceil((end - started) / step_s) * step_s
-                    series = prometheus.query_range(
-                        substitute(annotation["expr"], values), start, end, step_s
+                    series = await asyncio.to_thread(
+                        prometheus.query_range, substitute(annotation["expr"], values), start, end, step_s
                     )
                     kinds = {s["metric"].get("kind") for s in series if has_data([s])}
-                    assert {"kill", "partition", "heal"} <= kinds, (uid, annotation["name"], series)
+                    kinds_seen[f"{uid}: {annotation['name']}"] = kinds
+                    if not {"kill", "partition", "heal"} <= kinds:
+                        return False
+                return True
+
+            try:
+                await cluster.wait_for(every_annotation_shows_the_faults, DATA_TIMEOUT_S, "annotations")
+            except TimeoutError:
+                pytest.fail(f"annotations without kill, partition and heal: {kinds_seen}")
 
             # Every recording rule has a series.
             rules = [
