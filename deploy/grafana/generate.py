@@ -465,17 +465,21 @@ def transport() -> list[P]:
             ],
             "pps",
         ),
-        # dscore_redeliveries_total is not drawn: no transport counts redeliveries yet (the metric is only
-        # exported by one that does), and a query nobody answers is an empty panel.
         P(
             "timeseries",
-            "Duplicates dropped",
-            "Messages dropped by the per-sender high-water marks: records read again after a restart or "
-            "a rebalance, and copies a link delivered twice.",
+            "Duplicates dropped and redeliveries",
+            "Dropped: messages thrown away by the per-sender high-water marks (records read again after a "
+            "restart, copies a link delivered twice). Redelivered: records the Kafka transport handed to a "
+            "restarted node again, having read them before the restart (a lower bound: reads after the "
+            "last offset commit are not known).",
             [
                 Q(
                     f"sum by (node) (rate(dscore_duplicates_dropped_total{{{NODE}}}[$__rate_interval]))",
-                    "{{node}}",
+                    "dropped {{node}}",
+                ),
+                Q(
+                    f"sum by (node) (rate(dscore_redeliveries_total{{{NODE}}}[$__rate_interval]))",
+                    "redelivered {{node}}",
                 ),
             ],
             "pps",

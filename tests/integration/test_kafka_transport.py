@@ -10,14 +10,15 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from kafka_helpers import CLIENTS, Endpoints, config_fields, frames, get_through, receive_n, receive_until
 
 from dscore.transport.base import OutboundFrame
+from dscore.transport.kafka_common import parse_read_mark
 from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig, StartWithoutPosition
-from dscore.transport.kafka_layout import KafkaLayout, ensure_topics
+from dscore.transport.kafka_layout import KafkaLayout, committed_read_mark, ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -85,6 +86,56 @@ async def test_restart_resumes_exactly_after_the_stored_position(endpoints: Endp
     resumed = await receive_until(again, b"end")
     assert resumed[0].offset == stored.offset + 1
     assert [d.data for d in resumed] == [f"m{i}".encode() for i in range(30, 50)] + [b"end"]
+    # m30..m49 were read before the restart (the close's commit recorded how far): 20 redeliveries;
+    # "end" is read for the first time
+    assert again.stats.redelivered == 20
+    assert receiver.stats.redelivered == 0
+
+
+async def test_a_crash_counts_what_the_last_periodic_commit_saw_read(endpoints: Endpoints) -> None:
+    """No clean close: the read mark comes from the periodic commit, so a crashed node counts too."""
+    await ensure_topics(endpoints.config, ["s", "r"])
+    sender = await endpoints.open("s")
+    receiver = await endpoints.open("r", commit_interval_s=0.05)
+    await sender.send(frames("r", [f"m{i}".encode() for i in range(40)]))
+    got = await receive_n(receiver, 40)
+    await receiver.commit({got[9].channel: got[9].offset})  # m0..m9 durable
+    async with asyncio.timeout(30):  # the periodic commit carries the read mark to Kafka
+        while await committed_read_mark(endpoints.config, "r") != got[-1].offset:
+            await asyncio.sleep(0.05)
+    # The process "dies" here: the next incarnation starts while the old one never closed.
+    again = await endpoints.open("r", {got[9].channel: got[9].offset})
+    await sender.send(frames("r", [b"end"]))
+    resumed = await receive_until(again, b"end")
+    assert [d.data for d in resumed] == [f"m{i}".encode() for i in range(10, 40)] + [b"end"]
+    assert again.stats.redelivered == 30
+
+
+async def test_a_foreign_commit_metadata_is_ignored(endpoints: Endpoints) -> None:
+    """Another tool's commit of the group (say, `kafka-consumer-groups --reset-offsets`) carries its own
+    metadata, or garbage: the start ignores it and counts nothing."""
+    await ensure_topics(endpoints.config, ["s", "r"])
+    sender = await endpoints.open("s")
+    await sender.send(frames("r", [b"x"] * 5))
+    assert await sender.wait_delivered(10)
+    layout = KafkaLayout(endpoints.config.cluster_id)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=endpoints.config.bootstrap_servers,
+        group_id=layout.group_id("r"),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(layout.inbox_topic("r"), 0)
+        consumer.assign([tp])
+        await consumer.commit({tp: (5, "dscore-read=99999999999999999999999; DROP")})
+    finally:
+        await consumer.stop()
+    assert await committed_read_mark(endpoints.config, "r") is None
+    receiver = await endpoints.open("r")
+    got = await receive_n(receiver, 5)
+    assert [d.data for d in got] == [b"x"] * 5
+    assert receiver.stats.redelivered == 0
 
 
 async def test_without_stored_positions_everything_is_redelivered(endpoints: Endpoints) -> None:
@@ -132,6 +183,9 @@ async def test_committed_offsets_reach_kafka(endpoints: Endpoints) -> None:
     assert {tp.topic: meta.offset for tp, meta in offsets.items()} == {
         layout.inbox_topic("r"): got[-1].offset + 1
     }
+    # the commit also records how far the endpoint read (it counts redeliveries after a restart)
+    assert [parse_read_mark(meta.metadata) for meta in offsets.values()] == [got[-1].offset]
+    assert await committed_read_mark(endpoints.config, "r") == got[-1].offset
 
 
 async def test_hostile_records_are_delivered_as_bytes_and_never_crash(endpoints: Endpoints) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from dscore.core.errors import ConfigError
 from dscore.transport.kafka import check_resume_after, resume_offset
+from dscore.transport.kafka_common import parse_read_mark, read_mark
 from dscore.transport.kafka_config import KafkaTransportConfig, StartWithoutPosition
 from dscore.transport.kafka_layout import KafkaLayout, topic_configs
 
@@ -68,3 +69,23 @@ def test_settings_are_checked() -> None:
         fields = {"bootstrap_servers": "127.0.0.1:9092", "cluster_id": "c1", **override}
         with pytest.raises(ConfigError):
             KafkaTransportConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_the_read_mark_round_trips_and_anything_else_is_ignored() -> None:
+    for offset in (-1, 0, 7, 2**62):
+        assert parse_read_mark(read_mark(offset)) == (None if offset < 0 else offset)
+        assert parse_read_mark(read_mark(offset) + "\x00") == (None if offset < 0 else offset)  # librdkafka
+    # not ours, or garbage: no mark (never an exception; another tool may have committed)
+    for metadata in (
+        None,
+        "",
+        "x",
+        "dscore-read=",
+        "dscore-read=-3",
+        "dscore-read=1e3",
+        "dscore-read=٣",
+        "dscore-read=" + "9" * 20,
+        "dscore-read=12 ",
+        "DSCORE-READ=5",
+    ):
+        assert parse_read_mark(metadata) is None, metadata

@@ -22,7 +22,9 @@ Contract with the runtime (`dscore.transport.base`), as both implement it:
   with `acks=all`, and at most one produce request in flight per broker (aiokafka) or at most 5 with
   idempotence (librdkafka), both of which keep order.
 - `commit(positions)`: a hint, never awaited on the broker: the newest position is written to Kafka's
-  committed offsets at most every `commit_interval_s` (for lag monitoring and Kafka's tools).
+  committed offsets at most every `commit_interval_s` (for lag monitoring and Kafka's tools), with the
+  highest offset read so far as the commit's metadata, so that the next start can count redeliveries
+  (`stats.redelivered`; see `dscore.transport.kafka_common`).
 
 Ordering caveat: when a producer is replaced (a delivery stuck for `delivery_timeout_s`, or a fatal
 producer error), records the old producer still had in flight may land after the new producer's first
@@ -47,9 +49,20 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError, KafkaTimeoutError,
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
 from dscore.transport.base import Delivery, OutboundFrame, Transport
-from dscore.transport.kafka_common import MAX_REMEMBERED_DESTINATIONS, check_resume_after, resume_offset
+from dscore.transport.kafka_common import (
+    MAX_REMEMBERED_DESTINATIONS,
+    check_resume_after,
+    read_mark,
+    resume_offset,
+)
 from dscore.transport.kafka_config import KafkaClient, KafkaTransportConfig
-from dscore.transport.kafka_layout import KafkaLayout, KafkaUnavailableError, close_quietly, ensure_topics
+from dscore.transport.kafka_layout import (
+    KafkaLayout,
+    KafkaUnavailableError,
+    close_quietly,
+    committed_read_mark,
+    ensure_topics,
+)
 from dscore.transport.kafka_stats import KafkaTransportStats
 
 log = logging.getLogger(__name__)
@@ -117,7 +130,12 @@ class AioKafkaTransport:
         #: (handed at, generation, delivery future), oldest first: the watchdog looks at the head
         self._pending: deque[tuple[float, int, asyncio.Future[Any]]] = deque()
         self._to_commit: int | None = None
-        self._committed: int | None = None
+        #: (position, read mark) of the last commit that went through
+        self._committed: tuple[int, int] | None = None
+        #: the highest offset handed to the runtime, in this run or (from the last commit) before it
+        self._highest_read = -1
+        #: records at or below this offset were read before this start: delivering one is a redelivery
+        self._read_before = -1
         self._tasks: set[asyncio.Task[None]] = set()
         self._replacing: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -135,6 +153,9 @@ class AioKafkaTransport:
         self._loop = asyncio.get_running_loop()
         config = self.config
         await ensure_topics(config, [self._node_id], create=config.create_own_inbox)
+        read_before = await committed_read_mark(config, self._node_id)
+        if read_before is not None:
+            self._read_before = self._highest_read = read_before
         try:
             async with asyncio.timeout(config.start_timeout_s):
                 self._consumer = self._make_consumer()
@@ -471,6 +492,10 @@ class AioKafkaTransport:
                 deliveries.append(Delivery(value, channel, record.offset, record.timestamp))
             stats.records_received += len(deliveries)
             stats.bytes_received += received_bytes
+            last = records[-1].offset
+            if records[0].offset <= self._read_before:
+                stats.redelivered += sum(1 for r in records if r.offset <= self._read_before)
+            self._highest_read = max(self._highest_read, last)
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 stats.lag[channel] = max(0, highwater - records[-1].offset - 1)
@@ -494,10 +519,14 @@ class AioKafkaTransport:
     async def _commit_now(self) -> None:
         position = self._to_commit
         consumer = self._consumer
-        if position is None or position == self._committed or consumer is None:
+        if position is None or consumer is None:
             return
-        await consumer.commit({self._tp: position + 1})  # Kafka commits the next offset to read
-        self._committed = position
+        mark = (position, self._highest_read)
+        if mark == self._committed:
+            return
+        # Kafka commits the next offset to read; the metadata records how far this endpoint has read
+        await consumer.commit({self._tp: (position + 1, read_mark(self._highest_read))})
+        self._committed = mark
 
     # -- helpers ------------------------------------------------------------------------------------
 

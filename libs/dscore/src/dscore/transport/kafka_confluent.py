@@ -41,9 +41,19 @@ from confluent_kafka import (
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
 from dscore.transport.base import Delivery, OutboundFrame
-from dscore.transport.kafka_common import MAX_REMEMBERED_DESTINATIONS, check_resume_after, resume_offset
+from dscore.transport.kafka_common import (
+    MAX_REMEMBERED_DESTINATIONS,
+    check_resume_after,
+    read_mark,
+    resume_offset,
+)
 from dscore.transport.kafka_config import KafkaTransportConfig
-from dscore.transport.kafka_layout import KafkaLayout, KafkaUnavailableError, ensure_topics
+from dscore.transport.kafka_layout import (
+    KafkaLayout,
+    KafkaUnavailableError,
+    committed_read_mark,
+    ensure_topics,
+)
 from dscore.transport.kafka_stats import KafkaTransportStats
 
 log = logging.getLogger(__name__)
@@ -96,7 +106,13 @@ class ConfluentKafkaTransport:
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
         self._to_commit: int | None = None
-        self._committed: int | None = None
+        #: (position, read mark) of the last commit handed to the client (consumer thread only)
+        self._committed: tuple[int, int] | None = None
+        #: the highest offset handed to the runtime (written by the loop, read by the consumer thread),
+        #: in this run or (from the last commit) before it
+        self._highest_read = -1
+        #: records at or below this offset were read before this start: delivering one is a redelivery
+        self._read_before = -1
         self._work = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         #: delivery reports are counted only for the live producer (not for one purged or flushed away)
@@ -117,6 +133,9 @@ class ConfluentKafkaTransport:
         self._loop = loop
         config = self.config
         await ensure_topics(config, [self._node_id], create=config.create_own_inbox)
+        read_before = await committed_read_mark(config, self._node_id)
+        if read_before is not None:
+            self._read_before = self._highest_read = read_before
         consumer = Consumer(self._consumer_config())
         self._consumer = consumer
         try:
@@ -365,6 +384,10 @@ class ConfluentKafkaTransport:
         stats = self.stats
         stats.records_received += count
         stats.bytes_received += sum(len(d.data) for d in batch)
+        if batch[0].offset <= self._read_before:
+            stats.redelivered += sum(1 for d in batch if d.offset <= self._read_before)
+        last = batch[-1].offset
+        self._highest_read = max(self._highest_read, last)
         if self._pushed - self._taken < MAX_BUFFERED_RECORDS // 2:
             self._space.set()
         return batch
@@ -444,11 +467,16 @@ class ConfluentKafkaTransport:
 
     def _commit_from_thread(self, consumer: Any, asynchronous: bool) -> None:
         position = self._to_commit
-        if position is None or position == self._committed:
+        if position is None:
             return
+        mark = (position, self._highest_read)
+        if mark == self._committed:
+            return
+        # Kafka commits the next offset to read; the metadata records how far this endpoint has read
+        offsets = [TopicPartition(self.topic, 0, position + 1, metadata=read_mark(mark[1]))]
         try:
-            consumer.commit(offsets=[TopicPartition(self.topic, 0, position + 1)], asynchronous=asynchronous)
-            self._committed = position
+            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            self._committed = mark
         except KafkaException as error:
             self.stats.commit_failures += 1
             log.debug("%s: committing offsets failed: %r", self._node_id, error)

@@ -25,16 +25,21 @@ so endpoints `n_1` and `n.1` cannot live in one cluster; `ensure_topics` says so
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from dscore.core.errors import ConfigError, DscoreError
 from dscore.core.ids import NodeId
+from dscore.transport.kafka_common import parse_read_mark
 from dscore.transport.kafka_config import KafkaTransportConfig, check_name
+
+log = logging.getLogger(__name__)
 
 #: Kafka's error code for a topic that already exists (CreateTopics)
 _TOPIC_ALREADY_EXISTS = 36
@@ -152,6 +157,34 @@ async def ensure_topics(
         raise KafkaUnavailableError(f"Kafka at {config.bootstrap_servers} failed: {error!r}") from error
     finally:
         await close_quietly(admin.close(), config.close_timeout_s)
+
+
+async def committed_read_mark(config: KafkaTransportConfig, endpoint: NodeId) -> int | None:
+    """The highest offset of `endpoint`'s inbox that it read before (the read mark of its group's last
+    commit, `dscore.transport.kafka_common.read_mark`), or None: no commit, not ours, or the broker did
+    not answer within `request_timeout_s`. Only counts redeliveries, so it never fails a start."""
+    layout = KafkaLayout(config.cluster_id)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers,
+        request_timeout_ms=int(config.request_timeout_s * 1000),
+        client_id=f"dscore-admin-{config.cluster_id}",
+    )
+    topic = layout.inbox_topic(endpoint)
+    try:
+        async with asyncio.timeout(config.request_timeout_s):
+            await admin.start()
+            offsets = await admin.list_consumer_group_offsets(
+                layout.group_id(endpoint), partitions=[TopicPartition(topic, 0)]
+            )
+    except (TimeoutError, KafkaError, OSError) as error:
+        log.info("%s: could not read the last commit's read mark: %r", endpoint, error)
+        return None
+    finally:
+        await close_quietly(admin.close(), config.close_timeout_s)
+    committed = offsets.get(TopicPartition(topic, 0))
+    if committed is None or committed.offset < 0:
+        return None
+    return parse_read_mark(committed.metadata)
 
 
 async def delete_topics(config: KafkaTransportConfig, endpoints: Iterable[NodeId]) -> None:

@@ -55,6 +55,9 @@ class KafkaTransportStats:
     producer_restarts: int = 0
     #: commits of Kafka offsets (the hint) that failed; the next one carries the newer position
     commit_failures: int = 0
+    #: records delivered again after a restart: at or below the highest offset read before it, as the
+    #: last commit's read mark recorded it (a lower bound; see `dscore.transport.kafka_common`)
+    redelivered: int = 0
     #: records the inbox holds after the last one delivered (from the last fetch), per channel
     lag: dict[str, int] = field(default_factory=dict)
 
