@@ -36,7 +36,7 @@ typecheck: sync
 	$(RUN) mypy
 
 test: kafka-prestart lint typecheck
-	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) pytest -m "not slow" --durations=30 $(PYTEST_ARGS)
 
 # Boot the broker while lint and mypy run (a cold JVM takes 7-20 s); the tests' fixture waits for it,
 # and reports any failure to start with the broker's log.
