@@ -443,9 +443,12 @@ def run_stack_demo(args: argparse.Namespace) -> int:
     demo's."""
     try:
         repo = find_checkout()
+        protocol = getattr(args, "protocol", "raft")
         options = DemoOptions(
             seed=args.seed,
-            nodes=args.nodes,
+            protocol=protocol,
+            # three processes by default (the embedded demo's five cost too much CPU here); PBFT needs 3f + 1
+            nodes=args.nodes if args.nodes is not None else (4 if protocol == "pbft" else 3),
             duration_s=args.duration_s,
             clients=args.clients,
             keys=args.keys,
