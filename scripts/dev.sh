@@ -15,7 +15,8 @@
 # .run/logs/<name>.log. After `up`, .run/dev.env holds the addresses as environment variables.
 #
 # Settings (environment):
-#   DSCORE_NODES            node ids (default "n1 n2 n3")
+#   DSCORE_PROTOCOL         raft (default), paxos or pbft: what the nodes run and the gateway expects
+#   DSCORE_NODES            node ids (default "n1 n2 n3"; "n1 n2 n3 n4" for pbft, which needs n >= 3f + 1)
 #   DSCORE_REDIS_PORT       first Redis port (default 23380): node i of DSCORE_NODES gets PORT+i
 #   DSCORE_REDIS_SHARED=1   one Redis (redis-shared, on DSCORE_REDIS_PORT) for all nodes, each under its
 #                           own key prefix: fewer processes for a small setup, but one Redis is then a
@@ -36,7 +37,14 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-read -ra NODES <<<"${DSCORE_NODES:-n1 n2 n3}"
+# The protocol of the nodes and the gateway: raft (default), paxos or pbft; pbft needs n >= 3f + 1 nodes,
+# so its default is four.
+PROTOCOL=${DSCORE_PROTOCOL:-raft}
+if [[ $PROTOCOL == pbft ]]; then
+  read -ra NODES <<<"${DSCORE_NODES:-n1 n2 n3 n4}"
+else
+  read -ra NODES <<<"${DSCORE_NODES:-n1 n2 n3}"
+fi
 REDIS_PORT=${DSCORE_REDIS_PORT:-23380}
 GATEWAY_PORT=${DSCORE_GATEWAY_PORT:-23080}
 SHARED=${DSCORE_REDIS_SHARED:-0}
@@ -125,7 +133,7 @@ start_nodes() {
     read -r _ port <<<"$(redis_of "$node")"
     url="redis://127.0.0.1:$port/0"
     # A shared Redis keeps every node under its own key prefix (dscore:<cluster>:<node>).
-    DSCORE_NODE_ID=$node DSCORE_PEERS=$peers DSCORE_CLUSTER_ID=$CLUSTER_ID \
+    DSCORE_NODE_ID=$node DSCORE_PEERS=$peers DSCORE_CLUSTER_ID=$CLUSTER_ID DSCORE_PROTOCOL=$PROTOCOL \
       DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_REDIS__URL=$url DSCORE_AUTH_KEY=$key \
       DSCORE_HTTP__PORT=$(node_port "$node") DSCORE_HTTP__ADMIN=true DSCORE_HTTP__ADMIN_TOKEN=$(admin_token) \
       setsid "$NODE_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
@@ -162,7 +170,7 @@ start_gateway() {
     say "$name: already running (pid $pid)"
   else
     check_port "$GATEWAY_PORT" DSCORE_GATEWAY_PORT "the gateway's HTTP"
-    DSCORE_NODES=$(IFS=,; echo "${NODES[*]}") DSCORE_CLUSTER_ID=$CLUSTER_ID \
+    DSCORE_NODES=$(IFS=,; echo "${NODES[*]}") DSCORE_CLUSTER_ID=$CLUSTER_ID DSCORE_PROTOCOL=$PROTOCOL \
       DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_AUTH_KEY=$(auth_key) \
       DSCORE_GATEWAY__HOST=127.0.0.1 DSCORE_GATEWAY__PORT=$GATEWAY_PORT DSCORE_GATEWAY__ENDPOINT_ID=gw-dev \
       setsid "$GATEWAY_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &

@@ -45,6 +45,9 @@ E2E_ENV = {
     "DSCORE_TICK_INTERVAL_S": "0.02",
     "DSCORE_RAFT__ELECTION_TIMEOUT_TICKS": "15",
     "DSCORE_RAFT__HEARTBEAT_TICKS": "3",
+    # the same timing for Multi-Paxos (PBFT's defaults: a view change after 30 ticks, 0.6 s, of waiting)
+    "DSCORE_PAXOS__ELECTION_TIMEOUT_TICKS": "15",
+    "DSCORE_PAXOS__HEARTBEAT_TICKS": "3",
     "DSCORE_LOG_LEVEL": "info",
 }
 CLIENT_CONFIG = GatewayClientConfig(op_timeout_s=8.0, retry_backoff_s=0.02)
@@ -66,9 +69,11 @@ async def e2e_cluster(
     extra_env: dict[str, str] | None = None,
     pid_dir: Path | None = None,
     http_ports: dict[str, int] | None = None,
+    protocol: str = "raft",
 ) -> AsyncIterator[tuple[ProcessCluster, dict[str, Any]]]:
-    """A started cluster and its Redis servers by node id; everything is stopped at the end. `pid_dir`
-    and `http_ports`: see `ProcessCluster` (pid files as `make up` writes them, fixed node ports)."""
+    """A started cluster and its Redis servers by node id; everything is stopped at the end. `pid_dir`,
+    `http_ports` and `protocol`: see `ProcessCluster` (pid files as `make up` writes them, fixed node
+    ports, raft / paxos / pbft)."""
     redis = {n: redis_server_factory(name=f"{namespace[:20]}-{n}") for n in node_ids}
     cluster = ProcessCluster(
         namespace,
@@ -80,6 +85,7 @@ async def e2e_cluster(
         extra_env={**E2E_ENV, **(extra_env or {})},
         pid_dir=pid_dir,
         http_ports=http_ports,
+        protocol=protocol,
     )
     try:
         await cluster.start()

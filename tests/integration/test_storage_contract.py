@@ -101,6 +101,59 @@ async def test_every_write_batch_field_round_trips_through_a_restart(backend: Ba
     assert await (await backend.open()).load() == expected
 
 
+async def test_paxos_and_pbft_durable_state_round_trips_and_rebuilds_their_cores(backend: Backend) -> None:
+    """What Multi-Paxos and PBFT persist (their own hard-state records, snapshots without a membership,
+    PBFT's state transfer replacing the log) comes back whole after a restart, and a core built from it
+    resumes where it was: the promised ballot, the view and its certificates."""
+    import random
+
+    from dscore.protocols.paxos import CHOSEN, PaxosConfig, PaxosNode
+    from dscore.protocols.paxos.messages import PaxosHardState
+    from dscore.protocols.pbft import PbftNode
+    from dscore.protocols.pbft.messages import Origin, PbftHardState, PEntry, QEntry
+
+    paxos_state = PaxosHardState(
+        promised=(7 << 8) | 2, chosen=4, accepted=((1, CHOSEN), (2, (7 << 8) | 2), (1, 0))
+    )
+    storage = await backend.open()
+    await storage.save(
+        WriteBatch(
+            hard_state=paxos_state,
+            snapshot=Snapshot(2, (3 << 8) | 1, b"image", None),
+            entries=tuple(LogEntry(i, (3 << 8) | 1, EntryKind.NORMAL, b"%d" % i) for i in range(3, 9)),
+        )
+    )
+    loaded = await (await backend.open()).load()
+    assert loaded.durable.hard_state == paxos_state and loaded.durable.snapshot == Snapshot(
+        2, 769, b"image", None
+    )
+    paxos = PaxosNode("n3", PaxosConfig(), random.Random(1), loaded.durable, ("n1", "n2"))
+    assert paxos.promised == paxos_state.promised and paxos.commit_index >= 2
+
+    backend.new_node()
+    request = PEntry(9, 2, b"\x01" * 32, b"batch", (Origin("gw", 17), Origin("@n1", 3)))
+    pbft_state = PbftHardState(
+        view=2,
+        changing=False,
+        stable_seq=8,
+        stable_digest=b"\x02" * 32,
+        next_seq=10,
+        accepted=(request,),
+        prepared=(request,),
+        preprepared=(QEntry(9, 2, request.digest),),
+    )
+    storage = await backend.open()
+    await storage.save(WriteBatch(entries=entries(1, 4, 0)))
+    # a state transfer: the certified image of checkpoint 8 replaces every stored entry
+    await storage.save(
+        WriteBatch(hard_state=pbft_state, snapshot=Snapshot(8, 2, b"state", None), log_replaced=True)
+    )
+    loaded = await (await backend.open()).load()
+    assert loaded.durable == DurableState(pbft_state, Snapshot(8, 2, b"state", None), ())
+    pbft = PbftNode.factory(secret=b"s" * 32)("n1", ("n2", "n3", "n4"), random.Random(1), loaded.durable)
+    assert (pbft.view, pbft.stable_seq, pbft.last_executed) == (2, 8, 8)
+
+
 async def test_hard_state_is_replaced_and_kept_when_absent(backend: Backend) -> None:
     storage = await backend.open()
     await storage.save(WriteBatch(hard_state=(1, None)))

@@ -251,6 +251,28 @@ def test_cluster_settings_reach_every_node_as_written(helm_bin: Path, tmp: Path)
     assert env["DSCORE_RAFT__READ_ONLY_OPTION"] == "lease"
 
 
+@pytest.mark.parametrize(("protocol", "replicas"), [("paxos", 3), ("pbft", 4)])
+def test_paxos_and_pbft_reach_the_nodes_and_the_gateway(
+    helm_bin: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch, protocol: str, replicas: int
+) -> None:
+    from dscore_gateway.settings import load_gateway_settings
+
+    objects = render(helm_bin, tmp, values(**{"cluster.protocol": protocol, "node.replicas": replicas}))
+    sts = one(objects, "StatefulSet", "demo-dscore-node")
+    assert sts["spec"]["replicas"] == replicas
+    assert env_of(container(sts["spec"]["template"]["spec"], "node"))["DSCORE_PROTOCOL"] == protocol
+    gateway_spec = one(objects, "Deployment", "demo-dscore-gateway")["spec"]["template"]["spec"]
+    gateway_env = env_of(container(gateway_spec, "gateway"))
+    assert gateway_env["DSCORE_PROTOCOL"] == protocol
+    # the gateway reads it (and, for pbft, waits for f + 1 = 2 matching replies of the 4 nodes)
+    for name in [n for n in __import__("os").environ if n.startswith("DSCORE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DSCORE_PROTOCOL", gateway_env["DSCORE_PROTOCOL"])
+    monkeypatch.setenv("DSCORE_NODES", ",".join(f"n{i}" for i in range(replicas)))
+    monkeypatch.setenv("DSCORE_AUTH_KEY", "k" * 32)
+    assert load_gateway_settings().reply_quorum() == (2 if protocol == "pbft" else 1)
+
+
 def test_cluster_settings_are_the_ones_dscore_reads(helm_bin: Path, tmp: Path) -> None:
     # Every DSCORE_ name the chart can set for a node is one that dscore.settings accepts.
     from dscore.settings import load_settings
@@ -660,7 +682,12 @@ def test_helm_test_pod(helm_bin: Path, tmp: Path) -> None:
         ({"node.replicas": 0}, r"at '/node/replicas': minimum: got 0, want 1"),
         ({"node.replicas": "three"}, r"at '/node/replicas': got string, want integer"),
         ({"node.replica": 3}, r"additional properties 'replica' not allowed"),
-        ({"cluster.protocol": "paxos"}, r"at '/cluster/protocol': value must be one of 'raft', 'sequencer'"),
+        (
+            {"cluster.protocol": "zab"},
+            r"at '/cluster/protocol': value must be one of 'raft', 'paxos', 'pbft', 'sequencer'",
+        ),
+        ({"cluster.protocol": "pbft"}, r"at '/node/replicas': minimum: got 3, want 4"),
+        ({"cluster.protocol": "pbft", "node.replicas": 3}, r"at '/node/replicas': minimum: got 3, want 4"),
         ({"cluster.id": "bad id!"}, r"at '/cluster/id'"),
         ({"cluster.raft.readOnlyOption": "fast"}, r"at '/cluster/raft/readOnlyOption'"),
         ({"redis.mode": "shared"}, r"at '/redis/mode': value must be one of 'sidecar', 'external'"),

@@ -61,7 +61,7 @@ def test_environment_with_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> N
         ("DSCORE_RAFT__PRE_VOTE", "perhaps", "DSCORE_RAFT__PRE_VOTE"),
         ("DSCORE_RAFT__ELECTON_TIMEOUT_TICKS", "20", "DSCORE_RAFT__ELECTON_TIMEOUT_TICKS"),
         ("DSCORE_CLUSTER_ID", "two words", "DSCORE_CLUSTER_ID"),
-        ("DSCORE_PROTOCOL", "paxos", "DSCORE_PROTOCOL: Input should be 'raft' or 'sequencer'"),
+        ("DSCORE_PROTOCOL", "zab", "DSCORE_PROTOCOL: Input should be 'raft', 'sequencer', 'paxos' or 'pbft'"),
         ("DSCORE_INITIAL_CLUSTER_STATE", "maybe", "DSCORE_INITIAL_CLUSTER_STATE"),
         (
             "DSCORE_INITIAL_CLUSTER_STATE",
@@ -177,8 +177,99 @@ CLUSTER_WIDE = [
 ]
 
 
+#: the same for the protocols with sections of their own (only the running protocol's is fingerprinted)
+PROTOCOL_WIDE = {
+    "paxos": [
+        ("DSCORE_PAXOS__ELECTION_TIMEOUT_TICKS", "15", "paxos.election_timeout_ticks"),
+        ("DSCORE_PAXOS__HEARTBEAT_TICKS", "3", "paxos.heartbeat_ticks"),
+        ("DSCORE_PAXOS__WINDOW_SLOTS", "8", "paxos.window_slots"),
+        ("DSCORE_PAXOS__MAX_OPEN_SLOTS", "512", "paxos.max_open_slots"),
+        ("DSCORE_PAXOS__MAX_ENTRIES_PER_MSG", "4", "paxos.max_entries_per_msg"),
+        ("DSCORE_PAXOS__RETRY_TICKS", "5", "paxos.retry_ticks"),
+    ],
+    "pbft": [
+        ("DSCORE_PBFT__CHECKPOINT_INTERVAL", "4", "pbft.checkpoint_interval"),
+        ("DSCORE_PBFT__LOG_SIZE_CHECKPOINTS", "3", "pbft.log_size_checkpoints"),
+        ("DSCORE_PBFT__VIEW_CHANGE_TIMEOUT_TICKS", "60", "pbft.view_change_timeout_ticks"),
+        ("DSCORE_PBFT__STATUS_EVERY_TICKS", "5", "pbft.status_every_ticks"),
+        ("DSCORE_PBFT__VIEW_CHANGE_RESEND_TICKS", "7", "pbft.view_change_resend_ticks"),
+        ("DSCORE_PBFT__MAX_QUEUED_REQUESTS", "64", "pbft.max_queued_requests"),
+        ("DSCORE_PBFT__MAX_CATCH_UP_ENTRIES", "4", "pbft.max_catch_up_entries"),
+        ("DSCORE_PBFT__FAULTS_TOLERATED", "1", "pbft.faults_tolerated"),
+    ],
+}
+
+
 def test_the_table_below_covers_every_cluster_setting() -> None:
     assert {name for _, _, name in CLUSTER_WIDE} == set(ClusterSettings().description())
+    for protocol, table in PROTOCOL_WIDE.items():
+        described = set(ClusterSettings(protocol=protocol).description())  # type: ignore[arg-type]
+        shared = {name for _, _, name in CLUSTER_WIDE if "." not in name}
+        assert {name for _, _, name in table} | shared == described, protocol
+
+
+@pytest.mark.parametrize(
+    ("protocol", "env", "value", "name"),
+    [(protocol, *row) for protocol, table in PROTOCOL_WIDE.items() for row in table],
+)
+def test_a_protocol_setting_changes_the_fingerprint_of_its_protocol_only(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, env: str, value: str, name: str
+) -> None:
+    peers = "n2,n3,n4"
+    monkeypatch.setenv("DSCORE_PROTOCOL", protocol)
+    mine = load_settings(node_id="n1", peers=peers).cluster_settings()
+    monkeypatch.setenv(env, value)
+    theirs = load_settings(node_id="n2", peers="n1,n3,n4").cluster_settings()
+    [line] = diff_settings(mine.description(), theirs.description(), peer="n2")
+    assert line.startswith(f"{name}: ")
+    # Raft's knobs are not part of a Paxos or PBFT cluster's fingerprint, and this one not of Raft's
+    monkeypatch.setenv("DSCORE_RAFT__ELECTION_TIMEOUT_TICKS", "20")
+    assert (
+        load_settings(node_id="n2", peers="n1,n3,n4").cluster_settings().fingerprint() == theirs.fingerprint()
+    )
+    monkeypatch.setenv("DSCORE_PROTOCOL", "raft")
+    raft_before = load_settings(node_id="n1", peers=peers).cluster_settings().fingerprint()
+    monkeypatch.delenv(env)
+    assert load_settings(node_id="n1", peers=peers).cluster_settings().fingerprint() == raft_before
+
+
+@pytest.mark.parametrize(
+    ("peers", "tolerated", "message"),
+    [
+        ("n2,n3", None, r"DSCORE_PROTOCOL=pbft needs n >= 3f \+ 1 members with f >= 1, so at least 4; got 3"),
+        ("", None, "got 1"),
+        ("n2,n3,n4,n5,n6", "2", r"DSCORE_PBFT__FAULTS_TOLERATED=2 needs at least 7, got 6"),
+    ],
+)
+def test_pbft_needs_3f_plus_1_members_and_says_which_setting(
+    monkeypatch: pytest.MonkeyPatch, peers: str, tolerated: str | None, message: str
+) -> None:
+    monkeypatch.setenv("DSCORE_PROTOCOL", "pbft")
+    monkeypatch.setenv("DSCORE_PEERS", peers)
+    if tolerated is not None:
+        monkeypatch.setenv("DSCORE_PBFT__FAULTS_TOLERATED", tolerated)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+    monkeypatch.setenv("DSCORE_PEERS", "n2,n3,n4,n5,n6,n7")
+    assert load_settings().members == ("n1", "n2", "n3", "n4", "n5", "n6", "n7")
+
+
+@pytest.mark.parametrize("protocol", ["paxos", "pbft"])
+def test_only_raft_nodes_join_a_running_cluster(monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
+    monkeypatch.setenv("DSCORE_PROTOCOL", protocol)
+    monkeypatch.setenv("DSCORE_PEERS", "n2,n3,n4")
+    monkeypatch.setenv("DSCORE_INITIAL_CLUSTER_STATE", "existing")
+    with pytest.raises(
+        ConfigError, match=f"INITIAL_CLUSTER_STATE=existing: DSCORE_PROTOCOL={protocol} runs a fixed"
+    ):
+        load_settings()
+
+
+def test_bad_paxos_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSCORE_PROTOCOL", "paxos")
+    monkeypatch.setenv("DSCORE_PAXOS__HEARTBEAT_TICKS", "10")
+    with pytest.raises(ConfigError, match=r"DSCORE_PAXOS: .*heartbeat_ticks \(10\) must be smaller"):
+        load_settings()
 
 
 @pytest.mark.parametrize(("env", "value", "name"), CLUSTER_WIDE)

@@ -56,6 +56,7 @@ from dscore.core.client_messages import Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.paxos import PaxosConfig, PaxosNode
+from dscore.protocols.pbft import PbftConfig
 from dscore.protocols.raft import RaftConfig
 from dscore.report import (
     WINDOW_S,
@@ -123,8 +124,10 @@ class DemoOptions:
     #: the replication protocol: one of `DEMO_PROTOCOLS` (pbft: n = 3f + 1, at least 4 nodes; every
     #: replica answers, clients wait for f + 1 matching answers)
     protocol: str = "raft"
-    #: Multi-Paxos's settings (with `protocol="paxos"`; defaults)
+    #: Multi-Paxos's settings (with `protocol="paxos"`; DSCORE_PAXOS__*)
     paxos: PaxosConfig = field(default_factory=PaxosConfig)
+    #: PBFT's settings (with `protocol="pbft"`; DSCORE_PBFT__*)
+    pbft: PbftConfig = field(default_factory=PbftConfig)
     #: the process's young-generation GC threshold (DSCORE_GC_GEN0_THRESHOLD; 0 keeps CPython's)
     gc_gen0_threshold: int = DEFAULT_GC_GEN0_THRESHOLD
     #: the cluster-wide settings every node fingerprints (`ClusterSettings.description()`)
@@ -156,21 +159,13 @@ class DemoOptions:
         length, Raft's knobs and the GC threshold. Raises `ConfigError` naming a bad variable."""
         settings = load_settings()
         protocol = getattr(args, "protocol", "raft")
-        description = settings.cluster_settings().description()
-        if protocol == "paxos":
-            # The fingerprint names what the nodes run: Paxos and its settings, not Raft's.
-            description = {k: v for k, v in description.items() if not k.startswith("raft.")}
-            description["protocol"] = "paxos"
-            paxos = PaxosConfig()
-            description.update(
-                {f"paxos.{k}": str(getattr(paxos, k)) for k in PaxosConfig.__dataclass_fields__}
-            )
-        elif protocol == "pbft":
-            description = {k: v for k, v in description.items() if not k.startswith("raft.")}
-            description["protocol"] = "pbft"
+        # The fingerprint names what the nodes run: the protocol and its own section of the settings.
+        description = settings.cluster_settings().model_copy(update={"protocol": protocol}).description()
         return cls(
             tick_interval_s=settings.tick_interval_s,
             raft=settings.raft.raft_config(),
+            paxos=settings.paxos.paxos_config(),
+            pbft=settings.pbft.pbft_config(),
             protocol=protocol,
             gc_gen0_threshold=settings.gc_gen0_threshold,
             cluster_settings=tuple(sorted(description.items())),
@@ -249,7 +244,7 @@ class _Demo:
         self.cluster = EmbeddedCluster(
             PaxosNode.factory(options.paxos)
             if options.protocol == "paxos"
-            else pbft_factory()
+            else pbft_factory(options.pbft)
             if options.protocol == "pbft"
             else raft_factory(options.raft),
             options.nodes,

@@ -51,6 +51,12 @@ from dscore.core.errors import LocalError
 
 #: roles a Raft node reports (`NodeStatus.role`), plus "down" for a node that is not running
 RAFT_ROLES = ("follower", "pre_candidate", "candidate", "leader", "learner", "down")
+#: roles a Multi-Paxos node reports (`dscore.protocols.paxos.node.Role`), plus "down"
+PAXOS_ROLES = ("follower", "pre_candidate", "candidate", "leader", "down")
+#: roles a PBFT replica reports (`dscore.protocols.pbft.node.PbftRole`), plus "down"
+PBFT_ROLES = ("primary", "backup", "view_change", "down")
+#: the roles exported for each protocol (the default of `NodeCollector.add_node`); Raft's for the others
+PROTOCOL_ROLES: dict[str, tuple[str, ...]] = {"raft": RAFT_ROLES, "paxos": PAXOS_ROLES, "pbft": PBFT_ROLES}
 
 #: why the executor drops an inbound message before the core (DecodeError.reason, and its own checks);
 #: "duplicate" is not a rejection: it has a family of its own (`dscore_duplicates_dropped_total`)
@@ -530,10 +536,12 @@ class NodeCollector:
         registry.register(self)
 
     def add_node(
-        self, node_id: str, source: NodeSource, *, protocol: str, roles: Sequence[str] = RAFT_ROLES
+        self, node_id: str, source: NodeSource, *, protocol: str, roles: Sequence[str] | None = None
     ) -> NodeMetrics:
         """Attach `node_id`, run with `protocol` ("raft", ...); `roles` are the role names its status
-        may report (each exported, 0 when not held)."""
+        may report (each exported, 0 when not held; default: the protocol's, `PROTOCOL_ROLES`)."""
+        if roles is None:
+            roles = PROTOCOL_ROLES.get(protocol, RAFT_ROLES)
         if not node_id or not protocol:
             raise LocalError("node_id and protocol must be non-empty")
         if node_id in self._nodes:

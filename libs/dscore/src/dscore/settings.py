@@ -34,6 +34,15 @@ Cluster-wide, and why each must agree:
   evict different sessions, and a retried command would be applied on one and refused on another.
 - `max_envelope_bytes`: every member must accept what any member sends; a smaller limit on one member
   makes it drop appends it can never catch up without.
+- `paxos.*` (with `protocol=paxos`): timing as Raft's (a faster member would depose a healthy leader), and
+  a leader's `window_slots` must fit every acceptor's `max_open_slots`; all of them, for simplicity.
+- `pbft.*` (with `protocol=pbft`): the checkpoint interval and log size decide which sequence numbers
+  every replica accepts (the water marks), `faults_tolerated` the quorums (n - f) and the f + 1 matching
+  replies a client waits for; PBFT needs n >= 3f + 1 members (checked at start, naming the settings), and
+  its pair MAC keys are derived from the cluster key (`dscore.runtime.protocols`), so it needs one.
+
+Only the section of the protocol the cluster runs is fingerprinted: Raft's knobs do not matter to a
+Paxos cluster, and a stray `DSCORE_RAFT__...` in a shared ConfigMap must not split it.
 
 Node-local, and why: `node_id`, `peers`, `initial_cluster_state` (they describe this process; the
 membership itself is Raft's replicated configuration, not a setting); `auth_key` (it must be equal, but
@@ -88,6 +97,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from dscore.core.cluster import fingerprint_of
 from dscore.core.codec import DEFAULT_MAX_ENVELOPE_BYTES, MIN_KEY_BYTES, check_key
 from dscore.core.errors import ConfigError
+from dscore.protocols.paxos import PaxosConfig
+from dscore.protocols.pbft import PbftConfig
 from dscore.protocols.raft import RaftConfig, ReadOnlyOption
 from dscore.replica.executor import ExecutorConfig
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
@@ -132,7 +143,7 @@ SECRET_SETTINGS = frozenset({"auth_key", "redis.url", "http.admin_token"})
 # Each cluster-wide setting is declared on both models (NodeSettings reads it from the environment,
 # ClusterSettings is what must agree); one type per setting keeps their rules the same.
 ClusterId = Annotated[str, Field(pattern=_NODE_ID.pattern)]
-ProtocolName = Literal["raft", "sequencer"]
+ProtocolName = Literal["raft", "sequencer", "paxos", "pbft"]
 TickIntervalS = Annotated[float, Field(gt=0, le=1.0)]
 MaxSessions = Annotated[int, Field(ge=1)]
 MaxEnvelopeBytes = Annotated[int, Field(ge=1024, le=512 * 1024 * 1024)]
@@ -305,6 +316,97 @@ class RaftSettings(_RaftAgreedFields):
         return RaftClusterSettings(**{name: getattr(self, name) for name in RaftClusterSettings.model_fields})
 
 
+_PAXOS_DEFAULTS = PaxosConfig()
+_PBFT_DEFAULTS = PbftConfig()
+
+
+class PaxosSettings(BaseModel):
+    """Multi-Paxos's knobs (`dscore.protocols.paxos.PaxosConfig`), every duration in ticks, all
+    cluster-wide: `DSCORE_PAXOS__ELECTION_TIMEOUT_TICKS=15`, `DSCORE_PAXOS__HEARTBEAT_TICKS=3`, ...
+    Used with `DSCORE_PROTOCOL=paxos` (and then part of the fingerprint; ignored otherwise)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: a follower that heard nothing from the leader for [this, 2 * this) ticks starts phase 1
+    election_timeout_ticks: int = Field(default=_PAXOS_DEFAULTS.election_timeout_ticks, ge=2, le=100_000)
+    #: the leader's heartbeat period (smaller than the election timeout)
+    heartbeat_ticks: int = Field(default=_PAXOS_DEFAULTS.heartbeat_ticks, ge=1, le=100_000)
+    #: slots the leader has in phase 2 at once above its commit index
+    window_slots: int = Field(default=_PAXOS_DEFAULTS.window_slots, ge=1, le=1_000_000)
+    #: slots an acceptor takes accepts for above its chosen prefix (>= window_slots)
+    max_open_slots: int = Field(default=_PAXOS_DEFAULTS.max_open_slots, ge=1, le=1_000_000)
+    #: entries per Accept or Learn message
+    max_entries_per_msg: int = Field(default=_PAXOS_DEFAULTS.max_entries_per_msg, ge=1, le=1_000_000)
+    #: unanswered accepts and catch-up requests are sent again after this many ticks
+    retry_ticks: int = Field(default=_PAXOS_DEFAULTS.retry_ticks, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _check_with_paxos(self) -> PaxosSettings:
+        self.paxos_config()
+        return self
+
+    def paxos_config(self) -> PaxosConfig:
+        try:
+            return PaxosConfig(**self.model_dump())
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+
+
+class PbftSettings(BaseModel):
+    """PBFT's knobs (`dscore.protocols.pbft.PbftConfig`), in ticks and sequence numbers, all cluster-wide:
+    `DSCORE_PBFT__VIEW_CHANGE_TIMEOUT_TICKS=30`, `DSCORE_PBFT__FAULTS_TOLERATED=1`, ... Used with
+    `DSCORE_PROTOCOL=pbft` (and then part of the fingerprint; ignored otherwise). The test-only knobs of
+    `PbftConfig` that plant bugs (`quorum_override`, `view_change_keeps_prepared`) are not settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: K: a checkpoint every this many sequence numbers
+    checkpoint_interval: int = Field(default=_PBFT_DEFAULTS.checkpoint_interval, ge=1, le=1_000_000)
+    #: L = log_size_checkpoints * K: the high water mark is h + L
+    log_size_checkpoints: int = Field(default=_PBFT_DEFAULTS.log_size_checkpoints, ge=2, le=1_000)
+    #: a backup waiting this long for a request it knows of suspects the primary (a view change)
+    view_change_timeout_ticks: int = Field(default=_PBFT_DEFAULTS.view_change_timeout_ticks, ge=1, le=100_000)
+    #: how often a replica tells its peers how far it got
+    status_every_ticks: int = Field(default=_PBFT_DEFAULTS.status_every_ticks, ge=1, le=100_000)
+    #: a replica in a view change resends its VIEW-CHANGE this often
+    view_change_resend_ticks: int = Field(default=_PBFT_DEFAULTS.view_change_resend_ticks, ge=1, le=100_000)
+    #: requests a primary queues beyond its high water mark (and a backup watches)
+    max_queued_requests: int = Field(default=_PBFT_DEFAULTS.max_queued_requests, ge=1, le=1_000_000)
+    #: committed entries sent to a lagging peer per status message
+    max_catch_up_entries: int = Field(default=_PBFT_DEFAULTS.max_catch_up_entries, ge=1, le=1_000_000)
+    #: f, the Byzantine replicas tolerated; unset: the most the members allow, (n - 1) // 3. Every member
+    #: and the gateway must agree (quorums are n - f, clients wait for f + 1 matching replies)
+    faults_tolerated: int | None = Field(default=None, ge=0, le=1_000)
+
+    def pbft_config(self) -> PbftConfig:
+        return PbftConfig(**self.model_dump())
+
+    def tolerated(self, members: int) -> int:
+        """f with `members` replicas: the setting, else (n - 1) // 3."""
+        return self.faults_tolerated if self.faults_tolerated is not None else (members - 1) // 3
+
+
+def check_pbft_members(members: int, pbft: PbftSettings) -> None:
+    """PBFT needs n >= 3f + 1 replicas with f >= 1 (or an explicit f = 0); raises `ValueError` naming the
+    settings to change."""
+    f = pbft.tolerated(members)
+    if pbft.faults_tolerated is None and f < 1:
+        raise ValueError(
+            f"{ENV_PREFIX}PROTOCOL=pbft needs n >= 3f + 1 members with f >= 1, so at least 4; got {members} "
+            f"(the node plus {ENV_PREFIX}PEERS)"
+        )
+    if members < 3 * f + 1:
+        raise ValueError(
+            f"{ENV_PREFIX}PROTOCOL=pbft needs n >= 3f + 1 members: {ENV_PREFIX}PBFT__FAULTS_TOLERATED={f} "
+            f"needs at least {3 * f + 1}, got {members} (the node plus {ENV_PREFIX}PEERS)"
+        )
+
+
+#: the protocol-specific settings section each protocol's fingerprint includes (`ClusterSettings`)
+_PROTOCOL_SECTION = {"raft": "raft", "sequencer": "raft", "paxos": "paxos", "pbft": "pbft"}
+_SECTIONS = frozenset(_PROTOCOL_SECTION.values())
+
+
 def _setting_text(value: object) -> str:
     """A setting's value as it appears in a description: stable across builds and platforms."""
     if isinstance(value, bool):
@@ -334,15 +436,25 @@ class ClusterSettings(BaseModel):
     #: largest envelope accepted or sent, in bytes
     max_envelope_bytes: MaxEnvelopeBytes = DEFAULT_MAX_ENVELOPE_BYTES
     raft: RaftClusterSettings = Field(default_factory=RaftClusterSettings)
+    paxos: PaxosSettings = Field(default_factory=PaxosSettings)
+    pbft: PbftSettings = Field(default_factory=PbftSettings)
 
     def description(self) -> dict[str, str]:
-        """Flat `{dotted name: value}`, what `dscore.core.cluster` fingerprints and peers compare.
+        """Flat `{dotted name: value}`, what `dscore.core.cluster` fingerprints and peers compare: the
+        shared settings and the section of the protocol the cluster runs (`raft.*` for Raft and the
+        sequencer, `paxos.*`, `pbft.*`); another protocol's knobs do not matter to it.
 
         Values are as configured, not derived (an unset `raft.lease_ticks` is `default`), so each
         difference a peer reports names one environment variable to change."""
-        out = {name: _setting_text(getattr(self, name)) for name in type(self).model_fields if name != "raft"}
-        for name in RaftClusterSettings.model_fields:
-            out[f"raft.{name}"] = _setting_text(getattr(self.raft, name))
+        out = {
+            name: _setting_text(getattr(self, name))
+            for name in type(self).model_fields
+            if name not in _SECTIONS
+        }
+        section = _PROTOCOL_SECTION[self.protocol]
+        values = getattr(self, section)
+        for name in type(values).model_fields:
+            out[f"{section}.{name}"] = _setting_text(getattr(values, name))
         return out
 
     def fingerprint(self) -> int:
@@ -370,6 +482,10 @@ class NodeSettings(BaseSettings):
     max_envelope_bytes: MaxEnvelopeBytes = DEFAULT_MAX_ENVELOPE_BYTES
     #: Raft's settings; the shared ones (`RaftClusterSettings`) are cluster-wide, the rest this node's
     raft: RaftSettings = Field(default_factory=RaftSettings)
+    #: Multi-Paxos's settings (with `protocol=paxos`), all cluster-wide
+    paxos: PaxosSettings = Field(default_factory=PaxosSettings)
+    #: PBFT's settings (with `protocol=pbft`), all cluster-wide
+    pbft: PbftSettings = Field(default_factory=PbftSettings)
 
     # -- this node's own --
     #: this node's id (letters, digits, `_.-`; unique in the cluster)
@@ -431,6 +547,13 @@ class NodeSettings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}INITIAL_CLUSTER_STATE=existing needs {ENV_PREFIX}PEERS: the members to join"
             )
+        if self.protocol == "pbft":
+            check_pbft_members(len(self.members), self.pbft)
+        if self.initial_cluster_state == "existing" and self.protocol in ("paxos", "pbft"):
+            raise ValueError(
+                f"{ENV_PREFIX}INITIAL_CLUSTER_STATE=existing: {ENV_PREFIX}PROTOCOL={self.protocol} runs a "
+                "fixed set of members (only raft changes its membership at run time)"
+            )
         if self.queues.inbound_batch_messages > self.queues.inbound_buffer_messages:
             raise ValueError("queues.inbound_batch_messages must not exceed queues.inbound_buffer_messages")
         for name in ("max_bytes_per_msg", "snapshot_chunk_bytes"):
@@ -444,8 +567,8 @@ class NodeSettings(BaseSettings):
 
     def cluster_settings(self) -> ClusterSettings:
         """The settings every member must agree on, read from this node's environment."""
-        shared = {name: getattr(self, name) for name in ClusterSettings.model_fields if name != "raft"}
-        return ClusterSettings(**shared, raft=self.raft.cluster_part())
+        shared = {name: getattr(self, name) for name in ClusterSettings.model_fields if name not in _SECTIONS}
+        return ClusterSettings(**shared, raft=self.raft.cluster_part(), paxos=self.paxos, pbft=self.pbft)
 
     def auth_key_bytes(self) -> bytes | None:
         """The cluster key for `dscore.core.codec` (None: frames are not authenticated)."""

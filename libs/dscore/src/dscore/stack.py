@@ -47,6 +47,7 @@ from typing import Any
 from dscore.core.errors import ConfigError, LocalError
 from dscore.core.ids import NodeId
 from dscore.runtime.client import ClientEndpoint, KvOps
+from dscore.runtime.protocols import reply_quorum, stack_protocol
 from dscore.transport.kafka import open_kafka_transport
 from dscore.transport.kafka_config import KafkaTransportConfig, StartWithoutPosition
 
@@ -144,6 +145,8 @@ class ProcessCluster:
 
     `redis_urls` maps each node to its Redis; `extra_env` is added to every node's environment (say
     `DSCORE_TICK_INTERVAL_S`); `log_dir` receives `<node>.log` (JSON lines, appended across restarts).
+    `protocol` (`DSCORE_PROTOCOL` of every node and gateway): raft, paxos or pbft
+    (`dscore.runtime.protocols`); `leader()` then finds Raft's or Paxos's leader, or PBFT's primary.
     """
 
     def __init__(
@@ -161,8 +164,10 @@ class ProcessCluster:
         pid_dir: Path | None = None,
         gateway_env: Mapping[str, str] | None = None,
         http_ports: Mapping[NodeId, int] | None = None,
+        protocol: str = "raft",
     ) -> None:
         self.cluster_id = cluster_id
+        self.protocol = stack_protocol(protocol)
         self.node_ids = tuple(node_ids)
         self.kafka_bootstrap = kafka_bootstrap
         self.auth_key = auth_key
@@ -211,6 +216,7 @@ class ProcessCluster:
             "DSCORE_NODE_ID": node_id,
             "DSCORE_PEERS": ",".join(peers),
             "DSCORE_CLUSTER_ID": self.cluster_id,
+            "DSCORE_PROTOCOL": self.protocol.name,
             "DSCORE_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "DSCORE_REDIS__URL": redis_url,
             "DSCORE_AUTH_KEY": self.auth_key,
@@ -446,6 +452,7 @@ class ProcessCluster:
                 "PYTHONUNBUFFERED": "1",
                 "DSCORE_NODES": ",".join(self.node_ids),
                 "DSCORE_CLUSTER_ID": self.cluster_id,
+                "DSCORE_PROTOCOL": self.protocol.name,
                 "DSCORE_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
                 "DSCORE_AUTH_KEY": self.auth_key,
                 "DSCORE_GATEWAY__HOST": "127.0.0.1",
@@ -543,12 +550,14 @@ class ProcessCluster:
         await self.wait_for(ready, timeout_s, f"{', '.join(ids)} ready")
 
     async def leader(self, timeout_s: float = 30.0, *, other_than: NodeId | None = None) -> NodeId:
-        """The node that says it leads and whom a majority of the answering nodes name as leader."""
+        """The node that says it leads (PBFT: it is the primary) and whom a majority of the answering nodes
+        name as leader."""
+        leader_role = self.protocol.leader_role
 
         async def agreed() -> NodeId | None:
             states = await self.states()
             for node_id, state in states.items():
-                if state.get("role") != "leader" or node_id == other_than:
+                if state.get("role") != leader_role or node_id == other_than:
                     continue
                 followers = sum(1 for s in states.values() if s.get("leader_id") == node_id)
                 if followers > len(self.node_ids) // 2:
@@ -581,14 +590,20 @@ class ProcessCluster:
 
     def client_endpoint(self, endpoint_id: str) -> ClientEndpoint:
         """A client endpoint on Kafka (its own inbox, read from its end), authenticated with the cluster
-        key, addressing every node of the cluster (not started)."""
+        key, addressing every node of the cluster (not started); for PBFT it takes an answer once f + 1
+        replicas sent the same one."""
         config = KafkaTransportConfig(
             bootstrap_servers=self.kafka_bootstrap,
             cluster_id=self.cluster_id,
             start_without_position=StartWithoutPosition.LATEST,
         )
         transport = open_kafka_transport(config, endpoint_id)
-        return ClientEndpoint(transport, lambda: self.node_ids, key=self.auth_key.encode("utf-8"))
+        return ClientEndpoint(
+            transport,
+            lambda: self.node_ids,
+            key=self.auth_key.encode("utf-8"),
+            reply_quorum=reply_quorum(self.protocol.name, len(self.node_ids)),
+        )
 
     def failures(self) -> list[Exit]:
         """Exits nobody asked for."""

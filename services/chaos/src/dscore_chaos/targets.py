@@ -2,11 +2,11 @@
 found.
 
 The leader is whoever says so: every node serves `GET /debug/state` (the node service) with its `role`
-and `term`; `HttpLeaderFinder` asks every member at once and takes the one that says `leader`, the
-highest term winning (an old leader cut off from the others may still believe it leads, in an older
-term). A member that does not answer in time (paused, dead, starting) is skipped. Where the nodes'
-HTTP is out of reach (the k8s tests, whose kwok pods run nothing), `AnnotationLeaderFinder` takes the
-member whose annotation says `true`, set by whoever knows.
+and `term`; `HttpLeaderFinder` asks every member at once and takes the one that says `leader` (PBFT's
+`primary`), the highest term (ballot, view) winning (an old leader cut off from the others may still
+believe it leads, in an older term). A member that does not answer in time (paused, dead, starting) is
+skipped. Where the nodes' HTTP is out of reach (the k8s tests, whose kwok pods run nothing),
+`AnnotationLeaderFinder` takes the member whose annotation says `true`, set by whoever knows.
 
 Random choices draw from the seeded `random.Random` the service is given, among members sorted by
 name, so a seed replays which pod a "random" fault hit.
@@ -29,6 +29,9 @@ log = logging.getLogger("dscore_chaos.targets")
 
 #: the node service's state endpoint
 STATE_PATH = "/debug/state"
+
+#: what the node that orders commands calls itself: Raft and Multi-Paxos `leader`, PBFT `primary`
+_LEADER_ROLES = frozenset({"leader", "primary"})
 
 
 class TargetError(DscoreError):
@@ -80,7 +83,7 @@ class HttpLeaderFinder:
                 await client.aclose()
         leaders: list[tuple[int, str, Member, dict[str, Any]]] = []
         for member, state in zip(reachable, states, strict=True):
-            if state is not None and state.get("role") == "leader":
+            if state is not None and state.get("role") in _LEADER_ROLES:
                 term = state.get("term")
                 leaders.append((term if type(term) is int else -1, member.name, member, state))
         if not leaders:

@@ -319,7 +319,9 @@ async def get_value(
     _check_key(request, key)
     mode = _READ_MODE[consistency]
     answer = await gateway.read(key, mode)
-    headers = {"Dscore-Consistency": "stale" if mode is ReadMode.STALE else "linearizable"}
+    # PBFT serves a stale read as a linearizable one (a single replica's state is never taken)
+    stale = mode is ReadMode.STALE and not gateway.protocol.byzantine
+    headers = {"Dscore-Consistency": "stale" if stale else "linearizable"}
     _name_node(answer, headers)
     if answer.outcome is Outcome.OK:
         if answer.value is None:

@@ -25,6 +25,17 @@ HTTP request is answered within `request_timeout_s + attempt_timeout_s`.
 A write that runs out of time ends `UNKNOWN` if any attempt may have been applied, and `NOT_LEADER` (or
 `OVERLOADED`) otherwise: the one place where "certainly nothing happened" is decided. A read that runs
 out of time is `NOT_LEADER`: a read has no effect.
+
+PBFT (`byzantine=True`; Castro and Liskov, section 4.1). Every replica executes every request and answers
+it, and one replica's answer is never believed: the endpoint (`ClientEndpoint` with `reply_quorum` f + 1,
+the code the embedded cluster's clients use) hands an answer on only once f + 1 distinct replicas sent the
+same one, so at least one correct replica vouches for it. The first attempt of a request goes to the
+primary (learned from replies: each names the primary of its replica's view), every later one to all
+replicas with one request id (a faulty or dead primary may have dropped it; the backups forward it to the
+primary and start their view-change timers). Replicas never answer `NOT_LEADER`: a dead primary shows as
+silence until a view change installs the next one. Reads go through the log (PBFT has no leader read
+path), and a `stale` read is served as a linearizable one: a single replica's local state is exactly the
+one-replica answer a Byzantine-tolerant client must not take.
 """
 
 from __future__ import annotations
@@ -82,9 +93,12 @@ class ClusterClient:
         on_attempt: AttemptHook | None = None,
         on_leadership: LeadershipHook | None = None,
         on_register: Callable[[], None] | None = None,
+        byzantine: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.tracker = LeaderTracker(endpoint.nodes)
+        #: PBFT: every replica answers, retries go to all of them (see the module doc)
+        self.byzantine = byzantine
         self._attempt_timeout_s = attempt_timeout_s
         self._retry_backoff_s = retry_backoff_s
         self._on_attempt = on_attempt
@@ -100,10 +114,12 @@ class ClusterClient:
         attempts = 0
         misses = 0
         last_error = "no node answered in time"
+        if self.byzantine:
+            mode = ReadMode.LINEARIZABLE  # never one replica's local state (see the module doc)
         while deadline - loop.time() > 0:
             node = tracker.stale_target() if mode is ReadMode.STALE else tracker.target()
             attempts += 1
-            response = await self._call(node, Op.GET, key, read_mode=mode)
+            response = await self._call(node, Op.GET, key, read_mode=mode, retry=attempts > 1)
             now = loop.time()
             if response is None:
                 last_error = f"{node} did not answer within {self._attempt_timeout_s} s"
@@ -113,7 +129,7 @@ class ClusterClient:
                 if mode is ReadMode.STALE:
                     tracker.answered(node, now, response)
                 else:
-                    self._served(node, now, response)
+                    node = self._served(node, now, response)
                 return Answer(Outcome.OK, response.value, None, node, attempts)
             tracker.answered(node, now, response)
             last_error = self._why(node, response)
@@ -139,12 +155,14 @@ class ClusterClient:
         misses = 0
         refusal = Outcome.NOT_LEADER
         last_error = "no node answered in time"
+        sent = 0  # requests sent for this write, registrations included (a PBFT retry goes to all)
         while deadline - loop.time() > 0:
             if session.client_id == 0:
                 if maybe_applied:
                     break  # the session that may have applied it is gone: the outcome is unknown
                 node = tracker.target()
-                response = await self._call(node, Op.REGISTER, "")
+                sent += 1
+                response = await self._call(node, Op.REGISTER, "", retry=sent > 1)
                 now = loop.time()
                 if response is None:
                     last_error = f"{node} did not answer a registration within {self._attempt_timeout_s} s"
@@ -164,6 +182,7 @@ class ClusterClient:
                 continue
             node = tracker.target()
             attempts += 1
+            sent += 1
             response = await self._call(
                 node,
                 write.op,
@@ -172,6 +191,7 @@ class ClusterClient:
                 expected=write.expected,
                 client_id=session.client_id,
                 seq=session.seq,
+                retry=sent > 1,
             )
             now = loop.time()
             if response is None:
@@ -181,7 +201,7 @@ class ClusterClient:
                 continue
             outcome = response.outcome
             if outcome is Outcome.OK or outcome is Outcome.CAS_MISMATCH:
-                self._served(node, now, response)
+                node = self._served(node, now, response)
                 error = None if outcome is Outcome.OK else "compare failed: the key holds another value"
                 return Answer(outcome, response.value, error, node, attempts), maybe_applied
             tracker.answered(node, now, response)
@@ -222,7 +242,9 @@ class ClusterClient:
         client_id: int = 0,
         seq: int = 0,
         read_mode: ReadMode = ReadMode.LINEARIZABLE,
+        retry: bool = False,
     ) -> ClientResponse | None:
+        """One attempt at `node`; a PBFT retry goes to every replica (`node` first)."""
         loop = asyncio.get_running_loop()
         self.tracker.attempted(node, loop.time())
         response = await self.endpoint.call(
@@ -235,6 +257,7 @@ class ClusterClient:
             seq=seq,
             read_mode=read_mode,
             timeout_s=self._attempt_timeout_s,
+            to_all=self.byzantine and retry,
         )
         if response is None:
             self.tracker.timed_out(node, loop.time())
@@ -242,10 +265,16 @@ class ClusterClient:
             self._on_attempt(node, TIMEOUT if response is None else response.outcome.name.lower())
         return response
 
-    def _served(self, node: NodeId, now: float, response: ClientResponse) -> None:
+    def _served(self, node: NodeId, now: float, response: ClientResponse) -> NodeId:
+        """`node` served a leader-only request; returns the node credited with it (PBFT: the primary)."""
+        if self.byzantine:
+            # f + 1 replicas answered, whoever was asked: the primary is the one their view names
+            hint = response.leader_hint
+            node = hint if hint is not None and hint in self.tracker.members() else node
         event = self.tracker.served(node, now, response)
         if event is not None and self._on_leadership is not None:
             self._on_leadership(event)
+        return node
 
     async def _missed(self, misses: int) -> int:
         """Count one refusal or silence; after a full round of them (an election is under way, or the

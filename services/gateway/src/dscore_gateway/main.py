@@ -66,7 +66,13 @@ async def serve(settings: GatewaySettings) -> None:
     transport = open_transport(settings)
     endpoint = make_endpoint(settings, transport)
     await endpoint.start()
-    gateway = Gateway(endpoint, settings.gateway, cluster_id=settings.cluster_id, close=endpoint.close)
+    gateway = Gateway(
+        endpoint,
+        settings.gateway,
+        cluster_id=settings.cluster_id,
+        close=endpoint.close,
+        protocol=settings.protocol,
+    )
     await _GatewayServer(_uvicorn_config(create_app(gateway), settings), gateway).serve()
 
 

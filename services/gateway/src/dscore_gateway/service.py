@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from dscore.core.client_messages import Outcome, ReadMode
 from dscore.runtime.client import ClientEndpoint
+from dscore.runtime.protocols import stack_protocol
 from dscore_gateway.cluster_client import Answer, ClusterClient, WriteOp
 from dscore_gateway.idempotency import IdempotencyTable, Verdict
 from dscore_gateway.metrics import GatewayMetrics
@@ -70,9 +71,13 @@ class Gateway:
         cluster_id: str,
         status_source: NodeStatusSource | None = None,
         close: Callable[[], Awaitable[None]] | None = None,
+        protocol: str = "raft",
     ) -> None:
         self.options = options
         self.cluster_id = cluster_id
+        #: the nodes' protocol (`dscore.runtime.protocols`): what the leader is called, what `term` means,
+        #: and whether every replica answers (PBFT)
+        self.protocol = stack_protocol(protocol)
         self.endpoint = endpoint
         self.metrics = GatewayMetrics()
         self.client = ClusterClient(
@@ -82,6 +87,7 @@ class Gateway:
             on_attempt=self._on_attempt,
             on_leadership=self._on_leadership,
             on_register=self.metrics.registrations.inc,
+            byzantine=self.protocol.byzantine,
         )
         self.pool = SessionPool(options.session_pool_size, name=endpoint.endpoint_id)
         self.idempotency: IdempotencyTable[Answer] = IdempotencyTable(
@@ -306,17 +312,26 @@ class Gateway:
         if self.draining:
             return False, "shutting down"
         tracker = self.client.tracker
+        leader_role = self.protocol.leader_role
         if tracker.leader is None:
-            return False, "no leader known"
+            return False, f"no {leader_role} known"
         last = tracker.last_success_at
         now = asyncio.get_running_loop().time()
         if last is None or now - last > self.options.ready_success_within_s:
             return False, f"no request succeeded in the last {self.options.ready_success_within_s} s"
-        return True, f"leader {tracker.leader}"
+        return True, f"{leader_role} {tracker.leader}"
 
     def cluster_view(self) -> ClusterView:
         now = asyncio.get_running_loop().time()
-        return cluster_view(self.cluster_id, self.endpoint_id, self.client.tracker, now, self.status_source)
+        return cluster_view(
+            self.cluster_id,
+            self.endpoint_id,
+            self.client.tracker,
+            now,
+            self.status_source,
+            protocol=self.protocol,
+            reply_quorum=self.endpoint.reply_quorum,
+        )
 
     # -- hooks and background ----------------------------------------------------------------------
 

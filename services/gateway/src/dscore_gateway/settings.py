@@ -49,7 +49,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dscore.core.codec import MIN_KEY_BYTES, check_key
 from dscore.core.errors import ConfigError
-from dscore.settings import DEFAULT_CLUSTER_ID, ENV_PREFIX, ClusterId
+from dscore.runtime.protocols import reply_quorum
+from dscore.settings import (
+    DEFAULT_CLUSTER_ID,
+    DEFAULT_PROTOCOL,
+    ENV_PREFIX,
+    ClusterId,
+    PbftSettings,
+    ProtocolName,
+    check_pbft_members,
+)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: settings whose values never appear in an error, a repr or a log line
@@ -152,6 +161,16 @@ class KafkaOptions(BaseModel):
         return value
 
 
+class PbftOptions(BaseModel):
+    """What the gateway reads of PBFT's settings (`DSCORE_PBFT__FAULTS_TOLERATED`, the nodes' name): f,
+    so that it waits for f + 1 matching replies. The nodes' other PBFT knobs are theirs (ignored)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    #: f; unset: (n - 1) // 3 of the configured nodes, as on the nodes
+    faults_tolerated: int | None = Field(default=None, ge=0, le=1_000)
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway process reads at start."""
 
@@ -167,6 +186,11 @@ class GatewaySettings(BaseSettings):
     nodes: Annotated[tuple[str, ...], NoDecode] = ()
     #: names the cluster (Kafka topics are `dscore.<cluster_id>.inbox.<endpoint>`)
     cluster_id: ClusterId = DEFAULT_CLUSTER_ID
+    #: the nodes' protocol (`DSCORE_PROTOCOL`, the nodes' name): raft and paxos answer from the leader,
+    #: which the gateway learns from replies; with pbft every replica answers and the gateway accepts a
+    #: result only once f + 1 replicas sent the same one
+    protocol: ProtocolName = DEFAULT_PROTOCOL
+    pbft: PbftOptions = Field(default_factory=PbftOptions)
     #: the cluster key (HMAC-SHA256 of every frame); at least 32 bytes of UTF-8
     auth_key: SecretStr | None = None
     kafka: KafkaOptions = Field(default_factory=KafkaOptions)
@@ -208,7 +232,13 @@ class GatewaySettings(BaseSettings):
                 f"{ENV_PREFIX}GATEWAY__ENDPOINT_ID ({self.gateway.endpoint_id!r}) must differ from every "
                 "node id"
             )
+        if self.protocol == "pbft":
+            check_pbft_members(len(self.nodes), PbftSettings(faults_tolerated=self.pbft.faults_tolerated))
         return self
+
+    def reply_quorum(self) -> int:
+        """Matching replies from distinct nodes an answer needs: f + 1 for PBFT, else one."""
+        return reply_quorum(self.protocol, len(self.nodes), self.pbft.faults_tolerated)
 
     def auth_key_bytes(self) -> bytes:
         """The cluster key for `dscore.core.codec`."""

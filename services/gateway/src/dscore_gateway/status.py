@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 
 from dscore.core.ids import NodeId
+from dscore.runtime.protocols import PROTOCOLS, StackProtocol
 from dscore_gateway.routing import TIMEOUT, LeaderTracker
 
 
@@ -42,7 +43,8 @@ class NodeStatusSource(Protocol):
 
 class NodeView(BaseModel):
     id: str
-    #: `leader` (served the gateway's last leader-only request), `not_leader` (refused with NOT_LEADER),
+    #: `leader` (served the gateway's last leader-only request; `primary` for PBFT), `not_leader` (refused
+    #: with NOT_LEADER),
     #: `unreachable` (the last attempt got no answer), `unknown` (not asked yet); a node's own report
     #: (`follower`, `candidate`, ...) when a status source provides one
     role: str
@@ -62,11 +64,20 @@ class ClusterView(BaseModel):
     cluster_id: str
     #: this gateway's endpoint id (its reply inbox)
     gateway: str
+    #: the nodes' protocol: `raft`, `paxos` or `pbft`
+    protocol: str = "raft"
+    #: what the protocol calls the node that orders commands: `leader` (Raft, Paxos) or `primary` (PBFT)
+    leader_role: str = "leader"
+    #: what `term` counts: Raft's `term`, Paxos's `ballot`, PBFT's `view`
+    term_name: str = "term"
+    #: matching answers from distinct nodes the gateway takes a result on (PBFT: f + 1, else 1)
+    reply_quorum: int = 1
     members: list[str]
-    #: the node the gateway follows as leader (None: not known now)
+    #: the node the gateway follows as leader (PBFT: the primary the replies' views name; None: not
+    #: known now)
     leader: str | None = None
     leader_for_s: float | None = None
-    #: the highest term a node reported (None until nodes report status)
+    #: the highest term (ballot, view) a node reported (None until nodes report status)
     term: int | None = None
     #: seconds since a leader last served one of this gateway's requests
     last_success_s_ago: float | None = None
@@ -87,6 +98,9 @@ def cluster_view(
     tracker: LeaderTracker,
     now: float,
     source: NodeStatusSource | None = None,
+    *,
+    protocol: StackProtocol = PROTOCOLS["raft"],
+    reply_quorum: int = 1,
 ) -> ClusterView:
     reports = source.reports() if source is not None else {}
     nodes = []
@@ -94,7 +108,7 @@ def cluster_view(
         seen = tracker.observations.get(node)
         report = reports.get(node)
         if node == tracker.leader:
-            role = "leader"
+            role = protocol.leader_role
         elif report is not None:
             role = report.role
         elif seen is None or seen.last_outcome is None:
@@ -122,6 +136,10 @@ def cluster_view(
     return ClusterView(
         cluster_id=cluster_id,
         gateway=gateway_id,
+        protocol=protocol.name,
+        leader_role=protocol.leader_role,
+        term_name=protocol.term_name,
+        reply_quorum=reply_quorum,
         members=list(tracker.members()),
         leader=tracker.leader,
         leader_for_s=_ago(now, tracker.leader_since),

@@ -38,8 +38,14 @@ def first_request_id() -> int:
 
 
 def make_endpoint(settings: GatewaySettings, transport: Transport) -> ClientEndpoint:
-    """The gateway's client endpoint on `transport`: the configured members, the cluster key."""
+    """The gateway's client endpoint on `transport`: the configured members, the cluster key, and the
+    matching replies an answer needs (PBFT: f + 1; the endpoint counts them, `ClientEndpoint._believed`,
+    the same code the embedded cluster's clients use)."""
     nodes = settings.nodes
     return ClientEndpoint(
-        transport, lambda: nodes, key=settings.auth_key_bytes(), first_request_id=first_request_id()
+        transport,
+        lambda: nodes,
+        key=settings.auth_key_bytes(),
+        first_request_id=first_request_id(),
+        reply_quorum=settings.reply_quorum(),
     )

@@ -46,11 +46,12 @@ import signal
 import sys
 
 from dscore.core.errors import ConfigError
-from dscore.runtime.cluster import raft_factory
+from dscore.runtime.cluster import RaftCoreFactory
 from dscore.runtime.errors import StorageWentBackError
 from dscore.runtime.gc_tuning import tune_gc
 from dscore.runtime.node import NodeRuntime
 from dscore.runtime.process import EXIT_FAILED, serve
+from dscore.runtime.protocols import core_factory, stack_protocol
 from dscore.storage.redis import RedisStorage, StorageError
 from dscore.transport.base import Transport
 from dscore.transport.faults import FaultyTransport
@@ -101,8 +102,16 @@ async def run(settings: ServiceSettings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info("starting %s", describe(settings))
-    if settings.protocol != "raft":
-        raise ConfigError(f"DSCORE_PROTOCOL={settings.protocol}: the node service runs raft only")
+    protocol = stack_protocol(settings.protocol)
+    # Every protocol through the same registry, executor, transport and storage; PBFT's pair keys come
+    # from the cluster key (derived, never logged).
+    make_core = core_factory(
+        settings.protocol,
+        auth_key=settings.auth_key_bytes(),
+        raft=settings.raft.raft_config(),
+        paxos=settings.paxos.paxos_config(),
+        pbft=settings.pbft.pbft_config(),
+    )
     assert settings.redis.url is not None
     kafka_config = settings.kafka.transport_config(
         settings.cluster_id, max_record_bytes=settings.max_envelope_bytes
@@ -144,13 +153,15 @@ async def run(settings: ServiceSettings) -> int:
         created = await ensure_topics(kafka_config, inboxes)
         if created:
             log.info("created inbox topics %s", ", ".join(created))
-        make_core = raft_factory(settings.raft.raft_config())
+        if joining:
+            assert isinstance(make_core, RaftCoreFactory)  # the settings refuse `existing` for the others
+            make_core = make_core.joining()
         registry, nodes, faults = build_registry()
         leadership = LeadershipLog()
         runtime = NodeRuntime(
             settings.node_id,
             settings.members,
-            make_core.joining() if joining else make_core,
+            make_core,
             transport,
             storage,
             config=settings.runtime_config(),
@@ -160,7 +171,9 @@ async def run(settings: ServiceSettings) -> int:
             auth_key=settings.auth_key_bytes(),
             cluster_settings=settings.cluster_settings().description(),
         )
-        runtime.metrics = nodes.add_node(settings.node_id, runtime, protocol=settings.protocol)
+        runtime.metrics = nodes.add_node(
+            settings.node_id, runtime, protocol=protocol.name, roles=protocol.roles
+        )
         if faulty is not None:
             faults.add_node(settings.node_id, faulty)
         app = build_app(

@@ -9,7 +9,7 @@ Kafka and Redis) plus what only a process has (its HTTP listener, the insecure s
 variable: Kafka and Redis addresses are required, and so is the cluster key unless
 `DSCORE_INSECURE_NO_AUTH=true` says, explicitly, that this cluster runs without authenticated frames
 (secure by default: a forgotten key must not silently open the cluster to anyone who can write to its
-topics).
+topics). PBFT always needs the key: its replicas' pair MAC keys are derived from it.
 """
 
 from __future__ import annotations
@@ -77,7 +77,12 @@ def load_service_settings(**overrides: Any) -> ServiceSettings:
         problems.append(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS: required (host:port of the Kafka brokers)")
     if settings.redis.url is None:
         problems.append(f"{ENV_PREFIX}REDIS__URL: required (redis://host:port/db of this node's Redis)")
-    if settings.auth_key is None and not settings.insecure_no_auth:
+    if settings.auth_key is None and settings.protocol == "pbft":
+        problems.append(
+            f"{ENV_PREFIX}AUTH_KEY: required with {ENV_PREFIX}PROTOCOL=pbft, even with "
+            f"{ENV_PREFIX}INSECURE_NO_AUTH (the replicas' pair MAC keys are derived from it)"
+        )
+    elif settings.auth_key is None and not settings.insecure_no_auth:
         problems.append(
             f"{ENV_PREFIX}AUTH_KEY: required (the cluster key, at least 32 bytes); set "
             f"{ENV_PREFIX}INSECURE_NO_AUTH=true to run a throwaway cluster without authentication"

@@ -903,13 +903,17 @@ class Executor:
             return  # executed without knowing who asked (caught up by state transfer): others answer
         local = self._local_origin
         new = _new_response
+        # The reply names the primary of this replica's view (Castro and Liskov's REPLY carries the view),
+        # so a client can send its next request there; clients never count it in the f + 1 match.
+        primary = self.core.leader_id
         for (address, request_id), result in zip(origins, results, strict=True):
             if address.startswith(_LOCAL_PREFIX):
                 if address != local:
                     continue  # another replica's in-process request: that replica answers it
                 address = LOCAL
             self._reply(
-                address, new(request_id, result.outcome, result.value, None, result.client_id, result.error)
+                address,
+                new(request_id, result.outcome, result.value, primary, result.client_id, result.error),
             )
 
     def _answer_unknown(self, pending: _PendingEntry, why: str) -> None:

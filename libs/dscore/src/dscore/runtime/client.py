@@ -172,16 +172,24 @@ class ClientEndpoint:
         seq: int = 0,
         read_mode: ReadMode = ReadMode.LINEARIZABLE,
         timeout_s: float,
+        to_all: bool = False,
     ) -> asyncio.Future[ClientResponse | None]:
         """Send one request to `node`; the future resolves to its response, or None if none came within
-        `timeout_s` (the request may still take effect)."""
+        `timeout_s` (the request may still take effect). With `to_all`, the same request (one request id)
+        goes to every node, `node` first: a Byzantine-tolerant client's retry (Castro and Liskov, section
+        4.1: a faulty primary may have dropped it; the backups forward it and start their view-change
+        timers), answered once `reply_quorum` nodes sent the same answer."""
         future: asyncio.Future[ClientResponse | None] = asyncio.get_running_loop().create_future()
 
         def answer(response: ClientResponse | None) -> None:
             if not future.done():
                 future.set_result(response)
 
-        self.send(node, op, key, value, expected, client_id, seq, read_mode, timeout_s, answer)
+        if to_all:
+            nodes = (node, *(n for n in self.nodes() if n != node))
+            self.multicast(nodes, op, key, value, expected, client_id, seq, read_mode, timeout_s, answer)
+        else:
+            self.send(node, op, key, value, expected, client_id, seq, read_mode, timeout_s, answer)
         return future
 
     def send(  # noqa: PLR0917 (positional on purpose: the hot path of a load generator)
@@ -214,6 +222,35 @@ class ClientEndpoint:
             self._outbox_ready.set()
         else:
             queue.append(request)
+
+    def multicast(  # noqa: PLR0917 (the same arguments as `send`)
+        self,
+        nodes: Sequence[NodeId],
+        op: Op,
+        key: str,
+        value: str | None,
+        expected: str | None,
+        client_id: int,
+        seq: int,
+        read_mode: ReadMode,
+        timeout_s: float,
+        answer: Callable[[ClientResponse | None], object],
+    ) -> None:
+        """`send` of one request (one request id) to each of `nodes`; `answer` is called once, with the
+        first answer `reply_quorum` nodes agree on, or None after `timeout_s`."""
+        if not nodes:
+            raise LocalError("a multicast needs at least one node")
+        before = self._next_request_id
+        self.send(nodes[0], op, key, value, expected, client_id, seq, read_mode, timeout_s, answer)
+        if self._next_request_id == before:
+            return  # refused at once (the endpoint is full): answered already
+        request = self._outbox[nodes[0]][-1]
+        for node in nodes[1:]:
+            queue = self._outbox.get(node)
+            if queue is None:
+                self._outbox[node] = [request]
+            else:
+                queue.append(request)
 
     async def _send(self) -> None:
         ready = self._outbox_ready

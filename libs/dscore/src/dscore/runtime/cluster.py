@@ -108,6 +108,13 @@ class PbftCoreFactory:
         return (f if f is not None else (nodes - 1) // 3) + 1
 
 
+def pair_key_secret(auth_key: bytes) -> bytes:
+    """The secret PBFT's pair keys are derived from (`dscore.protocols.pbft.auth`), from the cluster key:
+    a one-way function of it, so neither the key nor the pair keys appear anywhere. The embedded cluster
+    and the node service (`dscore.runtime.protocols`) derive it the same way."""
+    return hashlib.sha256(b"dscore-pair-keys:" + auth_key).digest()
+
+
 def pbft_factory(config: PbftConfig | None = None) -> PbftCoreFactory:
     """Builds `PbftNode`s (n = 3f + 1; the secret of their pair keys comes from the cluster)."""
     return PbftCoreFactory(config if config is not None else PbftConfig())
@@ -205,7 +212,7 @@ class EmbeddedCluster:
         # Cores that authenticate each pair of nodes (PBFT) get a secret derived from the cluster key.
         with_secret = getattr(make_core, "with_secret", None)
         if callable(with_secret):
-            self._make_core = with_secret(hashlib.sha256(b"dscore-pair-keys:" + self._auth_key).digest())
+            self._make_core = with_secret(pair_key_secret(self._auth_key))
         quorum = getattr(self._make_core, "reply_quorum", None)
         #: matching replies a client waits for (f + 1 for PBFT, one otherwise)
         self.reply_quorum: int = quorum(len(ids)) if callable(quorum) else 1

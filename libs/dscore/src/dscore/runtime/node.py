@@ -406,7 +406,11 @@ class NodeRuntime:
 
     def protocol_counters(self) -> Mapping[str, int]:
         counters = getattr(self._executor.core, "counters", None) if self._executor is not None else None
-        return counters if isinstance(counters, dict) else {}
+        if isinstance(counters, dict):
+            return counters
+        # a core that counts in `contract.Counters` (PBFT: dropped input and `primary_suspected`)
+        dropped = getattr(counters, "dropped", None)
+        return dropped if isinstance(dropped, dict) else {}
 
     def transport_stats(self) -> TransportStatsView | None:
         stats = getattr(self._transport, "stats", None)

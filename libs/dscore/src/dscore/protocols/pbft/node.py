@@ -711,6 +711,12 @@ class PbftNode:
         self._checkpoint_taken = max(self._checkpoint_taken, seq)
         self._own_checkpoints[seq] = (digest, data)
         self._wanted_state = None
+        # The image says nothing of which requests it holds: a forwarded one may be in it, and watching it
+        # would make this replica suspect a primary that did nothing wrong and move to the next view alone
+        # (seen on the process stack: a restarted backup caught up by state transfer, then stuck in a view
+        # change nobody joined). A request that really went missing is retransmitted by its client (to
+        # every replica, section 4.1), which arms the timer again.
+        self._forwarded = {}
         if seq > self.stable_seq:
             self._set_stable(seq, digest)
             self.prev_stable = (seq, digest)  # nothing is known between: report this one
