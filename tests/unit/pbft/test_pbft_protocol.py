@@ -201,3 +201,35 @@ def test_4_5_a_restarted_replica_keeps_its_promises() -> None:
     assert set(after._preprepared) == set(before._preprepared)
     c.request(_data(2))
     assert [d for _, d in c.executed["r2"]][-1] == _data(2)
+
+
+def test_4_4_a_backup_caught_up_by_state_transfer_does_not_suspect_a_healthy_primary() -> None:
+    # Seen on the process stack: a backup forwards a client's request to the primary and is stopped before
+    # any of it comes back; the others execute the request and move on past a stable checkpoint; the
+    # backup returns and catches up by state transfer. The state image cannot say which requests it
+    # holds, so a backup still watching its forwarded request would suspect a primary that did nothing
+    # wrong and move alone to a view nobody joins (f + 1 are needed), never ready again.
+    c = Cluster()  # K = 2, L = 4
+    timeout = c.config.view_change_timeout_ticks
+    c.drop = lambda s, d, m: d == "r1"  # r1's forward reaches the primary; nothing comes back to r1
+    c.request(_data(1), at="r1")
+    backup = c.nodes["r1"]
+    assert backup.last_executed == 0 and all(c.executed[r] == [(1, _data(1))] for r in ("r0", "r2", "r3"))
+    c.down.add("r1")  # stopped: it neither ticks nor hears anything
+    c.drop = lambda s, d, m: False
+    for i in range(2, 6):
+        c.request(_data(i), origin=("c", i))
+    assert all(c.nodes[r].stable_seq == 4 for r in ("r0", "r2", "r3"))
+    c.down.discard("r1")
+    c.tick(c.config.status_every_ticks)  # its status brings f + 1 matching state offers
+    assert backup.stable_seq == 4 and c.executed["r1"][0] == (4, b"<state transfer>")
+    # Well past the view-change timeout (not so long that the age limit on forwarded requests, four
+    # timeouts, would drop the stale watch by itself): r1 stays with the primary, which is fine.
+    c.tick(2 * timeout)
+    assert backup.counters.dropped.get("primary_suspected", 0) == 0
+    assert not backup.changing and backup.view == 0 and backup.role is PbftRole.BACKUP
+    assert all(c.nodes[r].view == 0 and not c.nodes[r].changing for r in c.ids)
+    assert backup.last_executed == 5
+    # ... and it is ready: a request through it is executed everywhere, in view 0.
+    c.request(_data(6), at="r1", origin=("c", 6))
+    assert all(c.executed[r][-1] == (6, _data(6)) for r in c.ids)
