@@ -438,25 +438,35 @@ class _StackDemo:
         await cluster.wait_ready(timeout_s=60)
 
 
+#: node processes by default: three (the embedded demo's five cost too much CPU here); PBFT needs 3f + 1
+STACK_DEFAULT_NODES = {"raft": 3, "paxos": 3, "pbft": 4}
+
+
+def stack_demo_options(args: argparse.Namespace) -> DemoOptions:
+    """The demo's options from `dscore demo --stack processes ...` (the nodes read their own settings from
+    the environment, so none are loaded here). Without `--nodes`, the protocol's default node count.
+    Raises `ConfigError` for a bad combination (pbft with fewer than four nodes, say)."""
+    protocol = getattr(args, "protocol", "raft")
+    return DemoOptions(
+        seed=args.seed,
+        protocol=protocol,
+        nodes=args.nodes if args.nodes is not None else STACK_DEFAULT_NODES.get(protocol, 3),
+        duration_s=args.duration_s,
+        clients=args.clients,
+        keys=args.keys,
+        live=False,
+        history_path=args.history,
+        html_path=None if args.no_html else args.html,
+        check_timeout_s=args.check_timeout_s,
+    )
+
+
 def run_stack_demo(args: argparse.Namespace) -> int:
     """`dscore demo --stack processes` (see the module docstring); the same exit status as the embedded
     demo's."""
     try:
         repo = find_checkout()
-        protocol = getattr(args, "protocol", "raft")
-        options = DemoOptions(
-            seed=args.seed,
-            protocol=protocol,
-            # three processes by default (the embedded demo's five cost too much CPU here); PBFT needs 3f + 1
-            nodes=args.nodes if args.nodes is not None else (4 if protocol == "pbft" else 3),
-            duration_s=args.duration_s,
-            clients=args.clients,
-            keys=args.keys,
-            live=False,
-            history_path=args.history,
-            html_path=None if args.no_html else args.html,
-            check_timeout_s=args.check_timeout_s,
-        )
+        options = stack_demo_options(args)
     except ConfigError as error:
         print(f"dscore demo: {error}")
         return 2
