@@ -3,9 +3,10 @@ gateway, the chaos service and a Prometheus in the background, each with its pid
 `<run dir>/<name>.pid`; the URLs and the log folder printed; a write and a read through the gateway;
 Prometheus scrapes all five services and evaluates dscore's rules; the README's failover drill (the
 chaos service's HTTP API kills the leader's process) leaves a cluster that still serves writes; `down`
-stops every process and removes the pid files. Ports and the run folder are this test's own (free ports, `tmp_path`), so it never meets a
-person's `make up` or another checkout's run; the broker is the test session's
-(`DSCORE_DEV_KAFKA_BOOTSTRAP`), which `down` leaves running."""
+stops every process and removes the pid files. `DSCORE_PROTOCOL=pbft` starts four replicas by itself,
+serves through the gateway and survives the primary's kill (a view change). Ports and the run folder are
+this test's own (free ports, `tmp_path`), so it never meets a person's `make up` or another checkout's
+run; the broker is the test session's (`DSCORE_DEV_KAFKA_BOOTSTRAP`), which `down` leaves running."""
 
 from __future__ import annotations
 
@@ -101,28 +102,36 @@ def _dev(args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
-    tmp_path: Path, kafka_bootstrap: str, namespace: str
-) -> None:
-    run_dir = tmp_path / "run"
-    # One block for every port, so the services' ports cannot overlap each other: base+1..+3 Redis,
-    # base+4..+6 the nodes' HTTP, then the gateway, the chaos service and Prometheus.
-    n = len(NODES)
-    base = _free_block(2 * n + 3)
-    redis_base, node_http_base = base, base + n
-    gateway_port, chaos_port, prometheus_port = base + 2 * n + 1, base + 2 * n + 2, base + 2 * n + 3
+def _dev_env(
+    run_dir: Path, nodes: int, kafka_bootstrap: str, namespace: str
+) -> tuple[dict[str, str], tuple[int, int, int]]:
+    """dev.sh's environment on ports of this test's own, and (gateway, chaos, Prometheus) ports. One block
+    for every port, so the services' ports cannot overlap each other: base+1..+n Redis, base+n+1..+2n
+    the nodes' HTTP, then the gateway, the chaos service and Prometheus."""
+    base = _free_block(2 * nodes + 3)
+    ports = (base + 2 * nodes + 1, base + 2 * nodes + 2, base + 2 * nodes + 3)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DSCORE_")},
         "DSCORE_RUN_DIR": str(run_dir),
         "DSCORE_DEV_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "DSCORE_CLUSTER_ID": namespace,
-        "DSCORE_REDIS_PORT": str(redis_base),
-        "DSCORE_NODE_HTTP_PORT": str(node_http_base),
-        "DSCORE_GATEWAY_PORT": str(gateway_port),
-        "DSCORE_CHAOS_PORT": str(chaos_port),
-        "DSCORE_PROMETHEUS_PORT": str(prometheus_port),
-        "DSCORE_PROMETHEUS_SCRAPE_INTERVAL": "1s",
+        "DSCORE_REDIS_PORT": str(base),
+        "DSCORE_NODE_HTTP_PORT": str(base + nodes),
+        "DSCORE_GATEWAY_PORT": str(ports[0]),
+        "DSCORE_CHAOS_PORT": str(ports[1]),
+        "DSCORE_PROMETHEUS_PORT": str(ports[2]),
     }
+    return env, ports
+
+
+def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
+    tmp_path: Path, kafka_bootstrap: str, namespace: str
+) -> None:
+    run_dir = tmp_path / "run"
+    env, (gateway_port, chaos_port, prometheus_port) = _dev_env(
+        run_dir, len(NODES), kafka_bootstrap, namespace
+    )
+    env["DSCORE_PROMETHEUS_SCRAPE_INTERVAL"] = "1s"
     pids: dict[str, int] = {}
     try:
         up = _dev("up", env)
@@ -179,6 +188,53 @@ def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
         _wait(
             lambda: bool(_query(prometheus, 'dscore_chaos_faults_injected_total{kind="kill"} == 1')), "kill"
         )
+    finally:
+        down = _dev("down", env)
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert not [name for name, pid in pids.items() if _alive(pid)]
+    assert not list(run_dir.glob("*.pid")), list(run_dir.glob("*.pid"))
+
+
+def test_make_up_with_pbft_starts_four_replicas_that_serve_through_the_gateway(
+    tmp_path: Path, kafka_bootstrap: str, namespace: str
+) -> None:
+    """`DSCORE_PROTOCOL=pbft make up`: four replicas (n = 3f + 1) without DSCORE_NODES, the gateway waits
+    for f + 1 matching replies; a write and a read, the primary killed by the chaos service and a write
+    in the next view; `down` stops all. No Prometheus (the Raft test above covers it)."""
+    run_dir = tmp_path / "run"
+    nodes = ("n1", "n2", "n3", "n4")
+    env, (gateway_port, chaos_port, _) = _dev_env(run_dir, len(nodes), kafka_bootstrap, namespace)
+    env.update(DSCORE_PROTOCOL="pbft", DSCORE_DEV_PROMETHEUS="0")
+    pids: dict[str, int] = {}
+    try:
+        up = _dev("up", env)
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert [line.split()[1] for line in up.stdout.splitlines() if line.startswith("Node:")] == list(nodes)
+        for name in ("gateway", "chaos", *(f"node-{n}" for n in nodes), *(f"redis-{n}" for n in nodes)):
+            pids[name] = int((run_dir / f"{name}.pid").read_text())
+            assert _alive(pids[name]), name
+        assert not (run_dir / "prometheus.pid").exists()
+        url = f"http://127.0.0.1:{gateway_port}"
+        assert _json(f"{url}/v1/kv/greeting", "PUT", {"value": "hello"})[0] == 204
+        assert _json(f"{url}/v1/kv/greeting") == (200, {"key": "greeting", "value": "hello"})
+        status, cluster = _json(f"{url}/v1/cluster")
+        assert status == 200 and (cluster["protocol"], cluster["leader_role"]) == ("pbft", "primary"), cluster
+        primary = cluster["leader"]
+        assert primary in nodes, cluster
+
+        status, fault = _json(
+            f"http://127.0.0.1:{chaos_port}/v1/faults", "POST", {"kind": "process_kill", "target": "leader"}
+        )
+        assert status == 201 and fault["injections"][0]["target"] == f"node-{primary}", fault
+        _wait(lambda: not _alive(pids[f"node-{primary}"]), "the primary's process is gone", timeout_s=10)
+        _wait(lambda: _json(f"{url}/v1/kv/greeting", "PUT", {"value": "again"})[0] == 204, "a write after")
+        assert _json(f"{url}/v1/kv/greeting") == (200, {"key": "greeting", "value": "again"})
+
+        def next_primary() -> bool:
+            status, cluster = _json(f"{url}/v1/cluster")
+            return status == 200 and cluster["leader"] in set(nodes) - {primary}
+
+        _wait(next_primary, "the gateway names the primary of a later view")
     finally:
         down = _dev("down", env)
     assert down.returncode == 0, down.stderr[-2000:]
