@@ -8,7 +8,7 @@ for Redis a new object on a new connection) loads exactly what was saved.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -110,7 +110,16 @@ async def test_paxos_and_pbft_durable_state_round_trips_and_rebuilds_their_cores
     from dscore.protocols.paxos import CHOSEN, PaxosConfig, PaxosNode
     from dscore.protocols.paxos.messages import PaxosHardState
     from dscore.protocols.pbft import PbftNode
-    from dscore.protocols.pbft.messages import Origin, PbftHardState, PEntry, QEntry
+    from dscore.protocols.pbft.messages import (
+        NewView,
+        Origin,
+        PbftHardState,
+        PbftHardStateV1,
+        PEntry,
+        QEntry,
+        VcRef,
+        ViewChange,
+    )
 
     paxos_state = PaxosHardState(
         promised=(7 << 8) | 2, chosen=4, accepted=((1, CHOSEN), (2, (7 << 8) | 2), (1, 0))
@@ -152,6 +161,24 @@ async def test_paxos_and_pbft_durable_state_round_trips_and_rebuilds_their_cores
     assert loaded.durable == DurableState(pbft_state, Snapshot(8, 2, b"state", None), ())
     pbft = PbftNode.factory(secret=b"s" * 32)("n1", ("n2", "n3", "n4"), random.Random(1), loaded.durable)
     assert (pbft.view, pbft.stable_seq, pbft.last_executed) == (2, 8, 8)
+    # The view change it took part in as the primary of view 1 (n1 of four): its own VIEW-CHANGE and the
+    # NEW-VIEW it sent come back word for word, for it to resend (and never make another one).
+    vc = ViewChange(1, 8, b"\x02" * 32, (request,), (QEntry(9, 0, request.digest),), ())
+    new_view = NewView(1, (VcRef("n1", b"\x03" * 32), VcRef("n2", b"\x04" * 32)), 8, b"\x02" * 32, (request,))
+    in_view_1 = replace(pbft_state, view=1, view_change=vc, new_view=new_view)
+    await storage.save(WriteBatch(hard_state=in_view_1))
+    loaded = await (await backend.open()).load()
+    assert loaded.durable.hard_state == in_view_1
+    pbft = PbftNode.factory(secret=b"s" * 32)("n1", ("n2", "n3", "n4"), random.Random(1), loaded.durable)
+    assert (pbft.view, pbft.changing, pbft._new_view_sent) == (1, False, new_view)
+    assert pbft._view_changes[1]["n1"] == vc
+    # A record of the first layout (an older build's) still loads, without those messages.
+    older = PbftHardStateV1(*[getattr(pbft_state, name) for name in PbftHardStateV1.__slots__])
+    await storage.save(WriteBatch(hard_state=older))
+    loaded = await (await backend.open()).load()
+    assert loaded.durable.hard_state == older
+    pbft = PbftNode.factory(secret=b"s" * 32)("n1", ("n2", "n3", "n4"), random.Random(1), loaded.durable)
+    assert (pbft.view, pbft.stable_seq, pbft._new_view_sent) == (2, 8, None)
 
 
 async def test_hard_state_is_replaced_and_kept_when_absent(backend: Backend) -> None:

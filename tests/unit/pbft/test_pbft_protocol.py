@@ -5,14 +5,28 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+import pytest
 from pbft_harness import SECRET, Cluster
 
 from dscore.core.codec import encode_value
 from dscore.core.envelope import Envelope, Timestamp
+from dscore.core.errors import LocalError
 from dscore.core.ids import MsgId
 from dscore.protocols.pbft import PairKeys, PbftRole
 from dscore.protocols.pbft.auth import NULL_DIGEST, digest_of, pair_key
-from dscore.protocols.pbft.messages import Bundle, Commit, PEntry, Prepare, PrePrepare, QEntry, ViewChange
+from dscore.protocols.pbft.messages import (
+    Bundle,
+    Commit,
+    NewView,
+    PbftHardState,
+    PbftHardStateV1,
+    PEntry,
+    Prepare,
+    PrePrepare,
+    QEntry,
+    ViewChange,
+)
+from dscore.protocols.pbft.node import MAX_BACKOFF
 from dscore.protocols.pbft.viewchange import check, choose
 
 
@@ -233,3 +247,110 @@ def test_4_4_a_backup_caught_up_by_state_transfer_does_not_suspect_a_healthy_pri
     # ... and it is ready: a request through it is executed everywhere, in view 0.
     c.request(_data(6), at="r1", origin=("c", 6))
     assert all(c.executed[r][-1] == (6, _data(6)) for r in c.ids)
+
+
+# -- 4.5 / 5: view changes across crashes ------------------------------------------------------------------
+
+
+def _is_new_view(m: object) -> bool:
+    return isinstance(m, NewView) or (isinstance(m, Bundle) and any(isinstance(i, NewView) for i in m.items))
+
+
+def _view_change_to_view_1(c: Cluster, drop_vc: tuple[str, str] | None = None) -> list[NewView]:
+    """The primary of view 0 (r0) cannot reach anyone: the backups' timers expire on a client's request
+    and they move to view 1 (r0 follows once f + 1 did). r1, the primary of view 1, multicasts its
+    NEW-VIEW, which is lost (returned). `drop_vc` (src, dst) loses one VIEW-CHANGE for view 1 for good."""
+    lost: list[NewView] = []
+
+    def drop(s: str, d: str, m: object) -> bool:
+        if isinstance(m, NewView):
+            lost.append(m)
+            return True
+        if drop_vc is not None and (s, d) == drop_vc and isinstance(m, ViewChange):
+            return True
+        return _is_new_view(m) or (s == "r0" and not isinstance(m, ViewChange))
+
+    c.drop = drop
+    for r in ("r1", "r2", "r3"):
+        c.request(_data(9), at=r, origin=("c", 9))
+    c.tick(c.config.view_change_timeout_ticks)
+    assert c.nodes["r1"].view == 1 and not c.nodes["r1"].changing and lost
+    assert all(c.nodes[r].view == 1 and c.nodes[r].changing for r in ("r0", "r2", "r3") if r not in c.down)
+    return lost
+
+
+def test_4_5_a_restarted_primary_resends_the_new_view_it_sent_and_no_other() -> None:
+    # The new primary's NEW-VIEW is lost and it crashes; so does a backup. Both come back from their
+    # durable state: the primary (in the new view) with the NEW-VIEW it sent and its VIEW-CHANGE, the
+    # backup with the VIEW-CHANGE it sent, word for word (its low water mark moved since: one made again
+    # would not match the digest the NEW-VIEW names). The backups install the view it sent. r0 stays
+    # away, so nothing but r1, r2 and r3 can make view 1 (and nothing times out into view 2: its timer
+    # needs 2f + 1 replicas that left view 0 behind, which r2 and r3 alone are not).
+    c = Cluster()  # K = 2, L = 4
+    for i in range(1, 6):
+        c.request(_data(i), origin=("c", i))
+    assert all(c.nodes[r].stable_seq == 4 and c.nodes[r].prev_stable[0] == 2 for r in c.ids)
+    c.down.add("r0")
+    lost = _view_change_to_view_1(c, drop_vc=("r0", "r1"))
+    sent = lost[0]
+    assert {ref.replica for ref in sent.used} == {"r1", "r2", "r3"}
+    c.restart("r1")
+    c.restart("r2")
+    c.drop = lambda s, d, m: False
+    c.tick(2 * c.config.status_every_ticks)
+    assert all(c.nodes[r].view == 1 and not c.nodes[r].changing for r in ("r1", "r2", "r3"))
+    assert c.nodes["r2"].last_rejected_new_view == ""
+    # r1 made no second NEW-VIEW: what reached the backups is the one it sent before the crash.
+    assert c.nodes["r1"]._new_view_sent == replace(sent, mac=b"")
+    c.request(_data(6), at="r2", origin=("c", 6))
+    c.tick(c.config.status_every_ticks)
+    assert all(c.executed[r][-1][1] == _data(6) for r in ("r1", "r2", "r3"))
+
+
+def test_4_5_2_a_view_change_left_behind_by_a_quorum_times_out_into_the_next_view() -> None:
+    # Simulator seed 933, in ticks: r1 becomes primary of view 1, its NEW-VIEW is lost and it crashes
+    # (and stays down: f = 1 replica may). r0 times out in view 1 and moves to view 2 alone. r2 and r3
+    # crashed in view 1 and come back holding only their own VIEW-CHANGE for it, then each other's. The
+    # network is healthy and three correct replicas are up, yet nobody joins r0 (f + 1 are needed) and
+    # r2 and r3 hold VIEW-CHANGE messages for view 1 from two replicas, not 2f + 1. They do hold
+    # VIEW-CHANGE messages for view 1 or later from 2f + 1 replicas (r0's for view 2): their timer runs,
+    # they move to view 2, whose primary r2 makes it with r0 and r3. r1 follows when it returns.
+    c = Cluster()
+    c.request(_data(1))
+    lost = _view_change_to_view_1(c, drop_vc=("r3", "r1"))
+    assert {ref.replica for ref in lost[0].used} == {"r0", "r1", "r2"}
+    c.down.update({"r1", "r2", "r3"})  # crashed: r1 in view 1 (installed), r2 and r3 still moving to it
+    c.drop = lambda s, d, m: False  # the network is healthy from now on
+    c.tick(3 * c.config.view_change_timeout_ticks)
+    assert c.nodes["r0"].view == 2 and c.nodes["r0"].changing
+    for r in ("r2", "r3"):
+        c.restart(r)
+        c.down.discard(r)
+    live = ("r0", "r2", "r3")
+    c.tick(MAX_BACKOFF * c.config.view_change_timeout_ticks)
+    assert all(c.nodes[r].view == 2 and not c.nodes[r].changing for r in live)
+    c.request(_data(2), at="r3", origin=("c", 2))
+    assert all(c.executed[r][-1][1] == _data(2) for r in live)
+    c.restart("r1")
+    c.down.discard("r1")
+    assert c.nodes["r1"].view == 1 and not c.nodes["r1"].changing
+    c.tick(2 * c.config.status_every_ticks)
+    assert c.nodes["r1"].view == 2 and not c.nodes["r1"].changing
+    assert c.executed["r1"][-1][1] == _data(2)
+
+
+def test_5_a_durable_state_of_the_first_layout_loads_and_a_foreign_one_is_refused() -> None:
+    c = Cluster()
+    c.request(_data(1))
+    saved = c.durable["r2"]
+    hard = saved.hard_state
+    assert isinstance(hard, PbftHardState) and hard.view_change is None and hard.new_view is None
+    older = PbftHardStateV1(*[getattr(hard, name) for name in PbftHardStateV1.__slots__])
+    c.durable["r2"] = replace(saved, hard_state=older)
+    c.restart("r2")
+    assert c.nodes["r2"].view == 0 and set(c.nodes["r2"]._preprepared) == {1}
+    c.request(_data(2), origin=("c", 2))
+    assert c.executed["r2"][-1] == (2, _data(2))
+    c.durable["r3"] = replace(c.durable["r3"], hard_state=("raft", 3))
+    with pytest.raises(LocalError, match="not a PBFT"):
+        c.restart("r3")

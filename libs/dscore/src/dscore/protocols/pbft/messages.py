@@ -194,10 +194,17 @@ class Bundle:
     mac: bytes = b""
 
 
-@message("pbft.hard_state")
+@message("pbft.hard_state_v2")
 @dataclass(frozen=True, slots=True)
 class PbftHardState:
-    """What a replica persists before it sends: what it said it accepted, prepared and voted for."""
+    """What a replica persists before it sends: what it said it accepted, prepared and voted for, and
+    what it said in the view change of `view` (persisted before either is sent, like the rest).
+
+    `view_change` is this replica's own VIEW-CHANGE for `view` as it sent it (`mac` empty): after a
+    restart it resends that very message, so a NEW-VIEW naming it by digest still checks out at every
+    backup. `new_view` is the NEW-VIEW this replica sent as the primary of `view`: after a restart it
+    resends it to replicas still waiting for it (TOCS 2002 section 4.5), and never makes another one for
+    that view. Records of the first layout (`PbftHardStateV1`) are still read."""
 
     view: int
     changing: bool
@@ -207,6 +214,36 @@ class PbftHardState:
     accepted: tuple[PEntry, ...]
     prepared: tuple[PEntry, ...]
     preprepared: tuple[QEntry, ...]
+    view_change: ViewChange | None = None
+    new_view: NewView | None = None
+
+
+@message("pbft.hard_state")
+@dataclass(frozen=True, slots=True)
+class PbftHardStateV1:
+    """The first layout of `PbftHardState` (no view-change messages), as older builds saved it: read
+    only, restored as a `PbftHardState` without them (`upgrade`)."""
+
+    view: int
+    changing: bool
+    stable_seq: int
+    stable_digest: bytes
+    next_seq: int
+    accepted: tuple[PEntry, ...]
+    prepared: tuple[PEntry, ...]
+    preprepared: tuple[QEntry, ...]
+
+    def upgrade(self) -> PbftHardState:
+        return PbftHardState(
+            self.view,
+            self.changing,
+            self.stable_seq,
+            self.stable_digest,
+            self.next_seq,
+            self.accepted,
+            self.prepared,
+            self.preprepared,
+        )
 
 
 #: the messages that carry a pair MAC

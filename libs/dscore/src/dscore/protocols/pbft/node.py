@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 
 from dscore.core.codec import encode_value
 from dscore.core.envelope import Envelope
+from dscore.core.errors import LocalError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import (
     EMPTY_READY,
@@ -66,6 +67,7 @@ from dscore.protocols.pbft.messages import (
     NewView,
     Origin,
     PbftHardState,
+    PbftHardStateV1,
     PEntry,
     Prepare,
     PrePrepare,
@@ -321,8 +323,9 @@ class PbftNode:
             self._broadcast(Status(self.view, self.changing, self.last_executed, self.stable_seq))
         if self.changing:
             # The new view's timer runs only once 2f + 1 replicas moved to it (section 4.5.2), so a
-            # replica cut off alone does not run through views nobody else is in.
-            if self._vc_quorum_at is None and len(self._view_changes.get(self.view, ())) >= self.quorum:
+            # replica cut off alone does not run through views nobody else is in. Replicas that moved
+            # past it count too (`_left_behind`): they will not send VIEW-CHANGE for this view again.
+            if self._vc_quorum_at is None and self._left_behind() >= self.quorum:
                 self._vc_quorum_at = self.ticks
             quorum_at = self._vc_quorum_at
             if quorum_at is not None and self.ticks - quorum_at >= self._vc_timeout:
@@ -343,6 +346,16 @@ class PbftNode:
             self.counters.drop("primary_suspected")
             self._back_off()
             self._start_view_change(self.view + 1)
+
+    def _left_behind(self) -> int:
+        """How many replicas (this one included) are known to have left the view before this one: their
+        VIEW-CHANGE for this view or a later one is held. The paper starts the timer on 2f + 1 VIEW-CHANGE
+        messages for this very view, and relies on each being retransmitted until the view starts; a
+        replica that moved on to a later view (its timer expired) no longer sends its VIEW-CHANGE for this
+        one, and one that restarted may have lost those it received. Without counting them, replicas
+        stuck here with fewer than 2f + 1 could wait forever beside a quorum on the move (seed 933)."""
+        view = self.view
+        return len({r for v, by in self._view_changes.items() if v >= view for r in by})
 
     def _back_off(self) -> None:
         """Each view that fails to start doubles the wait for the next (section 4.5.2), up to a cap: the
@@ -727,8 +740,8 @@ class PbftNode:
     # -- view changes (section 4.4, 4.5) --------------------------------------------------------------
 
     def _start_view_change(self, view: int) -> None:
-        if view <= self.view and self.changing:
-            return
+        if view <= self.view:
+            return  # one VIEW-CHANGE (and, as its primary, one NEW-VIEW) per view, never a second
         self.view = view
         self.changing = True
         self._vc_started = self.ticks
@@ -921,6 +934,7 @@ class PbftNode:
         preprepared = tuple(
             QEntry(n, v, d) for n, by in sorted(self._preprepared.items()) for d, v in sorted(by.items())
         )
+        sent = self._new_view_sent
         return PbftHardState(
             self.view,
             self.changing,
@@ -930,6 +944,8 @@ class PbftNode:
             accepted,
             tuple(e for _, e in sorted(self._prepared.items())),
             preprepared,
+            self._view_changes.get(self.view, {}).get(self._node_id),
+            sent if sent is not None and sent.view == self.view else None,
         )
 
     def _restore(self, durable: DurableState | None) -> None:
@@ -945,7 +961,11 @@ class PbftNode:
                 continue
             self._replay[entry.index] = entry
         hard = durable.hard_state
-        if isinstance(hard, PbftHardState):
+        if isinstance(hard, PbftHardStateV1):
+            hard = hard.upgrade()  # saved by an older build: no view-change messages kept
+        elif hard is not None and not isinstance(hard, PbftHardState):
+            raise LocalError(f"durable hard state is not a PBFT PbftHardState: {type(hard).__name__}")
+        if hard is not None:
             self.view = hard.view
             self.changing = hard.changing
             self.stable_seq = hard.stable_seq
@@ -961,10 +981,19 @@ class PbftNode:
             for p in hard.prepared:
                 if p.view == self.view:
                     self._sent_commit.add((p.view, p.seq))
-            if self.changing:
-                vc = self._own_view_change(self.view)
+            # What it said in this view's change, word for word: a NEW-VIEW names VIEW-CHANGE messages by
+            # digest, so one made again from the restored state (whose low water mark may have moved)
+            # would not match what the new primary used.
+            vc = hard.view_change
+            if vc is None or vc.view != self.view:
+                vc = self._own_view_change(self.view) if self.changing else None
+            if vc is not None:
                 self._view_changes.setdefault(self.view, {})[self._node_id] = vc
-                self._broadcast(vc)
+                if self.changing:
+                    self._broadcast(vc)
+            new_view = hard.new_view
+            if new_view is not None and new_view.view == self.view and not self.changing:
+                self._new_view_sent = new_view  # resent to replicas still waiting (`_help_join`)
         if snapshot is not None and snapshot.index < self.stable_seq:
             self._wanted_state = (self.stable_seq, self.stable_digest)
         # Executed entries above the snapshot are executed again (the state machine starts from the
