@@ -17,7 +17,9 @@ n = 3f + 1 replicas in a fixed, sorted order; the primary of view v is replica v
   requests) and Q (what it pre-prepared); the new primary applies the decision procedure
   (`dscore.protocols.pbft.viewchange`) and multicasts NEW-VIEW; every backup checks it against the
   VIEW-CHANGE messages it received itself. Timeouts double for each view that fails to start, and f + 1
-  VIEW-CHANGE messages for later views make a replica join (liveness, section 4.5.2).
+  VIEW-CHANGE messages for later views make a replica join (liveness, section 4.5.2). The new view's
+  timer runs once 2f + 1 replicas left the old one (`_left_behind`). A replica's own VIEW-CHANGE and the
+  NEW-VIEW it sent as primary are durable (`PbftHardState`) and resent word for word after a restart.
 
 Execution is handed to the driver as committed `LogEntry`s (`index` = sequence number, `term` = the view
 in which *this* replica committed it: replicas agree on the request at each number, not on that view).
