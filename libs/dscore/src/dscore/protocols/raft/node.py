@@ -862,7 +862,11 @@ class RaftNode:
             if pr.next <= last:
                 entries = log.batch(pr.next, config.max_entries_per_msg, config.max_bytes_per_msg)
             else:
-                if state is ProgressState.REPLICATE and pr.sent_commit >= commit:
+                # Nothing new for a replicating follower: an append only to carry a higher commit index,
+                # unless `commit_only_appends` is off (then the next append or heartbeat carries it).
+                if state is ProgressState.REPLICATE and (
+                    pr.sent_commit >= commit or not config.commit_only_appends
+                ):
                     return
                 entries = ()
             self._msgs.append(Outgoing(to, AppendEntries(self._term, prev, prev_term, entries, commit)))
