@@ -74,6 +74,7 @@ def test_the_fixed_seeds_cover_every_fault_and_network_model() -> None:
     assert sum(1 for o in options if "heartbeat_ticks" in o) > 200
     assert sum(1 for o in options if "max_bytes_per_msg" in o) > 50
     assert sum(1 for o in options if "snapshot_chunk_bytes" in o) > 100
+    assert sum(1 for o in options if o.get("commit_only_appends") is False) > 150  # the node service's
     assert sum(1 for c in configs if c.tick_drift == DEPLOYMENT_TICK_DRIFT) > 50
     assert sum(1 for c in configs if c.tick_drift > 0) > 300
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from raft_harness import Cluster, cfg
 
 from dscore.core.envelope import Envelope
@@ -203,3 +204,34 @@ def test_envelope_filter_signature() -> None:
     c.filter = lambda e: seen.append(e) is None
     c.wait_leader()
     assert seen
+
+
+@pytest.mark.parametrize("commit_only_appends", [True, False])
+def test_followers_learn_a_new_commit_index_by_an_empty_append_or_by_the_next_heartbeat(
+    commit_only_appends: bool,
+) -> None:
+    """`commit_only_appends` (on by default, off in the node service): with it, a leader whose commit
+    index moved tells its followers at once with an append that carries no entries; without it the next
+    heartbeat (or append with entries) carries the commit index, and no entry-less append is sent to a
+    follower that is replicating."""
+    c = Cluster(config=cfg(commit_only_appends=commit_only_appends, heartbeat_ticks=3), seed=2)
+    lead = c.wait_leader()
+    c.tick(6)
+    before = c.sent.copy()
+    index = c.propose(b"x")  # delivers every message, with no tick
+    empty_appends = sum(
+        1
+        for e in c.trace[-(sum(c.sent.values()) - sum(before.values())) :]
+        if isinstance(e.content, AppendEntries) and not e.content.entries
+    )
+    followers = [n for n in c.ids if n != lead]
+    assert c.nodes[lead].commit_index == index
+    if commit_only_appends:
+        assert empty_appends == len(followers)
+        assert all(c.nodes[f].commit_index == index for f in followers)
+    else:
+        assert empty_appends == 0
+        assert all(c.nodes[f].commit_index < index for f in followers)
+        c.tick(3)  # the next heartbeat carries it
+        assert all(c.nodes[f].commit_index == index for f in followers)
+    assert all(c.sm[n] == [b"x"] for n in c.ids)

@@ -104,10 +104,12 @@ def test_raft_settings_default_to_raft_config_and_read_the_environment(
 ) -> None:
     from dscore.protocols.raft import RaftConfig, ReadOnlyOption
 
-    assert load_settings().raft.raft_config() == RaftConfig()
+    # one departure, on purpose: the node service sends no append only to carry a commit index
+    assert load_settings().raft.raft_config() == RaftConfig(commit_only_appends=False)
     monkeypatch.setenv("DSCORE_RAFT__ELECTION_TIMEOUT_TICKS", "20")
     monkeypatch.setenv("DSCORE_RAFT__READ_ONLY_OPTION", "lease")
     monkeypatch.setenv("DSCORE_RAFT__PRE_VOTE", "false")
+    monkeypatch.setenv("DSCORE_RAFT__COMMIT_ONLY_APPENDS", "true")
     config = load_settings().raft.raft_config()
     assert config == RaftConfig(
         election_timeout_ticks=20, read_only_option=ReadOnlyOption.LEASE, pre_vote=False

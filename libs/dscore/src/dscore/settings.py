@@ -47,13 +47,13 @@ Paxos cluster, and a stray `DSCORE_RAFT__...` in a shared ConfigMap must not spl
 Node-local, and why: `node_id`, `peers`, `initial_cluster_state` (they describe this process; the
 membership itself is Raft's replicated configuration, not a setting); `auth_key` (it must be equal, but
 a MAC that verifies proves that, and a description is sent to peers, so a secret can never be in one);
-`raft.max_inflight_msgs`, `raft.max_entries_per_msg`, `raft.max_bytes_per_msg` and
-`raft.snapshot_chunk_bytes` (they only shape what a leader sends, any receiver accepts any batch up to
-`max_envelope_bytes`, and keeping them local lets them be tuned by a rolling restart); the queues, the
-in-flight bounds, `snapshot_every_entries`, `max_catchup_ticks`, `gc_gen0_threshold` (one process's
-resources and pace) and `seed` (each node's own random stream); `kafka.*` and `redis.*` (where this
-process finds its broker and its own durable state; the cluster id, not these, keeps clusters apart on
-a shared broker).
+`raft.max_inflight_msgs`, `raft.max_entries_per_msg`, `raft.max_bytes_per_msg`,
+`raft.snapshot_chunk_bytes` and `raft.commit_only_appends` (they only shape what a leader sends, any
+receiver accepts any batch up to `max_envelope_bytes`, and keeping them local lets them be tuned by a
+rolling restart); the queues, the in-flight bounds, `snapshot_every_entries`, `max_catchup_ticks`,
+`gc_gen0_threshold` (one process's resources and pace) and `seed` (each node's own random stream);
+`kafka.*` and `redis.*` (where this process finds its broker and its own durable state; the cluster id,
+not these, keeps clusters apart on a shared broker).
 
 `load_settings()` turns every validation failure into one `ConfigError` that names the environment
 variable, the bad value and what is expected, so a wrong setting stops a node at start with a clear
@@ -305,6 +305,10 @@ class RaftSettings(_RaftAgreedFields):
     max_bytes_per_msg: int = Field(default=_RAFT_DEFAULTS.max_bytes_per_msg, ge=1)
     #: snapshot bytes per InstallSnapshot chunk
     snapshot_chunk_bytes: int = Field(default=_RAFT_DEFAULTS.snapshot_chunk_bytes, ge=1)
+    #: send followers an append only to carry a new commit index (off here, unlike `RaftConfig`'s
+    #: default: each is two Kafka records per follower per commit; followers then learn the commit index
+    #: from the next append or heartbeat; see `RaftConfig.commit_only_appends`)
+    commit_only_appends: bool = False
 
     def raft_config(self) -> RaftConfig:
         try:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
+import uvloop
 
 from dscore.core.errors import ConfigError, DscoreError
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
@@ -58,6 +59,8 @@ def _uvicorn_config(app: object, settings: GatewaySettings) -> uvicorn.Config:
         log_config=None,
         timeout_graceful_shutdown=max(1, math.ceil(options.drain_timeout_s)),
         server_header=False,
+        # httptools (C) instead of h11 (pure Python): the HTTP parsing was ~10% of a write's CPU here
+        http="httptools",
     )
 
 
@@ -119,11 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with our cleanup done and exit code 0 instead of a kill by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: None)
+    # uvloop: the event loop in C; the pure-Python loop's own bookkeeping was a tenth of the gateway's CPU
     try:
-        if args.embedded:
-            asyncio.run(serve_embedded(settings, args.embedded))
-        else:
-            asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            if args.embedded:
+                runner.run(serve_embedded(settings, args.embedded))
+            else:
+                runner.run(serve(settings))
     except DscoreError as error:
         print(f"dscore-gateway: {error}", file=sys.stderr)
         return 1

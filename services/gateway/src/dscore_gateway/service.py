@@ -13,6 +13,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dscore.core.client_messages import Outcome, ReadMode
 from dscore.runtime.client import ClientEndpoint
@@ -101,6 +102,10 @@ class Gateway:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        # read at scrape time, not set on every request (a locked write per request and per answer)
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        #: (node, outcome) -> its labelled attempts counter
+        self._attempt_counters: dict[tuple[str, str], Any] = {}
         self.metrics.watch(
             rejected=lambda: endpoint.rejected,
             sessions=lambda: {
@@ -163,11 +168,9 @@ class Gateway:
         """An HTTP request starts being served (paired with `leave`)."""
         self.in_flight += 1
         self._idle.clear()
-        self.metrics.in_flight.set(self.in_flight)
 
     def leave(self) -> None:
         self.in_flight -= 1
-        self.metrics.in_flight.set(self.in_flight)
         if self.in_flight == 0:
             self._idle.set()
 
@@ -336,7 +339,10 @@ class Gateway:
     # -- hooks and background ----------------------------------------------------------------------
 
     def _on_attempt(self, node: str, outcome: str) -> None:
-        self.metrics.attempts.labels(node, outcome).inc()
+        counter = self._attempt_counters.get((node, outcome))
+        if counter is None:
+            counter = self._attempt_counters[(node, outcome)] = self.metrics.attempts.labels(node, outcome)
+        counter.inc()
 
     def _on_leadership(self, event: LeadershipEvent) -> None:
         if event.failover_s is not None:

@@ -185,7 +185,8 @@ def draw_raft_options(rng: random.Random) -> dict[str, int | bool | str]:
     timeout; lease bugs also need a stalled leader, so they get more of the seeds); small batches and
     windows, where followers catch up over many appends and probe/replicate transitions are frequent
     (the Figure 8 interleaving needs a follower that catches up over several appends, which a 512-entry
-    batch almost never produces); byte limits that cut batches; snapshots sent in many small chunks."""
+    batch almost never produces); byte limits that cut batches; snapshots sent in many small chunks; no
+    appends sent only for a new commit index (the node service's setting) in half of them."""
     options: dict[str, int | bool | str] = {}
     # Every value is drawn whether or not it is used, so one switch never shifts the draws after it.
     election = rng.choice((3, 5, 20))
@@ -224,6 +225,8 @@ def draw_raft_options(rng: random.Random) -> dict[str, int | bool | str]:
         options["max_bytes_per_msg"] = message_bytes
     if switches[4] < 0.3:
         options["snapshot_chunk_bytes"] = chunk_bytes
+    if switches[5] < 0.5:
+        options["commit_only_appends"] = False  # the node service's setting: commit via the next message
     return options
 
 

@@ -49,6 +49,14 @@ class RaftConfig:
     #: largest snapshot a follower accepts from a leader: the bound of its InstallSnapshot receive
     #: buffer (a transfer that announces more is refused and counted; see `snapshot`)
     max_snapshot_bytes: int = 1 << 30
+    #: a leader whose commit index moved sends each up-to-date follower an append with no entries just to
+    #: say so (the paper's and etcd's behaviour). Off, followers learn it from the next append with
+    #: entries or the next heartbeat (which carries it too): their applied state (stale reads, their
+    #: snapshots) lags by at most one heartbeat interval, and clients see nothing, as the leader answers
+    #: them. Safety does not depend on it either way. On Kafka each such append and its response are two
+    #: records per follower per commit, ~40% of what a loaded cluster moved (bench/etcd), so the node
+    #: service turns it off (`dscore.settings.RaftSettings`).
+    commit_only_appends: bool = True
 
     def __post_init__(self) -> None:
         _check_int("election_timeout_ticks", self.election_timeout_ticks, 2)
@@ -63,7 +71,7 @@ class RaftConfig:
         _check_int("max_bytes_per_msg", self.max_bytes_per_msg, 1)
         _check_int("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1)
         _check_int("max_snapshot_bytes", self.max_snapshot_bytes, 1)
-        for name in ("pre_vote", "check_quorum"):
+        for name in ("pre_vote", "check_quorum", "commit_only_appends"):
             if type(getattr(self, name)) is not bool:
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.read_only_option, ReadOnlyOption):

@@ -526,7 +526,8 @@ class RaftNode:
             or read_only.released
             or read_only.failed
             or log.pending_snapshot is not None
-            or self._prev_hs != (self._term, self._vote, log.committed)
+            or self._prev_hs[0] != self._term
+            or self._prev_hs[1] != self._vote
         )
 
     def ready(self) -> Ready:
@@ -541,12 +542,23 @@ class RaftNode:
             self._append_dirty = False
             read_only.broadcast_wanted = False
         log = self._log
-        hs_tuple = (self._term, self._vote, log.committed)
+        snapshot, log_replaced, entries, committed = log.take_ready()
+        # The commit index is volatile state (Raft, Figure 2): a Ready whose only durable change would be
+        # a higher commit index persists nothing (as etcd's raft, whose `MustSync` ignores the commit
+        # index). The index rides along with the next write that persists something else (entries, a
+        # snapshot, a term or a vote); a restart from an older one re-learns it from the leader. Saving
+        # it on its own cost a fsynced write on every node per commit, and on the leader one on the path
+        # of every client's answer (persist, then apply).
+        prev = self._prev_hs
         hard_state = None
-        if hs_tuple != self._prev_hs:
+        if (
+            prev[0] != self._term
+            or prev[1] != self._vote
+            or (prev[2] != log.committed and (entries or snapshot is not None))
+        ):
+            hs_tuple = (self._term, self._vote, log.committed)
             self._prev_hs = hs_tuple
             hard_state = HardState(*hs_tuple)
-        snapshot, log_replaced, entries, committed = log.take_ready()
         messages: tuple[Outgoing, ...] = ()
         if self._msgs:
             messages = tuple(self._msgs)
@@ -850,7 +862,11 @@ class RaftNode:
             if pr.next <= last:
                 entries = log.batch(pr.next, config.max_entries_per_msg, config.max_bytes_per_msg)
             else:
-                if state is ProgressState.REPLICATE and pr.sent_commit >= commit:
+                # Nothing new for a replicating follower: an append only to carry a higher commit index,
+                # unless `commit_only_appends` is off (then the next append or heartbeat carries it).
+                if state is ProgressState.REPLICATE and (
+                    pr.sent_commit >= commit or not config.commit_only_appends
+                ):
                     return
                 entries = ()
             self._msgs.append(Outgoing(to, AppendEntries(self._term, prev, prev_term, entries, commit)))
