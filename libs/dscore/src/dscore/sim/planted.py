@@ -19,9 +19,11 @@ Executor bugs (protocol: raft):
   step 1): a vote or an acknowledgement promises what a crash forgets. Exposed by the `power_loss` fault
   (a node loses power while its write is in flight: the write is lost, what was sent before it has left)
   and caught by Raft's "acknowledged is durable" invariant: a leader counts a follower as storing entries
-  that the follower's stable storage does not hold. Without that invariant the follower rejects every
-  append below the leader's belief forever (a livelock the liveness check meets only millions of events
-  later).
+  that the follower's stable storage does not hold (first default seed: 6). Either half alone catches it
+  later: the invariant with only the older mid-work kills (a kill after the replies left, before the
+  write) at seed 12; the power loss with only the older invariants at seed 119 (leader completeness), and
+  on seeds 16, 68, 109 the leader then probes the follower forever below the match it lost (a livelock
+  only the run's event bound ends).
 - `ack_on_propose`: a client command is answered OK as soon as it is proposed, not once applied. Caught
   by the linearizability check (an acknowledged write that never took effect, or a read that misses it).
 - `unknown_as_not_leader`: a command pending on a leader that lost the lead is answered NOT_LEADER ("no
