@@ -20,6 +20,7 @@ def happened(kind: str, stats: SimStats) -> bool:
         "partition": stats.partitions > 0 and stats.dropped_partition > 0,
         "corruption": stats.corrupted > 0 and stats.decode_errors > 0,
         "flaky_leader": stats.leader_isolations > 0 and stats.dropped_partition > 0,
+        "power_loss": stats.power_losses > 0 and stats.restarts >= stats.crashes,
     }[kind]
 
 

@@ -101,8 +101,11 @@ def test_swarm_fault_mixes_find_it_too() -> None:
     assert_caught_and_replayed(result, **options)
 
 
-@pytest.mark.parametrize("chunk", range(4))
-def test_correct_raft_survives_100_seeds_of_flaky_leaders(chunk: int) -> None:
+#: 50 seeds (3 and 5 nodes): the control for the search above. Correct Raft under flaky leaders is also
+#: what about half of the 500 swarm seeds of `test_sim_raft.py` run (every setting drawn, one-entry batches
+#: among them), so this no longer repeats it on 100.
+@pytest.mark.parametrize("chunk", range(2))
+def test_correct_raft_survives_50_seeds_of_flaky_leaders(chunk: int) -> None:
     nodes = 3 if chunk % 2 == 0 else 5
     seeds = range(1_000 + chunk * 25, 1_000 + (chunk + 1) * 25)
     results = [run(RaftNode, seed, nodes=nodes) for seed in seeds]

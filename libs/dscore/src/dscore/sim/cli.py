@@ -210,7 +210,8 @@ def _single(console: Console, args: argparse.Namespace, config: SimConfig, *, ve
         f"events={stats.events} messages={stats.messages_sent} delivered={stats.messages_delivered} "
         f"dropped={stats.dropped_omission}+{stats.dropped_partition}(partition)+{stats.dropped_down}(down) "
         f"duplicated={stats.duplicated} delayed={stats.delayed} corrupted={stats.corrupted} "
-        f"crashes={stats.crashes} restarts={stats.restarts} partitions={stats.partitions} "
+        f"crashes={stats.crashes} (power losses={stats.power_losses}) restarts={stats.restarts} "
+        f"partitions={stats.partitions} "
         f"pauses={stats.pauses} leader-isolations={stats.leader_isolations}",
         markup=False,
     )

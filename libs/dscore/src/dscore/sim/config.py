@@ -58,6 +58,7 @@ FAULT_KINDS = (
     "partition",
     "corruption",
     "flaky_leader",
+    "power_loss",
 )
 
 #: the kinds `FaultPlan.draw` has always drawn from its `rng`; kinds added later draw from `late_rng`, so a
@@ -132,6 +133,13 @@ class FaultPlan:
     #: of ticks drawn from `flaky_leader_ticks`.
     flaky_leader_probability: float = 0.0
     flaky_leader_ticks: tuple[int, int] = (20, 150)
+    #: power loss: a write is lost, with this probability, to a power loss while it is in flight (during
+    #: its fsync): the node goes down as in a crash (restarting after `crash_down_ticks`), the write never
+    #: becomes durable, and whatever the node handed the network before the write began has left. Only
+    #: the write in flight is lost: every earlier one had returned, so it is durable. With the `Ready`
+    #: order (persist, then send) nothing a lost write holds was announced; an executor that sends first
+    #: lets a vote or an acknowledgement escape that the restarted node no longer knows it gave
+    power_loss_probability: float = 0.0
     #: faults stop at this fraction of the run; the rest is fault-free so liveness can be checked
     end_fraction: float = 0.8
 
@@ -145,6 +153,8 @@ class FaultPlan:
             raise ConfigError("probabilities must be within [0, 1]")
         if not 0.0 <= self.flaky_leader_probability <= 1.0:
             raise ConfigError("FaultPlan.flaky_leader_probability must be within [0, 1]")
+        if not 0.0 <= self.power_loss_probability <= 1.0:
+            raise ConfigError("FaultPlan.power_loss_probability must be within [0, 1]")
         if not 0.0 <= self.end_fraction <= 1.0:
             raise ConfigError("FaultPlan.end_fraction must be within [0, 1]")
         for name in ("crash_down_ticks", "pause_ticks", "partition_ticks", "flaky_leader_ticks"):
@@ -165,6 +175,7 @@ class FaultPlan:
             "partition": self.partition_interval_ticks > 0,
             "corruption": self.corrupt_probability > 0,
             "flaky_leader": self.flaky_leader_probability > 0,
+            "power_loss": self.power_loss_probability > 0,
         }
         return tuple(kind for kind in FAULT_KINDS if on[kind])
 
@@ -244,6 +255,12 @@ class FaultPlan:
         flaky = (round(late.uniform(0.3, 0.9), 2), (late.randint(10, 40), late.randint(40, 200)))
         if "flaky_leader" in chosen:
             plan = replace(plan, flaky_leader_probability=flaky[0], flaky_leader_ticks=flaky[1])
+        # After flaky_leader's draws, so they did not move when power_loss was added.
+        if kinds is None and late.random() < 0.5:
+            chosen.add("power_loss")
+        power_loss = round(late.uniform(0.002, 0.02), 4)
+        if "power_loss" in chosen:
+            plan = replace(plan, power_loss_probability=power_loss)
         return plan
 
 

@@ -12,6 +12,10 @@ order, twice, or before it is durable on this node is an `InvariantViolation` (s
 before it persisted is caught by the first seed where it matters), and every applied entry is reported to
 the invariants.
 
+With the `power_loss` fault on, a write may be lost in flight (the power fails during its fsync): the
+node goes down before the write is durable and before its messages leave, while what it handed the network
+before the write (its replies, and anything an executor wrongly put ahead of the write) has left.
+
 With the `flaky_leader` fault on, the host tells the simulator about leader events (this node took the
 lead, or committed while leading) after persisting a `Work`'s write and before sending its messages, so
 that the nemesis can cut the node off before they leave.
@@ -41,6 +45,8 @@ SIM_CHANNEL = "sim"
 #: where a kill -9 can land inside one `Work`: after its replies left, after its write is durable, after
 #: its messages left (before `done` applies anything)
 CRASH_POINTS = ("replies", "write", "messages")
+#: where a power loss lands: during the write's fsync (after the replies left; the write is lost)
+POWER_LOSS_POINT = "fsync"
 
 
 class CrashedMidWork(Exception):
@@ -61,6 +67,15 @@ class HostContext(Protocol):
     def transmit(self, source: str, destination: str, data: bytes, envelope: Envelope | None) -> None: ...
 
     def leader_event(self, node_id: NodeId, *, took_lead: bool) -> None: ...
+
+    @property
+    def power_loss_on(self) -> bool:
+        """Whether writes may be lost to a power loss (the `power_loss` fault is on, faults are active)."""
+        ...
+
+    def power_fails(self, node: SimNode) -> bool:
+        """Whether the power fails while `node`'s write is in flight (drawn per write)."""
+        ...
 
     def applied(self, entry: AppliedEntry) -> None: ...
 
@@ -282,6 +297,9 @@ class SimNode:
             raise CrashedMidWork
         write = work.write
         if write is not None:
+            if ctx.power_loss_on and ctx.power_fails(self):
+                self.crash_point = POWER_LOSS_POINT  # the write never became durable
+                raise CrashedMidWork
             entries = write.entries
             if any(b.index != a.index + 1 for a, b in pairwise(entries)):
                 raise InvariantViolation(f"{node_id}'s write holds entries that are not consecutive")

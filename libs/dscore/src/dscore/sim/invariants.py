@@ -26,10 +26,13 @@ class StateMachineSafety:
         self._first: dict[int, tuple[int, int, bytes, NodeId]] = {}
 
     def __call__(self, view: ClusterView) -> None:
+        applies = view.new_applies
+        if not applies:
+            return
         first = self._first
         # Byzantine nodes (`dscore.sim.byzantine`) are not held to it: the property is about correct ones.
         byzantine: frozenset[NodeId] = getattr(view, "byzantine", frozenset())
-        for applied in view.new_applies:
+        for applied in applies:
             if applied.node in byzantine:
                 continue
             entry = applied.entry

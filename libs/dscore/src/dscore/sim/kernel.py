@@ -45,8 +45,7 @@ class Kernel:
 
     def trace(self, line: str) -> None:
         text = f"{self.now_us} {line}"
-        self._hash.update(text.encode())
-        self._hash.update(b"\n")
+        self._hash.update(f"{text}\n".encode())  # one update: the same digest as text, then b"\n"
         if self._lines is not None:
             self._lines.append(text)
 

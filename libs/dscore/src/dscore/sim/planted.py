@@ -16,9 +16,14 @@ Executor bugs (protocol: raft):
   durable (the `Ready` order broken at step 3 before step 1). Caught by the host's check that every
   applied entry is durable on that node.
 - `send_before_persist`: protocol messages go out with the replies, before the write (step 2 before
-  step 1): a vote or an acknowledgement promises what a crash forgets. Caught when a kill lands between
-  the two (the simulator's mid-work crashes) and a node votes twice in one term, or a leader counts an
-  acknowledgement its follower lost.
+  step 1): a vote or an acknowledgement promises what a crash forgets. Exposed by the `power_loss` fault
+  (a node loses power while its write is in flight: the write is lost, what was sent before it has left)
+  and caught by Raft's "acknowledged is durable" invariant: a leader counts a follower as storing entries
+  that the follower's stable storage does not hold (first default seed: 6). Either half alone catches it
+  later: the invariant with only the older mid-work kills (a kill after the replies left, before the
+  write) at seed 12; the power loss with only the older invariants at seed 119 (leader completeness), and
+  on seeds 16, 68, 109 the leader then probes the follower forever below the match it lost (a livelock
+  only the run's event bound ends).
 - `ack_on_propose`: a client command is answered OK as soon as it is proposed, not once applied. Caught
   by the linearizability check (an acknowledged write that never took effect, or a read that misses it).
 - `unknown_as_not_leader`: a command pending on a leader that lost the lead is answered NOT_LEADER ("no

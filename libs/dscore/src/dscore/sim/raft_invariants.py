@@ -9,16 +9,23 @@
   (checked when each leader appears);
 - `check_no_overwrite_of_committed`: no follower saw a leader try to overwrite a committed entry (the
   Raft core counts such refusals as `conflict_with_committed`);
+- `check_acknowledged_is_durable`: what a leader believes a follower stores (its `match`) is in that
+  follower's durable image, unless the follower has since moved to a later term (whose leader may have
+  cut its log). An acknowledgement is a promise about stable storage; one that a crash can take back lets
+  a leader commit on a majority that does not exist;
 - state-machine safety comes from `dscore.sim.invariants.StateMachineSafety`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from dscore.core.ids import NodeId
-from dscore.protocols.contract import LogEntry
+from dscore.protocols.contract import DurableState, LogEntry
 from dscore.protocols.raft import RaftNode, Role
+from dscore.protocols.raft.messages import HardState
 from dscore.sim.invariants import describe_data, generic_invariants
-from dscore.sim.view import ClusterView, Invariant, InvariantViolation
+from dscore.sim.view import ClusterView, Invariant, InvariantViolation, NodeView
 
 
 class ElectionSafety:
@@ -44,8 +51,8 @@ class LogMatching:
         self._copies: dict[tuple[int, int], tuple[int | None, int, bytes, NodeId]] = {}
         self._seen: dict[NodeId, tuple[LogEntry, ...]] = {}
 
-    def check(self, view: ClusterView) -> None:
-        for node_id, node in view.nodes.items():
+    def check(self, touched: Iterable[tuple[NodeId, NodeView]]) -> None:
+        for node_id, node in touched:
             durable = node.durable
             entries = durable.entries
             old = self._seen.get(node_id, ())
@@ -129,31 +136,107 @@ class LeaderCompleteness:
             )
 
 
-def check_no_overwrite_of_committed(cores: list[RaftNode]) -> None:
-    for core in cores:
-        if core.counters.get("conflict_with_committed", 0):
-            raise InvariantViolation(
-                f"{core.node_id} was asked to overwrite a committed entry (a leader lacked it)"
-            )
+def check_no_overwrite_of_committed(core: RaftNode) -> None:
+    if core.counters.get("conflict_with_committed", 0):
+        raise InvariantViolation(
+            f"{core.node_id} was asked to overwrite a committed entry (a leader lacked it)"
+        )
 
 
 class RaftSafety:
-    """All of Raft's invariants in one pass over the nodes (this runs after every simulated event)."""
+    """All of Raft's invariants in one pass (this runs after every simulated event).
 
-    __slots__ = ("completeness", "election", "log_matching")
+    After an event handed to one node (`ClusterView.changed`), only that node's core and durable image
+    can have changed, so only what involves that node is checked again: whether it leads, what it
+    persisted, and the acknowledgements between it and the leaders. After any other event every node
+    is checked. The leaders are kept from one call to the next: a core's role changes only in an event
+    handed to that node."""
+
+    __slots__ = ("_durable_seen", "_leaders", "completeness", "election", "log_matching")
 
     def __init__(self) -> None:
         self.election = ElectionSafety()
         self.log_matching = LogMatching()
         self.completeness = LeaderCompleteness()
+        #: the node id and live core of each node that led after the previous call
+        self._leaders: dict[NodeId, RaftNode] = {}
+        #: each node's durable image when the leaders' view of it was last checked
+        self._durable_seen: dict[NodeId, DurableState] = {}
 
     def __call__(self, view: ClusterView) -> None:
-        cores = [node.core for node in view.nodes.values() if isinstance(node.core, RaftNode)]
-        leaders = [core for core in cores if core.role is Role.LEADER]
-        self.election.check(leaders)
-        self.log_matching.check(view)
-        self.completeness.check(view, leaders)
-        check_no_overwrite_of_committed(cores)
+        nodes = view.nodes
+        changed = view.changed
+        touched: Iterable[tuple[NodeId, NodeView]] = (
+            nodes.items() if changed is None else ((changed, nodes[changed]),)
+        )
+        leaders = self._leaders
+        new_leaders = []
+        for node_id, node in touched:
+            core = node.core
+            if isinstance(core, RaftNode):
+                check_no_overwrite_of_committed(core)
+                if core.role is Role.LEADER:
+                    leaders[node_id] = core
+                    new_leaders.append(core)
+                    continue
+            leaders.pop(node_id, None)
+        self.election.check(new_leaders)
+        self.log_matching.check(touched)
+        self.completeness.check(view, new_leaders)
+        if changed is None:
+            for leader in leaders.values():
+                check_acknowledged_is_durable(leader, nodes.items())
+            self._durable_seen = {node_id: node.durable for node_id, node in nodes.items()}
+            return
+        if changed in leaders:
+            check_acknowledged_is_durable(leaders[changed], nodes.items())
+        node = nodes[changed]
+        durable = node.durable
+        if self._durable_seen.get(changed) is durable:
+            return  # what the other leaders count for it was checked against this very image
+        self._durable_seen[changed] = durable
+        pair = ((changed, node),)
+        for leader_id, leader in leaders.items():
+            if leader_id != changed:
+                check_acknowledged_is_durable(leader, pair)
+
+
+def check_acknowledged_is_durable(leader: RaftNode, peers: Iterable[tuple[NodeId, NodeView]]) -> None:
+    term = leader.term
+    for peer_id, peer in peers:
+        if peer_id == leader.node_id:
+            continue
+        progress = leader.progress(peer_id)
+        if progress is None or progress.match == 0:
+            continue
+        match = progress.match
+        durable = peer.durable
+        hard_state = durable.hard_state
+        if isinstance(hard_state, HardState) and hard_state.term > term:
+            continue  # a leader of a later term may have cut the follower's log since
+        snapshot = durable.snapshot
+        if snapshot is not None and snapshot.index >= match:
+            continue
+        expected = leader.term_at(match)
+        stored = _stored_term(durable.entries, match)
+        if stored is None or (expected is not None and stored != expected):
+            held = "nothing" if stored is None else f"term {stored}"
+            raise InvariantViolation(
+                f"acknowledged is durable: leader {leader.node_id} of term {term} counts {peer_id} as "
+                f"storing its log up to {match}, but {peer_id}'s stable storage holds {held} at {match}"
+            )
+
+
+def _stored_term(entries: tuple[LogEntry, ...], index: int) -> int | None:
+    if not entries:
+        return None
+    position = index - entries[0].index
+    if 0 <= position < len(entries) and entries[position].index == index:
+        return entries[position].term
+    for entry in entries:  # not contiguous: look it up the slow way
+        if entry.index == index:
+            return entry.term
+    return None
 
 
 def raft_invariants() -> tuple[Invariant, ...]:

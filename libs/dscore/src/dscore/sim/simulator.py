@@ -45,7 +45,7 @@ from dscore.sim.adapter import CoreFactory, ProtocolAdapter
 from dscore.sim.byzantine import ByzantineCore, ByzantineExecutor, choose_byzantine
 from dscore.sim.client import OpTiming, SimClient
 from dscore.sim.config import NetworkModel, ReadMode, SimConfig, draw_node_drifts
-from dscore.sim.host import CRASH_POINTS, ExecutorFactory, SimNode
+from dscore.sim.host import CRASH_POINTS, POWER_LOSS_POINT, ExecutorFactory, SimNode
 from dscore.sim.kernel import Kernel, QueueFull
 from dscore.sim.network import Isolation, Partition, SimNetwork
 from dscore.sim.view import AppliedEntry, InvariantViolation
@@ -92,6 +92,8 @@ class SimStats:
     pauses: int
     #: flaky-leader cuts (a leader cut off from its peers as it took the lead or committed)
     leader_isolations: int
+    #: writes lost in flight to a power loss (each also counted in `crashes`)
+    power_losses: int
     ops_invoked: int
     ops_ok: int
     ops_failed: int
@@ -165,6 +167,8 @@ class Simulation:
         self.counters = kernel.counters
         self._events = 0
         self._new_applies: list[AppliedEntry] = []
+        #: the node the last event was handed to, None after a control event (`ClusterView.changed`)
+        self.changed: NodeId | None = None
         self.invariants = adapter.make_invariants()
         # Every frame is authenticated with a key of the run (drawn from the seed, so a run replays), and
         # carries the fingerprint of the run's cluster-wide settings, as on a real cluster.
@@ -244,6 +248,9 @@ class Simulation:
         # Its own stream, so that turning it on leaves every other fault's draws where they were.
         self._leader_rng = kernel.stream("flaky-leader")
         self._crash_point_rng = kernel.stream("crash-points")
+        #: writes lost to a power loss (`FaultPlan.power_loss_probability`), drawn per write
+        self._power_loss_rng = kernel.stream("power-loss")
+        self.power_loss_on = self.faults_active and config.faults.power_loss_probability > 0
         self._partition_clients_rng = kernel.stream("partition-clients")
         self._pause_leader_rng = kernel.stream("pause-leader")
         self._resume_order_rng = kernel.stream("resume-order")
@@ -345,6 +352,14 @@ class Simulation:
             f"isolate {node_id} {'took the lead' if took_lead else 'committed'} "
             f"keep={','.join(sorted(kept)) or '-'}"
         )
+
+    def power_fails(self, node: SimNode) -> bool:
+        """A power loss during `node`'s write in flight, with the plan's probability; as with crashes, at
+        most `max_down` nodes are down (or about to go down) at once."""
+        if self._power_loss_rng.random() >= self.config.faults.power_loss_probability:
+            return False
+        down = sum(1 for other in self._node_list if other.executor is None or other.crash_point is not None)
+        return down < self.config.faults.max_down
 
     def schedule_client_timer(self, client_index: int, delay_us: int, token: int) -> None:
         self._push(self.now_us + delay_us, _CLIENT_TIMER, client_index, token)
@@ -476,6 +491,7 @@ class Simulation:
                     node.held.append(b)  # read when it resumes (see `_RESUME`)
                     continue
                 self.network.stats.delivered += 1
+                self.changed = a
                 node.receive(b[1])
             elif kind == _TICK:
                 node = nodes[a]
@@ -489,11 +505,13 @@ class Simulation:
                 if node.paused_until_us > at_us:
                     node.missed_ticks += 1  # the stalled process misses it (see `_RESUME`)
                     continue
+                self.changed = node.node_id
                 node.tick()
             elif kind == _CLIENT_TIMER:
                 self.clients[a].on_timer(b)
                 continue
             else:
+                self.changed = None
                 self._control(kind, a, b)
             if self.invariants or self._new_applies:
                 self._run_invariants()
@@ -596,6 +614,7 @@ class Simulation:
         elif kind == _FAULTS_END:
             self.faults_active = False
             self.watch_leaders = False
+            self.power_loss_on = False
             self.network.faults_active = False
             self.network.partition = None
             self.network.isolation = None
@@ -626,7 +645,11 @@ class Simulation:
 
     def crashed_mid_work(self, node: SimNode, point: str) -> None:
         self._crashed(node, self._fault_rng)
-        self.trace(f"crash {node.node_id} incarnation={node.incarnation} mid-work after {point}")
+        if point == POWER_LOSS_POINT:
+            self.count("power_losses")
+            self.trace(f"power-loss {node.node_id} incarnation={node.incarnation} write lost in flight")
+        else:
+            self.trace(f"crash {node.node_id} incarnation={node.incarnation} mid-work after {point}")
 
     def _crashed(self, node: SimNode, rng: random.Random) -> None:
         self.count("crashes")
@@ -740,6 +763,7 @@ class Simulation:
             partitions=counters.get("partitions", 0),
             pauses=counters.get("pauses", 0),
             leader_isolations=counters.get("leader_isolations", 0),
+            power_losses=counters.get("power_losses", 0),
             ops_invoked=sum(c.invoked for c in self.clients),
             ops_ok=sum(c.completed_ok for c in self.clients),
             ops_failed=sum(c.completed_fail for c in self.clients),

@@ -67,5 +67,13 @@ class ClusterView(Protocol):
         """Entries applied by any node since the previous invariant check, in order."""
         ...
 
+    @property
+    def changed(self) -> NodeId | None:
+        """The node the last event was handed to (a delivery, a tick): its core, durable image and state
+        machine are the only ones that may have changed since the previous check. None after any other
+        event (a crash, a restart, a resume, the end of faults): any node may have changed. Invariants
+        may use it to check only what involves that node; ignoring it is always correct."""
+        ...
+
 
 Invariant = Callable[[ClusterView], None]
