@@ -35,8 +35,11 @@ lint: sync
 typecheck: sync
 	$(RUN) mypy
 
+# The simulator's sweeps (independent, CPU-bound, in-memory seeds) run on both cores first; then the rest,
+# whose integration and end-to-end tests start their own servers and processes, one test at a time.
 test: kafka-prestart lint typecheck
-	$(RUN) pytest -m "not slow" --durations=30 $(PYTEST_ARGS)
+	$(RUN) pytest -m "not slow" -n 2 --durations=15 tests/sim $(PYTEST_ARGS)
+	$(RUN) pytest -m "not slow" --durations=30 --ignore=tests/sim $(PYTEST_ARGS)
 
 # Boot the broker while lint and mypy run (a cold JVM takes 7-20 s); the tests' fixture waits for it,
 # and reports any failure to start with the broker's log.
