@@ -61,10 +61,10 @@ async def check_views(cluster: ProcessCluster, term_name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("protocol", "nodes", "term_name", "reply_quorum"),
+    ("protocol", "nodes", "term_name", "reply_quorum", "seed"),
     [
-        pytest.param("paxos", ("n1", "n2", "n3"), "ballot", 1, id="three-paxos-nodes-leader-killed"),
-        pytest.param("pbft", ("n1", "n2", "n3", "n4"), "view", 2, id="four-pbft-replicas-primary-killed"),
+        pytest.param("paxos", ("n1", "n2", "n3"), "ballot", 1, 11, id="three-paxos-nodes-leader-killed"),
+        pytest.param("pbft", ("n1", "n2", "n3", "n4"), "view", 2, 12, id="four-pbft-replicas-primary-killed"),
     ],
 )
 async def test_the_protocol_survives_a_killed_leader(
@@ -76,6 +76,7 @@ async def test_the_protocol_survives_a_killed_leader(
     nodes: tuple[str, ...],
     term_name: str,
     reply_quorum: int,
+    seed: int,
 ) -> None:
     async with e2e_cluster(
         nodes,
@@ -85,7 +86,7 @@ async def test_the_protocol_survives_a_killed_leader(
         log_dir=tmp_path,
         protocol=protocol,
     ) as (cluster, _redis):
-        workload = Workload(cluster, seed=len(nodes) + 8)  # the seeds the two tests had: 11 and 12
+        workload = Workload(cluster, seed=seed)
         await workload.start()
         try:
             await kill_the_leader_while_clients_write(cluster, workload)

@@ -22,7 +22,7 @@ Differences from the paper, on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from dscore.core.ids import NodeId
 from dscore.core.registry import message
@@ -234,16 +234,8 @@ class PbftHardStateV1:
     preprepared: tuple[QEntry, ...]
 
     def upgrade(self) -> PbftHardState:
-        return PbftHardState(
-            self.view,
-            self.changing,
-            self.stable_seq,
-            self.stable_digest,
-            self.next_seq,
-            self.accepted,
-            self.prepared,
-            self.preprepared,
-        )
+        # the first layout's fields are the new one's first fields, in order
+        return PbftHardState(*(getattr(self, f.name) for f in fields(self)))
 
 
 #: the messages that carry a pair MAC
