@@ -32,10 +32,13 @@ NODES = ("n1", "n2", "n3")
 
 
 def _free_block(size: int) -> int:
-    """A base port whose base+1 .. base+size are free on 127.0.0.1 now."""
+    """A base port whose base+1 .. base+size are free on 127.0.0.1 now, below the kernel's ephemeral range:
+    the services bind their ports one after another while clients (Kafka, Redis) open connections, and an
+    ephemeral source port once took a node's HTTP port between this check and its bind."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(30000, 39000)
+        base = rng.randrange(10000, ephemeral_low - size - 1)
         sockets = []
         try:
             for offset in range(1, size + 1):
