@@ -179,3 +179,17 @@ def test_when_the_leader_crashes_another_is_elected_with_every_committed_entry()
     c.tick(2)
     for node_id in c.nodes:
         assert c.sm[node_id] == [b"v0", b"v1", b"v2", b"after"]
+
+
+def test_a_leader_knows_which_votes_elected_it_and_forgets_them_when_it_steps_down() -> None:
+    c = Cluster(["n0", "n1", "n2", "n3", "n4"], seed=4)
+    lead = c.wait_leader()
+    leader = c.nodes[lead]
+    electors = leader.elected_by
+    assert lead in electors and len(electors) >= 3  # itself and enough voters for a majority of five
+    assert all(c.nodes[voter].term == leader.term for voter in electors)
+    c.isolate(lead)
+    c.wait_leader(among=[n for n in c.nodes if n != lead])
+    c.heal()
+    c.tick(5)
+    assert leader.role is not Role.LEADER and leader.elected_by == ()

@@ -52,6 +52,11 @@ Raft bugs (a `RaftNode` subclass replaces the core; the run's drawn settings sti
 - `vote_in_stale_term`: a vote request of an earlier term is granted in that term, although this node
   moved on (and may have voted for another candidate in that term). Caught by "at most one leader per
   term".
+- `vote_not_persisted`: a node writes the term of a vote it grants but not the vote, so a restart
+  forgets whom it voted for and may vote again in that term. Caught by "votes are durable" (each vote
+  that elected a leader is in its voter's stable storage) at the first election (seed 0). Without that
+  check the default swarm missed it on all of seeds 0..199: only a crash between a vote and a second
+  candidate's request in the same term, then two leaders of that term, would show it.
 - `stall_uncounted`: the ticks a stalled node skips are not counted (`RaftNode.skip_ticks` does nothing),
   as before the lease/stall fix: a leader paused for 50 ticks counts 2, and holds its lease long after a
   new leader was elected. Caught by the linearizability check in lease-read runs with pauses.
@@ -73,9 +78,10 @@ from typing import Any
 from dscore.core.client_messages import ClientResponse, Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
-from dscore.protocols.contract import ReadState
+from dscore.protocols.contract import ReadState, Ready
 from dscore.protocols.paxos import PaxosNode
 from dscore.protocols.raft import AppendEntries, RaftNode, VoteRequest, VoteResponse
+from dscore.protocols.raft.messages import HardState
 from dscore.replica.executor import Executor, Work, _PendingEntry, _Waiter
 from dscore.sim.adapter import ProtocolAdapter
 from dscore.sim.config import SimConfig
@@ -205,6 +211,17 @@ class StallUncounted(RaftNode):
         return None
 
 
+class VoteNotPersisted(RaftNode):
+    """Writes the term of a vote it grants, but not the vote: a restart forgets whom it voted for."""
+
+    def ready(self) -> Ready:
+        ready = super().ready()
+        hard_state = ready.hard_state
+        if isinstance(hard_state, HardState) and hard_state.vote not in (None, self.node_id):
+            return replace(ready, hard_state=replace(hard_state, vote=None))
+        return ready
+
+
 def raft_variant(core: type[RaftNode]) -> Callable[[], ProtocolAdapter]:
     """The registered Raft adapter (invariants, drawn settings) with `core` as every node's core."""
 
@@ -314,6 +331,12 @@ PLANTED: dict[str, PlantedBug] = {
             "raft",
             "a vote request of an earlier term is granted in that term",
             make_adapter=raft_variant(StaleTermVoter),
+        ),
+        PlantedBug(
+            "vote_not_persisted",
+            "raft",
+            "a granted vote is not written to stable storage (only its term is)",
+            make_adapter=raft_variant(VoteNotPersisted),
         ),
         PlantedBug(
             "stall_uncounted",

@@ -13,12 +13,15 @@
   follower's durable image, unless the follower has since moved to a later term (whose leader may have
   cut its log). An acknowledgement is a promise about stable storage; one that a crash can take back lets
   a leader commit on a majority that does not exist;
+- `check_votes_are_durable`: every vote that elected a leader is in its voter's stable storage when the
+  leader takes office (the voter's durable term is the leader's with its vote for it, or later). A vote
+  a crash can take back lets the voter vote again in that term, for another candidate;
 - state-machine safety comes from `dscore.sim.invariants.StateMachineSafety`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState, LogEntry
@@ -152,7 +155,7 @@ class RaftSafety:
     is checked. The leaders are kept from one call to the next: a core's role changes only in an event
     handed to that node."""
 
-    __slots__ = ("_durable_seen", "_leaders", "completeness", "election", "log_matching")
+    __slots__ = ("_durable_seen", "_leaders", "_votes_checked", "completeness", "election", "log_matching")
 
     def __init__(self) -> None:
         self.election = ElectionSafety()
@@ -162,6 +165,8 @@ class RaftSafety:
         self._leaders: dict[NodeId, RaftNode] = {}
         #: each node's durable image when the leaders' view of it was last checked
         self._durable_seen: dict[NodeId, DurableState] = {}
+        #: (leader, term) whose electing votes were checked (once, when it took office)
+        self._votes_checked: set[tuple[NodeId, int]] = set()
 
     def __call__(self, view: ClusterView) -> None:
         nodes = view.nodes
@@ -181,6 +186,11 @@ class RaftSafety:
                     continue
             leaders.pop(node_id, None)
         self.election.check(new_leaders)
+        for core in new_leaders:
+            office = (core.node_id, core.term)
+            if office not in self._votes_checked:
+                self._votes_checked.add(office)
+                check_votes_are_durable(core, nodes)
         self.log_matching.check(touched)
         self.completeness.check(view, new_leaders)
         if changed is None:
@@ -225,6 +235,30 @@ def check_acknowledged_is_durable(leader: RaftNode, peers: Iterable[tuple[NodeId
                 f"acknowledged is durable: leader {leader.node_id} of term {term} counts {peer_id} as "
                 f"storing its log up to {match}, but {peer_id}'s stable storage holds {held} at {match}"
             )
+
+
+def check_votes_are_durable(leader: RaftNode, nodes: Mapping[NodeId, NodeView]) -> None:
+    term = leader.term
+    for voter in leader.elected_by:
+        if voter == leader.node_id:
+            continue  # its own vote goes to storage with its vote requests; a lone voter wins before that
+        node = nodes.get(voter)
+        if node is None:
+            continue
+        hard_state = node.durable.hard_state
+        if isinstance(hard_state, HardState) and (
+            hard_state.term > term or (hard_state.term == term and hard_state.vote == leader.node_id)
+        ):
+            continue
+        held = (
+            f"term {hard_state.term}, vote {hard_state.vote}"
+            if isinstance(hard_state, HardState)
+            else "no hard state"
+        )
+        raise InvariantViolation(
+            f"votes are durable: {leader.node_id} leads term {term} with {voter}'s vote, but {voter}'s "
+            f"stable storage holds {held}"
+        )
 
 
 def _stored_term(entries: tuple[LogEntry, ...], index: int) -> int | None:

@@ -178,6 +178,9 @@ class RaftNode:
         #: leader: some follower may be sent appends (flushed by `ready`)
         self._append_dirty = False
         self._transferee: NodeId | None = None
+        #: the voters whose granted votes made this node leader of its current term (observability: the
+        #: simulator checks that each of those votes is in that voter's stable storage)
+        self._elected_by: tuple[NodeId, ...] = ()
         self._transfer_elapsed = 0
 
         self._set_membership(self._confs.current)
@@ -228,6 +231,11 @@ class RaftNode:
     @property
     def role(self) -> Role:
         return self._role
+
+    @property
+    def elected_by(self) -> tuple[NodeId, ...]:
+        """While leading: the voters (itself included) whose votes elected it in this term; else ()."""
+        return self._elected_by if self._role is Role.LEADER else ()
 
     @property
     def term(self) -> int:
@@ -759,6 +767,7 @@ class RaftNode:
         self._count("elections_won")
         self._role = Role.LEADER
         self._leader = self._id
+        self._elected_by = tuple(voter for voter, granted in self._tracker.votes.items() if granted)
         self._tracker.reset_votes()
         self._transferee = None
         self._heartbeat_elapsed = 0
