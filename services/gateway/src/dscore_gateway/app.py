@@ -507,6 +507,31 @@ def operation_of(method: str, path: str) -> str:
     return "other"
 
 
+def plain_put(path: str, body: bytes, max_key_bytes: int) -> tuple[str, str] | None:
+    """(key, value) of a plain `PUT /v1/kv/{key}` (`path` percent-decoded) whose body is exactly
+    `{"value": "<string>"}` with a key of 1 to `max_key_bytes` bytes; None for anything else, which the
+    routes serve (and refuse with their own errors)."""
+    if len(path) <= len(KV_PREFIX) or len(path) - len(KV_PREFIX) > max_key_bytes:  # chars <= bytes
+        return None
+    key = path[len(KV_PREFIX) :]
+    if len(key.encode("utf-8", "surrogatepass")) > max_key_bytes:
+        return None
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        return None
+    if type(parsed) is not dict or len(parsed) != 1:
+        return None
+    value = parsed.get("value")
+    if type(value) is not str:
+        return None
+    try:
+        _check_unicode(value)
+    except ValueError:
+        return None
+    return key, value
+
+
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
@@ -568,9 +593,10 @@ class GatewayMiddleware:
                 gateway.leave()
         finally:
             outcome = scope.get(OUTCOME_SCOPE_KEY) or _label_of(status)
-            self._count(operation, outcome, time.perf_counter() - start)
+            self.count(operation, outcome, time.perf_counter() - start)
 
-    def _count(self, operation: str, outcome: str, duration_s: float) -> None:
+    def count(self, operation: str, outcome: str, duration_s: float) -> None:
+        """One answered request in the request metrics."""
         metrics = self.gateway.metrics
         counter = self._counters.get((operation, outcome))
         if counter is None:
@@ -583,39 +609,26 @@ class GatewayMiddleware:
 
     async def _fast_put(self, scope: Scope, headers: dict[str, str], body: bytes, send: Send) -> bool:
         """Serve a plain PUT here (see the class doc); False, having done nothing, for the routes."""
-        path: str = scope["path"]
-        if (
-            len(path) <= len(KV_PREFIX)
-            or scope.get("root_path")
-            or "idempotency-key" in headers
-            or len(path) - len(KV_PREFIX) > self.gateway.options.max_key_bytes  # chars <= bytes
-        ):
+        if scope.get("root_path") or "idempotency-key" in headers:
             return False
-        key = path[len(KV_PREFIX) :]
-        if len(key.encode("utf-8", "surrogatepass")) > self.gateway.options.max_key_bytes:
+        plain = plain_put(scope["path"], body, self.gateway.options.max_key_bytes)
+        if plain is None:
             return False
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            return False
-        if type(parsed) is not dict or len(parsed) != 1:
-            return False
-        value = parsed.get("value")
-        if type(value) is not str:
-            return False
-        try:
-            _check_unicode(value)
-        except ValueError:
-            return False
+        key, value = plain
+        response = await self.put(key, value, scope)
+        await response(scope, _disconnected, send)
+        return True
+
+    async def put(self, key: str, value: str, scope: Scope) -> Response:
+        """The answer to a plain PUT (`plain_put`), whichever fast path serves it; its outcome label is
+        left in `scope`."""
         gateway = self.gateway
         try:
             result = await gateway.write(WriteOp(Op.PUT, key, value), None)
-            response = _write_response(scope, gateway, key, result)
+            return _write_response(scope, gateway, key, result)
         except Exception as error:  # a bug: answered like the routes' handler answers it
-            log.exception("unexpected error serving PUT %s", path, exc_info=error)
-            response = _unexpected(scope)
-        await response(scope, _disconnected, send)
-        return True
+            log.exception("unexpected error serving PUT %s%s", KV_PREFIX, key, exc_info=error)
+            return _unexpected(scope)
 
     def _refusal(self, scope: Scope) -> tuple[HttpAnswer, str] | None:
         gateway = self.gateway

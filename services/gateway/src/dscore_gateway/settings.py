@@ -117,6 +117,15 @@ class GatewayOptions(BaseModel):
     ready_success_within_s: float = Field(default=5.0, gt=0, le=3600)
     #: the key the probe reads (a read has no effect; any key will do)
     probe_key: str = Field(default="dscore.gateway.probe", min_length=1, max_length=256)
+    #: serve plain `PUT /v1/kv/{key}` on the HTTP protocol itself, below ASGI (`dscore_gateway.http_fast`);
+    #: off: every request goes through the ASGI app (the same answers, more CPU per write)
+    http_fast_path: bool = True
+    #: trust X-Forwarded-For / X-Forwarded-Proto from `forwarded_allow_ips` (uvicorn's proxy headers);
+    #: off by default: nothing the gateway answers depends on the client's address or scheme, and the
+    #: layer cost CPU on every request
+    proxy_headers: bool = False
+    #: the proxies trusted with `proxy_headers` (uvicorn's `forwarded_allow_ips`: addresses, networks or *)
+    forwarded_allow_ips: str = Field(default="127.0.0.1", min_length=1, max_length=4096)
     #: Python logging level of the gateway's loggers
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import heapq
+import math
 import random
 import time
 from collections import deque
@@ -120,6 +121,9 @@ class ClientEndpoint:
         #: request id -> what to call with its response (None: no answer in time)
         self._waiting: dict[int, Callable[[ClientResponse | None], object]] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
+        #: the sweep's timer and when it fires (inf: none armed); see `_sweep`
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
         self._outbox: dict[NodeId, list[ClientRequest]] = {}
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,10 +143,13 @@ class ClientEndpoint:
         self._tasks = [
             loop.create_task(self._read(), name=f"dscore-client-read-{name}"),
             loop.create_task(self._send(), name=f"dscore-client-send-{name}"),
-            loop.create_task(self._sweep(), name=f"dscore-client-sweep-{name}"),
         ]
 
     async def close(self) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+        self._sweep_at = -math.inf  # a closed endpoint arms no timer
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -214,7 +221,10 @@ class ClientEndpoint:
         self._next_request_id += 1
         request_id = self._next_request_id
         self._waiting[request_id] = answer
-        heapq.heappush(self._deadlines, (self._loop_time() + timeout_s, request_id))
+        deadline = self._loop_time() + timeout_s
+        heapq.heappush(self._deadlines, (deadline, request_id))
+        if deadline < self._sweep_at:
+            self._arm_sweep(deadline)
         request = _new_request(request_id, op, key, value, expected, client_id, seq, read_mode)
         queue = self._outbox.get(node)
         if queue is None:
@@ -292,22 +302,35 @@ class ClientEndpoint:
                     else:
                         answer(response)
 
-    async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _arm_sweep(self, when: float) -> None:
+        """Run `_sweep` at `when` (a deadline earlier than the armed one, or the next one)."""
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        self._sweep_at = when
+        self._sweep_timer = asyncio.get_running_loop().call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """Answer None to the requests whose deadline passed, then arm the timer for the earliest deadline
+        of a request still waiting (at least `sweep_interval_s` on, so timeouts close together are
+        answered together). A timer, not a task polling every `sweep_interval_s`: an endpoint with
+        nothing outstanding never wakes, and a loaded one wakes about once per attempt timeout (entries
+        of answered requests are dropped on the way), not hundreds of times a second."""
+        self._sweep_timer = None
+        self._sweep_at = math.inf
+        now = self._loop_time()
         deadlines = self._deadlines
         waiting = self._waiting
-        while True:
-            await asyncio.sleep(self._sweep_interval_s)
-            now = loop.time()
-            while deadlines and deadlines[0][0] <= now:
-                _, request_id = heapq.heappop(deadlines)
-                answer = waiting.pop(request_id, None)
-                self._votes.pop(request_id, None)
-                if answer is not None:
-                    answer(None)
-            if len(deadlines) > 2 * len(waiting) + 4_096:  # drop answered requests' deadlines
-                self._deadlines = deadlines = [d for d in deadlines if d[1] in waiting]
-                heapq.heapify(deadlines)
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1] not in waiting):
+            _, request_id = heapq.heappop(deadlines)
+            answer = waiting.pop(request_id, None)
+            self._votes.pop(request_id, None)
+            if answer is not None:
+                answer(None)
+        if len(deadlines) > 2 * len(waiting) + 4_096:  # drop answered requests' deadlines
+            self._deadlines = deadlines = [d for d in deadlines if d[1] in waiting]
+            heapq.heapify(deadlines)
+        if deadlines:
+            self._arm_sweep(max(deadlines[0][0], now + self._sweep_interval_s))
 
     def _believed(self, source: str, response: ClientResponse) -> bool:
         """Count one node's answer; True once `reply_quorum` nodes sent the same one."""
