@@ -93,6 +93,8 @@ class DscoreStack:
     base_dir: Path
     #: extra environment of the nodes, over `dscore.demo_stack.STACK_ENV`
     node_env: Mapping[str, str] = field(default_factory=dict)
+    #: extra environment of the gateway (`ab.py` compares gateway settings)
+    gateway_env: Mapping[str, str] = field(default_factory=dict)
     cluster: ProcessCluster | None = None
     gateway_port: int = 0
     bootstrap: str = ""
@@ -143,6 +145,7 @@ class DscoreStack:
             auth_key=auth_key,
             log_dir=self.base_dir / "logs",
             extra_env={**STACK_ENV, **self.node_env},
+            gateway_env=dict(self.gateway_env),
         )
         await self.cluster.start()
         await self.cluster.wait_ready(timeout_s=START_TIMEOUT_S)

@@ -3,6 +3,7 @@ persistence settings, round trips and a key layout. (The shared contract is test
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -300,8 +301,12 @@ async def test_a_save_and_a_load_are_one_round_trip_each(redis_url: str, namespa
     client = aioredis.Redis(connection_pool=pool)
     storage = RedisStorage(client, namespace)
     try:
-        await client.ping()  # connect (the handshake's commands are not ours to count)
+        # Connect both connections a storage uses (saves keep one of their own): the handshakes'
+        # commands are not ours to count.
+        await client.ping()
         await client.script_load(storage._save_script.script)
+        await storage.save(WriteBatch(entries=entries(1, 1, 1)))
+        await storage.load()
         counts = []
         for operation in (
             storage.bump_incarnation,
@@ -359,3 +364,54 @@ async def test_an_unreachable_server_is_a_storage_error(namespace: str) -> None:
                 await operation
     finally:
         await storage.close()
+
+
+# -- the save's own connection ------------------------------------------------------------------------
+
+
+async def test_a_save_gives_a_server_that_lost_the_script_the_script_again(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str, raw: aioredis.Redis
+) -> None:
+    storage = opened(redis_url, namespace)
+    await storage.bump_incarnation()
+    await storage.save(WriteBatch(entries=entries(1, 2, 1)))
+    await raw.script_flush()  # what a restarted Redis without the script looks like to a save
+    await storage.save(FULL_BATCH)
+    assert (await opened(redis_url, namespace).load()).durable.hard_state == FULL_BATCH.hard_state
+
+
+async def test_a_save_whose_connection_was_dropped_is_sent_again(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str, raw: aioredis.Redis
+) -> None:
+    storage = opened(redis_url, namespace)
+    await storage.bump_incarnation()
+    await storage.save(WriteBatch(entries=entries(1, 2, 1)))
+    await raw.client_kill_filter(skipme=True)  # every other client's connection: the save's too
+    await storage.save(FULL_BATCH)
+    assert (await opened(redis_url, namespace).load()).durable.hard_state == FULL_BATCH.hard_state
+
+
+async def test_a_cancelled_save_leaves_no_answer_for_the_next_one_to_read(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    """A save cancelled while its answer is on the way (a node killed in-process) must not leave that
+    answer on the connection: the next save would take it for its own. Here the next save is fenced
+    off, so only its own answer (an error) is right."""
+    zombie = opened(redis_url, namespace)
+    await zombie.bump_incarnation()
+    await zombie.save(WriteBatch(entries=entries(1, 1, 1)))
+    cancelled = asyncio.create_task(zombie.save(WriteBatch(entries=entries(2, 1, 1))))
+    while zombie._save_connection is None or not zombie._lock.locked():
+        await asyncio.sleep(0)
+    for _ in range(3):  # let it send its command and start waiting for the answer
+        await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    # It was cancelled while waiting for its answer (the hazard), and the connection was dropped for it.
+    assert not zombie._save_connection.is_connected
+    restarted = opened(redis_url, namespace)
+    await restarted.load()
+    await restarted.bump_incarnation()
+    with pytest.raises(FencedError):
+        await zombie.save(WriteBatch(entries=entries(3, 1, 1)))
