@@ -25,7 +25,7 @@ AOF as one MULTI/EXEC block, so a torn save is never replayed. The log is a sort
 `Ready` rule maps to a range removal by score (truncate a suffix, compact a prefix) plus one ZADD, with
 no index bookkeeping and for any entry indexes `apply_persist` accepts.
 
-A save is idempotent (replaying it changes nothing), so redis-py may retry it after a lost connection.
+A save is idempotent (replaying it changes nothing), so it may be sent again after a lost connection.
 Retries bring one hazard: a timed-out attempt that reaches Redis late, after newer saves. Every save
 therefore carries a fencing token `(incarnation, seq)`: the incarnation this object got from
 `bump_incarnation()` (which every node start calls; an object that never bumps saves unfenced), and a
@@ -262,7 +262,7 @@ class RedisStorage:
     """A node's `Storage` in Redis under `key_prefix` (say ``dscore:<cluster>:<node>``).
 
     The client must not decode responses (`decode_responses=False`, the default). Saves are serialized
-    (a lock), each one round trip; `load` is one round trip (a MULTI/EXEC of four reads).
+    (a lock), each one round trip on a connection of its own; `load` is one round trip (a MULTI/EXEC of four reads).
     """
 
     def __init__(self, client: aioredis.Redis, key_prefix: str, *, owns_client: bool = False) -> None:
