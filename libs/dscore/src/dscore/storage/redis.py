@@ -262,7 +262,8 @@ class RedisStorage:
     """A node's `Storage` in Redis under `key_prefix` (say ``dscore:<cluster>:<node>``).
 
     The client must not decode responses (`decode_responses=False`, the default). Saves are serialized
-    (a lock), each one round trip on a connection of its own; `load` is one round trip (a MULTI/EXEC of four reads).
+    (a lock), each one round trip on a connection of its own; `load` is one round trip (a MULTI/EXEC of
+    four reads).
     """
 
     def __init__(self, client: aioredis.Redis, key_prefix: str, *, owns_client: bool = False) -> None:
