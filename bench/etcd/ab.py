@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dscore_side import DscoreStack
-from httpload import CLOCK_TICKS_S, DSCORE_PUT, Endpoint, HttpConnection, HttpError, closed_loop
+from dscore_side import DscoreStack, scrape
+from httpload import CLOCK_TICKS_S, DSCORE_PUT, Endpoint, closed_loop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,15 +82,7 @@ async def node_records(stack: DscoreStack) -> dict[str, float]:
     for node_id, node in stack.cluster.nodes.items():
         if node.http_port is None:
             continue
-        connection = HttpConnection(Endpoint("127.0.0.1", node.http_port))
-        try:
-            async with asyncio.timeout(2.0):
-                status, body = await connection.request("GET", "/metrics", b"")
-        except (OSError, HttpError, TimeoutError):
-            continue
-        finally:
-            connection.close()
-        for line in body.decode("utf-8", "replace").splitlines() if status == 200 else ():
+        for line in (await scrape(Endpoint("127.0.0.1", node.http_port))).splitlines():
             if line.startswith("dscore_transport_records_") and "_total" in line:
                 name, _, value = line.rpartition(" ")
                 kind = name.split("{", 1)[0].removeprefix("dscore_transport_records_").removesuffix("_total")
@@ -151,7 +143,7 @@ async def one_run(
                 for pid in watched:
                     after = thread_ticks(pid)
                     busy = sorted(
-                        ((after[k] - threads_before[pid].get(k, 0)) * CLOCK_TICKS_S / window_s, k[1])
+                        ((after[k] - threads_before[pid].get(k, 0)) / CLOCK_TICKS_S / window_s, k[1])
                         for k in after
                     )[::-1]
                     print(

@@ -83,6 +83,19 @@ def _script(repo: Path, env: Mapping[str, str], *args: str) -> str:
     return lines[-1] if lines else ""
 
 
+async def scrape(endpoint: Endpoint) -> str:
+    """The text of `endpoint`'s /metrics, or "" if it does not answer 200 within 2 s."""
+    connection = HttpConnection(endpoint)
+    try:
+        async with asyncio.timeout(2.0):
+            status, body = await connection.request("GET", "/metrics", b"")
+    except (OSError, HttpError, TimeoutError):
+        return ""
+    finally:
+        connection.close()
+    return body.decode("utf-8", "replace") if status == 200 else ""
+
+
 def _pid_file(path: Path) -> int:
     return int(path.read_text().strip())
 
@@ -182,17 +195,8 @@ class DscoreStack:
             ]
         totals: dict[str, tuple[float, float]] = {}
         for role, endpoint in targets:
-            connection = HttpConnection(endpoint)
-            try:
-                async with asyncio.timeout(2.0):
-                    status, body = await connection.request("GET", "/metrics", b"")
-            except (OSError, HttpError, TimeoutError):
-                continue
-            finally:
-                connection.close()
-            if status != 200:
-                continue
-            for line in body.decode("utf-8", "replace").splitlines():
+            text = await scrape(endpoint)
+            for line in text.splitlines():
                 if line.startswith("#") or "_seconds_" not in line:
                     continue
                 name, _, value = line.rpartition(" ")

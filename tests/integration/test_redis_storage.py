@@ -369,24 +369,28 @@ async def test_an_unreachable_server_is_a_storage_error(namespace: str) -> None:
 # -- the save's own connection ------------------------------------------------------------------------
 
 
-async def test_a_save_gives_a_server_that_lost_the_script_the_script_again(
-    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str, raw: aioredis.Redis
-) -> None:
-    storage = opened(redis_url, namespace)
-    await storage.bump_incarnation()
-    await storage.save(WriteBatch(entries=entries(1, 2, 1)))
+async def _flush_scripts(raw: aioredis.Redis) -> None:
     await raw.script_flush()  # what a restarted Redis without the script looks like to a save
-    await storage.save(FULL_BATCH)
-    assert (await opened(redis_url, namespace).load()).durable.hard_state == FULL_BATCH.hard_state
 
 
-async def test_a_save_whose_connection_was_dropped_is_sent_again(
-    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str, raw: aioredis.Redis
+async def _kill_other_connections(raw: aioredis.Redis) -> None:
+    await raw.client_kill_filter(skipme=True)  # every other client's connection: the save's too
+
+
+@pytest.mark.parametrize(
+    "disruption", [_flush_scripts, _kill_other_connections], ids=["script", "connection"]
+)
+async def test_a_save_survives_a_server_that_lost_its_script_or_its_connection(
+    redis_url: str,
+    opened: Callable[[str, str], RedisStorage],
+    namespace: str,
+    raw: aioredis.Redis,
+    disruption: Callable[[aioredis.Redis], Awaitable[None]],
 ) -> None:
     storage = opened(redis_url, namespace)
     await storage.bump_incarnation()
     await storage.save(WriteBatch(entries=entries(1, 2, 1)))
-    await raw.client_kill_filter(skipme=True)  # every other client's connection: the save's too
+    await disruption(raw)
     await storage.save(FULL_BATCH)
     assert (await opened(redis_url, namespace).load()).durable.hard_state == FULL_BATCH.hard_state
 
