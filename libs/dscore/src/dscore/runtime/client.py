@@ -225,7 +225,10 @@ class ClientEndpoint:
         heapq.heappush(self._deadlines, (deadline, request_id))
         if deadline < self._sweep_at:
             self._arm_sweep(deadline)
-        request = _new_request(request_id, op, key, value, expected, client_id, seq, read_mode)
+        self._enqueue(node, _new_request(request_id, op, key, value, expected, client_id, seq, read_mode))
+
+    def _enqueue(self, node: NodeId, request: ClientRequest) -> None:
+        """Queue `request` for `node`'s next envelope (one per node per event-loop turn)."""
         queue = self._outbox.get(node)
         if queue is None:
             self._outbox[node] = [request]
@@ -256,11 +259,7 @@ class ClientEndpoint:
             return  # refused at once (the endpoint is full): answered already
         request = self._outbox[nodes[0]][-1]
         for node in nodes[1:]:
-            queue = self._outbox.get(node)
-            if queue is None:
-                self._outbox[node] = [request]
-            else:
-                queue.append(request)
+            self._enqueue(node, request)
 
     async def _send(self) -> None:
         ready = self._outbox_ready
