@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from raft_harness import Cluster, cfg
+from raft_harness import Cluster, cfg, env
 
 from dscore.core.envelope import Envelope
 from dscore.protocols.raft import AppendEntries, AppendResponse, ProgressState, Role
@@ -235,3 +235,18 @@ def test_followers_learn_a_new_commit_index_by_an_empty_append_or_by_the_next_he
         c.tick(3)  # the next heartbeat carries it
         assert all(c.nodes[f].commit_index == index for f in followers)
     assert all(c.sm[n] == [b"x"] for n in c.ids)
+
+
+def test_a_leader_counts_its_own_entry_only_once_it_is_durable() -> None:
+    """Raft dissertation 10.2.1: a commit rests on a quorum of stored copies. A follower's acknowledgement
+    that arrives before the leader's own save (a driver may send while it saves) commits nothing yet."""
+    c = Cluster(seed=1)
+    leader = c.elect("a")
+    committed = leader.commit_index
+    index = leader.propose(b"x")
+    rd = leader.ready()  # handed out for saving, not yet saved (no advance)
+    assert [e.index for e in rd.entries] == [index]
+    leader.step(env("b", "a", AppendResponse(leader.term, index)))
+    assert leader.commit_index == committed  # only b's copy is durable: 1 of 3
+    leader.advance(rd)  # the leader's own copy is durable now: 2 of 3
+    assert leader.commit_index == index

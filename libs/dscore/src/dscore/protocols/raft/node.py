@@ -606,6 +606,14 @@ class RaftNode:
             log.applied = max(log.applied, ready.committed[-1].index)
         if ready.snapshot is not None:
             log.applied = max(log.applied, ready.snapshot.index)
+        if ready.entries and self._role is Role.LEADER:
+            # The leader counts its own copy of an entry only now that it is durable (Raft dissertation
+            # 10.2.1): a commit must rest on a quorum of stored copies, whatever order the driver sends
+            # and saves in.
+            own = self._tracker.progress.get(self._id)
+            if own is not None and ready.entries[-1].index > own.match:
+                own.match = ready.entries[-1].index
+                self._maybe_commit()
 
     # -- step -------------------------------------------------------------------------------------
 
@@ -783,14 +791,12 @@ class RaftNode:
         log.entries.append(entry)
         own = self._tracker.progress.get(self._id)
         if own is not None:
-            own.match = index
+            # `match` waits for the entry to be durable (`advance`); a lone voter commits there too
             own.next = index + 1
         self._append_dirty = True
         if kind == EntryKind.CONFIG:
             self._record_config(entry)
             self._config_appended()
-        elif len(self._tracker.voters) == 1:
-            self._maybe_commit()
         return index
 
     # -- commitment -------------------------------------------------------------------------------
