@@ -103,6 +103,10 @@ async def e2e_cluster(
                 server.stop()
 
 
+#: a checked history shorter than this proves nothing (`check_outcome`)
+MIN_CHECKED_OPS = 40
+
+
 @dataclass
 class Workload:
     """Clients writing and reading through the gateway while the test faults the cluster (see the module
@@ -198,6 +202,19 @@ class Workload:
             while self.ok_count(not_node=not_node, writes_only=writes_only) < start + count:
                 await asyncio.sleep(0.01)
 
+    def checked_ok_count(self) -> int:
+        """Operations of the linearizability history that succeeded (the appenders keep their own)."""
+        return sum(1 for op in self.history.history().ops if op.type is OpType.OK)
+
+    async def wait_checked(self, count: int = MIN_CHECKED_OPS + 1, timeout_s: float = 60.0) -> None:
+        """Until the linearizability history holds `count` successful operations: what `check_outcome`
+        needs for a history that proves something, however fast the faults before went."""
+        failed = [t for t in self._tasks if t.done()]
+        assert not failed, f"a client crashed: {failed[0].exception()!r}"
+        async with asyncio.timeout(timeout_s):
+            while self.checked_ok_count() < count:
+                await asyncio.sleep(0.01)
+
     async def stop(self) -> None:
         self._running = False
         await asyncio.gather(*self._tasks)  # each op ends within op_timeout_s
@@ -252,6 +269,8 @@ async def check_outcome(
     (cluster.log_dir / "history.edn").write_text(history.to_edn(), encoding="utf-8")
     result = check_history(history, model="kv", timeout_s=120.0)
     assert result.verdict is Verdict.LINEARIZABLE, result.explanation
-    assert result.ops_checked > 40, f"only {result.ops_checked} operations checked: the test proved nothing"
+    assert result.ops_checked > MIN_CHECKED_OPS, (
+        f"only {result.ops_checked} operations checked: the test proved nothing"
+    )
     crashed = [e for e in cluster.failures() if e.returncode not in (1,) or e.node_id not in cluster.nodes]
     assert not crashed, f"nodes exited unexpectedly: {crashed}"

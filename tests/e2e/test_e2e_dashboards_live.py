@@ -284,6 +284,14 @@ async def test_every_dashboard_query_returns_data_from_a_live_stack_with_a_leade
                     )
 
                 await cluster.wait_for(answer_lost, 60.0, f"{leader} could not deliver an answer to ghost")
+
+                async def loss_scraped() -> bool:
+                    # the leader is killed next, and its counters with it: Prometheus must have seen
+                    # the loss first, or the "Frames lost" panel has nothing to show
+                    lost = 'dscore_transport_send_failures_total{reason="unknown_destination"} > 0'
+                    return bool(await asyncio.to_thread(prometheus.query, lost))
+
+                await cluster.wait_for(loss_scraped, 30.0, "Prometheus scraped the lost answer")
             finally:
                 await ghost.close()
 
