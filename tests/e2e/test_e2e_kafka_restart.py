@@ -38,6 +38,7 @@ async def test_the_cluster_rides_out_a_broker_restart(
             workload.nemesis("start the Kafka broker")
             await cluster.wait_ready(timeout_s=120)
             await workload.wait_ok(20, writes_only=True, timeout_s=120)
+            await workload.wait_checked()
         finally:
             await workload.stop()
         assert not cluster.failures(), "a node exited during the broker outage"

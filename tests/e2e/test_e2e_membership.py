@@ -55,6 +55,7 @@ async def test_a_joining_node_is_added_caught_up_promoted_and_counts_for_the_quo
             assert state["role"] in ("follower", "leader") and len(state["voters"]) == 4
             await cluster.restart(follower)
             workload.nemesis(f"restart {follower}")
+            await workload.wait_checked()
         finally:
             await workload.stop()
         await check_outcome(cluster, workload)

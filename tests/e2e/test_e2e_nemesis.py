@@ -140,6 +140,7 @@ async def run_nemesis(
             for step in order:
                 await actions[step]()
                 await workload.wait_ok(5)
+        await workload.wait_checked()
     finally:
         await workload.stop()
     await check_outcome(cluster, workload)

@@ -90,6 +90,7 @@ async def test_the_protocol_survives_a_killed_leader(
         await workload.start()
         try:
             await kill_the_leader_while_clients_write(cluster, workload)
+            await workload.wait_checked()
         finally:
             await workload.stop()
         await check_outcome(cluster, workload)

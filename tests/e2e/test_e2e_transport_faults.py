@@ -124,6 +124,7 @@ async def test_a_partition_on_the_control_topic_isolates_the_leader_and_healing_
             await cluster.wait_for(healed, 30.0, "the partition stopped at every node")
             await cluster.wait_ready()
             await workload.wait_ok(10, writes_only=True)
+            await workload.wait_checked()
         finally:
             await workload.stop()
             await forger.close()
