@@ -86,9 +86,9 @@ def follow_writes(events: Sequence[Event]) -> dict[str, list[float]]:
     for first, last in itertools.pairwise(starts):
         window = events[first:last]
 
-        def at(who: str | None, prefix: str, after: float, window: Sequence[Event] = window) -> float | None:
+        def at(who: str, prefix: str, after: float, window: Sequence[Event] = window) -> float | None:
             for stamp, by, what in window:
-                if stamp >= after and (who is None or by == who) and what.startswith(prefix):
+                if stamp >= after and by == who and what.startswith(prefix):
                     return stamp
             return None
 

@@ -196,11 +196,9 @@ class Workload:
     ) -> None:
         """Until `count` more operations succeed (answered by a node other than `not_node`)."""
         start = self.ok_count(not_node=not_node, writes_only=writes_only)
-        failed = [t for t in self._tasks if t.done()]
-        assert not failed, f"a client crashed: {failed[0].exception()!r}"
-        async with asyncio.timeout(timeout_s):
-            while self.ok_count(not_node=not_node, writes_only=writes_only) < start + count:
-                await asyncio.sleep(0.01)
+        await self._until(
+            lambda: self.ok_count(not_node=not_node, writes_only=writes_only) >= start + count, timeout_s
+        )
 
     def checked_ok_count(self) -> int:
         """Operations of the linearizability history that succeeded (the appenders keep their own)."""
@@ -209,10 +207,14 @@ class Workload:
     async def wait_checked(self, count: int = MIN_CHECKED_OPS + 1, timeout_s: float = 60.0) -> None:
         """Until the linearizability history holds `count` successful operations: what `check_outcome`
         needs for a history that proves something, however fast the faults before went."""
+        await self._until(lambda: self.checked_ok_count() >= count, timeout_s)
+
+    async def _until(self, reached: Callable[[], bool], timeout_s: float) -> None:
+        """Poll the clients' own records until `reached()`; a crashed client fails at once."""
         failed = [t for t in self._tasks if t.done()]
         assert not failed, f"a client crashed: {failed[0].exception()!r}"
         async with asyncio.timeout(timeout_s):
-            while self.checked_ok_count() < count:
+            while not reached():
                 await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
