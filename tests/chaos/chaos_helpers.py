@@ -99,6 +99,7 @@ class Children:
             stderr=subprocess.DEVNULL,
         )
         self.procs[name] = proc
+        wait_for_cmdline(proc.pid, marker)
         (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
         return proc
 
@@ -117,6 +118,18 @@ class Children:
 def state_of(pid: int) -> str:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0]
+
+
+def wait_for_cmdline(pid: int, marker: str) -> None:
+    """Wait (bounded) until /proc shows the child's command line. `Popen` returns once the exec is past
+    its point of no return, but the kernel sets the new image's arguments a little later; until then
+    /proc/<pid>/cmdline reads empty, and the backend rightly refuses a process without its marker."""
+    deadline = time.monotonic() + WAIT_S
+    path = Path(f"/proc/{pid}/cmdline")
+    while marker.encode() not in path.read_bytes():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} shows no {marker!r} in its command line within {WAIT_S} s")
+        time.sleep(0.001)
 
 
 def wait_state(pid: int, wanted: Callable[[str], bool], what: str) -> str:
