@@ -24,6 +24,8 @@ class Endpoints:
         self.config = config
         self.opened: list[Any] = []
         self.ids: set[str] = set()
+        #: what each endpoint's last `start` returned: where its inbox ended (deliveries below are replays)
+        self.replay_ends: dict[str, Mapping[str, int]] = {}
 
     async def open(
         self, endpoint: str, resume_after: Mapping[str, int] | None = None, **overrides: Any
@@ -34,7 +36,7 @@ class Endpoints:
         transport = open_kafka_transport(config, endpoint)
         self.opened.append(transport)
         self.ids.add(endpoint)
-        await transport.start(resume_after or {})
+        self.replay_ends[endpoint] = await transport.start(resume_after or {})
         return transport
 
     async def close_all(self) -> None:

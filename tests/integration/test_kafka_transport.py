@@ -90,6 +90,9 @@ async def test_restart_resumes_exactly_after_the_stored_position(endpoints: Endp
     # "end" is read for the first time
     assert again.stats.redelivered == 20
     assert receiver.stats.redelivered == 0
+    # `start` says where the inbox ended: m0..m49 lie below it (replays, to a node), "end" above it
+    assert endpoints.replay_ends["r"] == {stored.channel: first[-1].offset + 1}
+    assert resumed[-2].offset < first[-1].offset + 1 <= resumed[-1].offset
 
 
 async def test_a_crash_counts_what_the_last_periodic_commit_saw_read(endpoints: Endpoints) -> None:

@@ -10,7 +10,17 @@ import pytest
 from raft_harness import Cluster, cfg, env
 
 from dscore.core.envelope import Envelope
-from dscore.protocols.raft import AppendEntries, AppendResponse, ProgressState, Role
+from dscore.protocols.contract import Ready
+from dscore.protocols.raft import (
+    AppendEntries,
+    AppendResponse,
+    HardState,
+    ProgressState,
+    RaftNode,
+    Role,
+    VoteRequest,
+    VoteResponse,
+)
 
 
 def test_proposals_are_replicated_and_applied_in_the_same_order_everywhere() -> None:
@@ -250,3 +260,101 @@ def test_a_leader_counts_its_own_entry_only_once_it_is_durable() -> None:
     assert leader.commit_index == committed  # only b's copy is durable: 1 of 3
     leader.advance(rd)  # the leader's own copy is durable now: 2 of 3
     assert leader.commit_index == index
+
+
+class _RecordingNode(RaftNode):
+    """Records every Ready it hands out, with its role and its term and vote before the Ready."""
+
+    readies: list[tuple[str, Role, tuple[int, str | None], Ready]]
+
+    def ready(self) -> Ready:
+        before = (self.term, self.vote)
+        rd = super().ready()
+        hs = rd.hard_state
+        if isinstance(hs, HardState):
+            before = self._last_hs.get(self.node_id, before)
+            self._last_hs[self.node_id] = (hs.term, hs.vote)
+        self.readies.append((self.node_id, self.role, before, rd))
+        return rd
+
+    _last_hs: dict[str, tuple[int, str | None]]
+
+
+def test_only_a_leaders_appends_of_its_own_log_may_leave_while_they_are_persisted() -> None:
+    """`Ready.send_while_persisting` (dissertation 10.2.1): set on a leader's Readys whose term and vote
+    were persisted before, never on one that carries a vote, a follower's acknowledgement, or a new term."""
+    _RecordingNode.readies = []
+    _RecordingNode._last_hs = {}
+    c = Cluster(seed=3, node_cls=_RecordingNode)
+    first = c.elect("a")
+    for i in range(5):
+        c.propose(b"x%d" % i)
+    c.isolate("a")
+    second = c.wait_leader(among=["b", "c"])
+    c.propose(b"y", second)
+    c.heal()
+    c.converge()
+    assert first.role is Role.FOLLOWER
+    early = [
+        (node, role, before, rd)
+        for node, role, before, rd in _RecordingNode.readies
+        if rd.send_while_persisting
+    ]
+    late = [rd for _, _, _, rd in _RecordingNode.readies if rd.messages and not rd.send_while_persisting]
+    assert early and late
+    for node, role, before, rd in early:
+        assert role is Role.LEADER, node
+        hs = rd.hard_state
+        assert not isinstance(hs, HardState) or (hs.term, hs.vote) == before, (node, hs, before)
+        for out in rd.messages:
+            content = out.content
+            # A refusal (a stale leader's append answered with our term) promises nothing.
+            assert not isinstance(content, VoteRequest), content
+            assert not (isinstance(content, AppendResponse) and not content.reject), content
+            assert not (isinstance(content, VoteResponse) and content.granted and not content.pre_vote)
+    # Every acknowledgement and every vote waited for its write.
+    for _, _, _, rd in _RecordingNode.readies:
+        if any(
+            isinstance(o.content, VoteRequest)
+            or (isinstance(o.content, AppendResponse) and not o.content.reject)
+            for o in rd.messages
+        ):
+            assert not rd.send_while_persisting
+    assert any(
+        isinstance(o.content, AppendEntries) and o.content.entries
+        for rd in (e[3] for e in early)
+        for o in rd.messages
+    )
+
+
+def test_a_lone_voter_that_wins_at_once_waits_for_its_new_term_before_its_appends() -> None:
+    """A single voter with a learner wins an election within one step: the Ready that makes it leader
+    also carries its new term and vote. Its appends must wait for them (a crash would otherwise let it
+    lead that term again, with another log)."""
+    _RecordingNode.readies = []
+    _RecordingNode._last_hs = {}
+    c = Cluster(ids=("a",), seed=4, node_cls=_RecordingNode)
+    c.elect("a")
+    c.add_node("d", join=True)
+    c.process("a")
+    c.run()
+    index = c.nodes["a"].add_learner("d")
+    c.process("a")
+    c.run()
+    c.tick(2)
+    assert c.nodes["d"].role is Role.LEARNER and c.nodes["a"].commit_index >= index
+    c.crash("a")
+    _RecordingNode.readies = []
+    c.restart("a")
+    c.tick(100, ["a"])
+    assert c.nodes["a"].role is Role.LEADER
+    won = [
+        rd
+        for node, role, before, rd in _RecordingNode.readies
+        if node == "a"
+        and role is Role.LEADER
+        and isinstance(rd.hard_state, HardState)
+        and (rd.hard_state.term, rd.hard_state.vote) != before
+    ]
+    assert [len(rd.messages) > 0 for rd in won] == [True]  # the winning Ready: new term, vote, appends
+    assert not won[0].send_while_persisting

@@ -13,7 +13,7 @@ import asyncio
 import enum
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dscore.core.envelope import Envelope
 from dscore.core.errors import NotLeaderError
@@ -171,6 +171,25 @@ class MiniLogCore:
         del self.reads[: len(ready.read_states)]
 
 
+class EarlyMiniCore(MiniLogCore):
+    """Vouches for its notes (`Ready.send_while_persisting`), as a Raft leader does for its appends: they
+    may leave while the entries they announce are being saved."""
+
+    def ready(self) -> Ready:
+        ready = super().ready()
+        return replace(ready, send_while_persisting=True) if ready.messages else ready
+
+
+class FollowerMiniCore(MiniLogCore):
+    """Follows n2 from the start (as if n2 had taken over)."""
+
+    def __init__(
+        self, node_id: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState | None
+    ) -> None:
+        super().__init__(node_id, peers, rng, durable)
+        self.leader = "n2"
+
+
 class NoReadIndexCore(MiniLogCore):
     """The same log without a read index: the runtime must read through the log."""
 
@@ -182,6 +201,18 @@ def mini_core(
     node_id: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState
 ) -> MiniLogCore:
     return MiniLogCore(node_id, peers, rng, durable)
+
+
+def early_mini_core(
+    node_id: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState
+) -> MiniLogCore:
+    return EarlyMiniCore(node_id, peers, rng, durable)
+
+
+def follower_mini_core(
+    node_id: NodeId, peers: Sequence[NodeId], rng: random.Random, durable: DurableState
+) -> MiniLogCore:
+    return FollowerMiniCore(node_id, peers, rng, durable)
 
 
 def no_read_index_core(
@@ -200,11 +231,18 @@ class RecordingStorage:
         #: when set, `save` waits on it after the write is durable (to crash "between persist and send")
         self.hold_after_save: asyncio.Event | None = None
         self.saved = asyncio.Event()
+        #: when set, `save` waits on it before the write is durable (a slow fsync; a crash loses the write)
+        self.hold_before_save: asyncio.Event | None = None
+        #: set when a save begins
+        self.saving = asyncio.Event()
 
     async def load(self) -> StoredState:
         return await self.inner.load()
 
     async def save(self, batch: WriteBatch) -> None:
+        self.saving.set()
+        if self.hold_before_save is not None:
+            await self.hold_before_save.wait()
         await self.inner.save(batch)
         self.batches.append(batch)
         self.events.append(f"save:{len(batch.entries)}")
@@ -229,8 +267,8 @@ class RecordingTransport:
     def node_id(self) -> NodeId:
         return self.inner.node_id
 
-    async def start(self, resume_after: Mapping[str, int]) -> None:
-        await self.inner.start(resume_after)
+    async def start(self, resume_after: Mapping[str, int]) -> Mapping[str, int]:
+        return await self.inner.start(resume_after)
 
     async def send(self, frames: Sequence[OutboundFrame]) -> None:
         self.sent.extend(frames)

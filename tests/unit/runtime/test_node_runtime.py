@@ -10,9 +10,17 @@ import time
 from collections.abc import Mapping, Sequence
 
 import pytest
-from rt_doubles import MiniLogCore, MiniNote, RecordingStorage, RecordingTransport, mini_core
+from rt_doubles import (
+    MiniLogCore,
+    MiniNote,
+    RecordingStorage,
+    RecordingTransport,
+    early_mini_core,
+    follower_mini_core,
+    mini_core,
+)
 
-from dscore.core.client_messages import ClientRequest, Op
+from dscore.core.client_messages import ClientRequest, Op, Outcome
 from dscore.core.codec import decode_envelope, encode_envelope, frame
 from dscore.core.envelope import Envelope, EnvelopeFactory
 from dscore.core.ids import NodeId
@@ -319,3 +327,62 @@ async def test_an_internal_error_fails_the_runtime_loudly() -> None:
         response = node.runtime.request(ClientRequest(0, Op.GET, "k"), TIMEOUT_S)
         with pytest.raises(RuntimeStoppedError, match="failed"):
             await response
+
+
+def notes_sent(node: Node) -> list[int]:
+    """The last indexes the node's notes announced, in the order they left."""
+    notes = [decode_envelope(f.data).content for f in node.transport.sent]
+    return [n.last_index for n in notes if isinstance(n, MiniNote)]
+
+
+async def test_messages_the_core_vouches_for_leave_while_their_save_runs() -> None:
+    """`Ready.send_while_persisting` (a Raft leader's appends): the runtime sends while it saves, so the
+    followers' round trip overlaps the leader's own save; nothing is applied before the save is done."""
+    async with Node(members=("n1", "n2"), make_core=early_mini_core) as node:
+        rt = node.runtime
+        client = await node.client()
+        assert (await client.put("warm", "up")).ok
+        node.storage.hold_before_save = hold = asyncio.Event()
+        node.storage.saving.clear()
+        pending = asyncio.ensure_future(client.append("k", "x"))
+        await asyncio.wait_for(node.storage.saving.wait(), TIMEOUT_S)
+        index = node.core.last_index
+        await wait_until(lambda: index in notes_sent(node))  # left while the save is held
+        assert node.storage.inner.stored_state().durable.entries[-1].index < index
+        assert rt.state_machine.applied_index < index and not pending.done()
+        hold.set()
+        assert (await pending).ok
+        assert node.storage.inner.stored_state().durable.entries[-1].index == index
+        assert rt.state_machine.applied_index == index
+        await client.endpoint.close()
+
+
+async def test_a_client_request_replayed_after_a_restart_is_answered_unknown() -> None:
+    """The node proposed a request and its note left while the write (with the request's input position)
+    was in flight; a crash lost the write. The next incarnation reads the request again: were it to refuse
+    it NOT_LEADER ("no effect"), a client could be told a write failed that the other nodes commit."""
+    disk = MemoryStorage()
+    network = MemoryNetwork(("n1", "n2"))
+    node = Node(members=("n1", "n2"), storage=disk, network=network, make_core=early_mini_core)
+    await node.runtime.start()
+    client = await node.client()
+    assert (await client.put("warm", "up")).ok
+    node.storage.hold_before_save = asyncio.Event()  # never set: this write is lost
+    node.storage.saving.clear()
+    answer = client.endpoint.call(
+        "n1", Op.APPEND, "k", value="x", client_id=client.client_id, seq=client.seq, timeout_s=TIMEOUT_S
+    )
+    await asyncio.wait_for(node.storage.saving.wait(), TIMEOUT_S)
+    await wait_until(lambda: node.core.last_index in notes_sent(node))
+    node.runtime.crash()
+    assert disk.stored_state().durable.entries[-1].index < node.core.last_index
+    async with Node(
+        members=("n1", "n2"), storage=disk, network=network, make_core=follower_mini_core
+    ) as again:
+        response = await answer
+        assert response is not None and response.outcome is Outcome.UNKNOWN, response
+        assert "restarted" in (response.error or "")
+        assert again.runtime.executor.replayed_requests == 1
+        fresh = await client.endpoint.call("n1", Op.GET, "k", timeout_s=TIMEOUT_S)  # read after the start
+        assert fresh is not None and fresh.outcome is Outcome.NOT_LEADER
+    await client.endpoint.close()

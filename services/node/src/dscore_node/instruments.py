@@ -48,8 +48,8 @@ class ConsumeGate:
     def resume_consuming(self) -> None:
         self._consuming.set()
 
-    async def start(self, resume_after: Mapping[str, int]) -> None:
-        await self.inner.start(resume_after)
+    async def start(self, resume_after: Mapping[str, int]) -> Mapping[str, int]:
+        return await self.inner.start(resume_after)
 
     async def send(self, frames: Sequence[OutboundFrame]) -> None:
         await self.inner.send(frames)

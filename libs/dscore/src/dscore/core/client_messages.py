@@ -24,7 +24,7 @@ request's *effect*:
 | `OVERLOADED` | none: refused, not queued (a bound was reached); retry later |
 | `BAD_REQUEST` | none: malformed, or a `(client_id, seq)` reused for a different operation (`error` says) |
 | `SESSION_EXPIRED` | none now (but see below) |
-| `UNKNOWN` | may or may not take effect (leadership lost while pending, timed out on the replica) |
+| `UNKNOWN` | may or may not take effect (leadership lost while pending, timed out, read again on restart) |
 
 `SESSION_EXPIRED`: the session is unknown (evicted, or never registered). This copy did nothing, but if
 the same `seq` was sent before, an earlier copy may have taken effect before the eviction: the client must

@@ -104,6 +104,14 @@ class Ready:
 
     A crash anywhere in between loses nothing: what was not yet persisted was never announced, and
     inputs whose offsets were not committed are delivered again (cores are idempotent to duplicates).
+
+    One exception to step 2's "only after": with `send_while_persisting` the core vouches that its
+    messages promise nothing step 1 holds, so a driver may send them before or while it persists (never
+    later than it would otherwise). A Raft leader's appends of its own new entries are such messages
+    (Raft dissertation 10.2.1): the leader counts its own copy toward a commit only at `advance`, once
+    it is durable, so a crash before the write completes loses an entry that nobody counted as stored
+    there. A vote, a follower's acknowledgement, or anything sent in the Ready that changes the term or
+    the vote is never such a message.
     """
 
     hard_state: object | None = None
@@ -117,6 +125,8 @@ class Ready:
     committed: tuple[LogEntry, ...] = ()
     read_states: tuple[ReadState, ...] = ()
     failed_reads: tuple[int, ...] = ()
+    #: the core vouches that `messages` may go before or while step 1 is persisted (see above)
+    send_while_persisting: bool = False
 
     @property
     def must_persist(self) -> bool:

@@ -20,7 +20,7 @@ Driving it::
     while (work := executor.poll()) is not None:
         send(work.replies)                     # may go at once: they announce only what is durable
         save(work.write)                       # one atomic write, if any; return once durable
-        send(work.messages)                    # only after the write is durable
+        send(work.messages)                    # only after the write is durable (but see below)
         executor.done(work)                    # apply, answer clients, release reads, advance, compact
         if work.commit: transport.commit(work.commit)   # a hint; stored positions are the resume point
 
@@ -28,6 +28,13 @@ The order within one `Work` is the `Ready` contract (persist -> send -> apply ->
 `done` is where the apply happens, so a driver cannot apply before it persisted. A crash anywhere loses
 nothing: what was not durable was never announced, and inputs after the stored positions are delivered
 again (their duplicates are dropped by the durable high-water marks).
+
+With `work.send_during_write` the messages may go before the write is durable: the driver sends them
+while it saves (the runtime), or before the write (the simulator, which may then crash before the write).
+Only a core's say-so sets it (`Ready.send_while_persisting`: a Raft leader's appends of its own log, whose
+own copy the core counts only at `advance`). `done` still comes after both, and one `Work` at a time: the
+next `poll` only once this write is durable. Inputs redelivered after such a crash may be proposed again
+by a later leader; client sessions make a write take effect once (`dscore.statemachine.kv`).
 
 Input positions (one rule). The positions stored with the protocol state are the only resume point: a
 transport seeks past them on start. Positions go into the write of the next `Ready` that persists (the
@@ -172,6 +179,9 @@ class Work:
     ready: Ready | None = None
     #: after `done`: positions to hand the transport as a hint (`Transport.commit`), if due
     commit: Mapping[str, int] | None = None
+    #: `messages` may go before `write` is durable, while it is saved: the core vouched for them
+    #: (`Ready.send_while_persisting`, a Raft leader's appends of its own log)
+    send_during_write: bool = False
 
 
 # -- events: what the driver should know about (log, settle a future, fail) --------------------------
@@ -404,6 +414,12 @@ class Executor:
         self._local_origin = _LOCAL_PREFIX + node_id
         self._every_replica = core if isinstance(core, RepliesFromEveryReplica) else None
         self._checkpointing = core if isinstance(core, Checkpointing) else None
+        #: per channel, where the inbox ended when this incarnation's transport started (what
+        #: `Transport.start` returns; the driver sets it): deliveries below it are replayed, and an
+        #: earlier incarnation may have proposed a client request among them (see `_on_replayed_requests`)
+        self.replay_ends: Mapping[str, int] = {}
+        #: client requests answered UNKNOWN because they were replayed after a restart
+        self.replayed_requests = 0
         # Client work.
         self._batch: list[tuple[object, ...]] = []
         self._batch_waiters: list[_Waiter] = []
@@ -518,7 +534,10 @@ class Executor:
         if type(content) is ClientRequests:
             # Any authenticated sender may be a client; sessions, not dedup marks, make retries safe.
             self._factory.observe(envelope)
-            self._on_client_requests(sender, content.requests)
+            if offset < self.replay_ends.get(channel, 0) and self._every_replica is None:
+                self._on_replayed_requests(sender, content.requests)
+            else:
+                self._on_client_requests(sender, content.requests)
             return
         if sender not in self._senders:
             self._reject("unknown_sender")
@@ -731,7 +750,14 @@ class Executor:
             if ready.must_persist or self._positions_due():
                 write = self._write_for(ready)
             messages = self._frames_for(ready) if ready.messages else []
-            return Work(replies, write, messages, ready, self._commit_due(write))
+            return Work(
+                replies,
+                write,
+                messages,
+                ready,
+                self._commit_due(write),
+                ready.send_while_persisting and write is not None and bool(messages),
+            )
         if self._dirty_positions and self._positions_due():
             write = self._write_for(None)
             return Work(replies, write, [], None, self._commit_due(write))
@@ -756,6 +782,27 @@ class Executor:
         self._maybe_compact()
 
     # -- client requests ----------------------------------------------------------------------------
+
+    def _on_replayed_requests(self, source: str, requests: Iterable[ClientRequest]) -> None:
+        """Client requests read again after a restart: each is answered UNKNOWN, never served or refused.
+
+        An earlier incarnation may have proposed one of them and sent its entry out while the write
+        that held it, and the request's input position, was still in flight (`Work.send_during_write`);
+        the entry can then commit on the other nodes. A NOT_LEADER from this incarnation would tell the
+        client "no effect", which may be false; UNKNOWN makes it retry with the same session and seq,
+        which the state machine applies once."""
+        for request in requests:
+            self.replayed_requests += 1
+            self._reply(
+                source,
+                ClientResponse(
+                    request.request_id,
+                    Outcome.UNKNOWN,
+                    leader_hint=self.core.leader_id,
+                    error=f"{self.node_id} restarted after it read this request: an earlier incarnation "
+                    "may have proposed it; retry with the same session and seq",
+                ),
+            )
 
     def _on_client_requests(self, source: str, requests: Iterable[ClientRequest]) -> None:
         # Who may serve a request is the protocol's call: its `propose` and `read_index` raise

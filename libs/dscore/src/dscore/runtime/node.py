@@ -72,7 +72,7 @@ from dscore.runtime.errors import (
     StorageWentBackError,
 )
 from dscore.statemachine.kv import KvStateMachine, StateMachine
-from dscore.storage.base import Storage
+from dscore.storage.base import Storage, WriteBatch
 from dscore.transport.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class NodeRuntime:
             # used only if the storage has none yet (its first start): then kept there for good
             storage_epoch=secrets.randbits(63) + 1,
         )
-        await self._transport.start(stored.input_positions)
+        self.executor.replay_ends = await self._transport.start(stored.input_positions)
         self._waker = _Waker(loop)
         self._next_tick_at = loop.time() + self.config.tick_interval_s
         self._state = _State.RUNNING
@@ -667,22 +667,44 @@ class NodeRuntime:
                 self._kick()  # more than one batch waiting: come back without sleeping
 
     async def _carry_out(self, work: Work) -> None:
-        """One `Work`, in the contract's order (the caller calls `done` afterwards)."""
+        """One `Work`, in the contract's order (the caller calls `done` afterwards).
+
+        With `work.send_during_write` (a Raft leader's appends) the messages go while the write is
+        saved: the followers' round trip overlaps the leader's own save instead of following it."""
         transport = self._transport
         if work.replies:
             await transport.send(work.replies)
-        if work.write is not None:
-            metrics = self.metrics
-            if metrics is None:
-                await self._storage.save(work.write)
-            else:
-                clock = time.perf_counter
-                started = clock()
-                await self._storage.save(work.write)
-                metrics.observe_persist_seconds(clock() - started)
-            self.saves += 1
+        write = work.write
+        if write is None:
+            if work.messages:
+                await transport.send(work.messages)
+            return
+        if work.send_during_write:
+            saving = asyncio.ensure_future(self._save(write))
+            try:
+                await transport.send(work.messages)
+            except BaseException:
+                # The node fails or stops: the write is dropped as a crash would drop it (safe: the
+                # core counted nothing of it), and no save outlives this call.
+                saving.cancel()
+                await asyncio.wait([saving])
+                raise
+            await saving
+            return
+        await self._save(write)
         if work.messages:
             await transport.send(work.messages)
+
+    async def _save(self, write: WriteBatch) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            await self._storage.save(write)
+        else:
+            clock = time.perf_counter
+            started = clock()
+            await self._storage.save(write)
+            metrics.observe_persist_seconds(clock() - started)
+        self.saves += 1
 
     def _settle(self, executor: Executor) -> None:
         events = executor.events

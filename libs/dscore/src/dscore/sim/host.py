@@ -16,6 +16,10 @@ With the `power_loss` fault on, a write may be lost in flight (the power fails d
 node goes down before the write is durable and before its messages leave, while what it handed the network
 before the write (its replies, and anything an executor wrongly put ahead of the write) has left.
 
+A `Work` with `send_during_write` (a Raft leader's appends, which the runtime sends while it saves) is
+carried out in the order that is worst for it: replies, messages, then the write. A kill at "messages" or a
+power loss then lands after the appends left and before the leader's own copy is durable.
+
 With the `flaky_leader` fault on, the host tells the simulator about leader events (this node took the
 lead, or committed while leading) after persisting a `Work`'s write and before sending its messages, so
 that the nemesis can cut the node off before they leave.
@@ -43,9 +47,11 @@ MAX_WORK_ROUNDS = 1000
 #: the channel name of every node's simulated inbox (the simulated network has no replay)
 SIM_CHANNEL = "sim"
 #: where a kill -9 can land inside one `Work`: after its replies left, after its write is durable, after
-#: its messages left (before `done` applies anything)
+#: its messages left (before `done` applies anything; with `Work.send_during_write` they leave before the
+#: write, so this lands before the write is durable)
 CRASH_POINTS = ("replies", "write", "messages")
-#: where a power loss lands: during the write's fsync (after the replies left; the write is lost)
+#: where a power loss lands: during the write's fsync (after the replies left, and the messages of a
+#: `send_during_write` work; the write is lost)
 POWER_LOSS_POINT = "fsync"
 
 
@@ -295,6 +301,11 @@ class SimNode:
             ctx.transmit(node_id, frame.destination, frame.data, frame.envelope)
         if crash_point == "replies":
             raise CrashedMidWork
+        early = work.send_during_write
+        if early:
+            # The runtime sends these while it saves: here they leave first, so that a kill at
+            # "messages" or a power loss lands after they left and before the write is durable.
+            self._send_messages(executor, work)
         write = work.write
         if write is not None:
             if ctx.power_loss_on and ctx.power_fails(self):
@@ -311,11 +322,18 @@ class SimNode:
             self.positions.update(write.input_positions)
         if crash_point == "write":
             raise CrashedMidWork
+        if not early:
+            self._send_messages(executor, work)
+
+    def _send_messages(self, executor: Executor, work: Work) -> None:
+        """A `Work`'s protocol messages leave (after the leader event, so a nemesis can cut them off)."""
+        ctx = self.ctx
         if ctx.watch_leaders and work.ready is not None:
             self._watch_leader(executor, work.ready)
+        node_id = self.node_id
         for frame in work.messages:
             ctx.transmit(node_id, frame.destination, frame.data, frame.envelope)
-        if crash_point == "messages":
+        if self.crash_point == "messages":
             raise CrashedMidWork
 
     def _watch_leader(self, executor: Executor, ready: Ready) -> None:

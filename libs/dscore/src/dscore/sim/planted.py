@@ -57,6 +57,10 @@ Raft bugs (a `RaftNode` subclass replaces the core; the run's drawn settings sti
   that elected a leader is in its voter's stable storage) at the first election (seed 0). Without that
   check the default swarm missed it on all of seeds 0..199: only a crash between a vote and a second
   candidate's request in the same term, then two leaders of that term, would show it.
+- `early_send_beyond_leader`: the core vouches for every Ready's messages (`Ready.send_while_persisting`),
+  not only for a leader's appends of its own log, so a follower's acknowledgement or a vote may leave
+  while the write it promises is in flight (the simulator sends such messages before the write). Caught
+  by "acknowledged is durable" after a power loss (first default seed: 1).
 - `stall_uncounted`: the ticks a stalled node skips are not counted (`RaftNode.skip_ticks` does nothing),
   as before the lease/stall fix: a leader paused for 50 ticks counts 2, and holds its lease long after a
   new leader was elected. Caught by the linearizability check in lease-read runs with pauses.
@@ -222,6 +226,14 @@ class VoteNotPersisted(RaftNode):
         return ready
 
 
+class SendsWhilePersistingAnywhere(RaftNode):
+    """Vouches for every Ready's messages (`Ready.send_while_persisting`), not only a leader's appends."""
+
+    def ready(self) -> Ready:
+        ready = super().ready()
+        return replace(ready, send_while_persisting=True) if ready.messages else ready
+
+
 def raft_variant(core: type[RaftNode]) -> Callable[[], ProtocolAdapter]:
     """The registered Raft adapter (invariants, drawn settings) with `core` as every node's core."""
 
@@ -337,6 +349,12 @@ PLANTED: dict[str, PlantedBug] = {
             "raft",
             "a granted vote is not written to stable storage (only its term is)",
             make_adapter=raft_variant(VoteNotPersisted),
+        ),
+        PlantedBug(
+            "early_send_beyond_leader",
+            "raft",
+            "every Ready's messages may leave while its write is persisted, votes and acknowledgements too",
+            make_adapter=raft_variant(SendsWhilePersistingAnywhere),
         ),
         PlantedBug(
             "stall_uncounted",

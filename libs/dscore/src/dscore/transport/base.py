@@ -64,10 +64,14 @@ class Transport(Protocol):
     @property
     def node_id(self) -> NodeId: ...
 
-    async def start(self, resume_after: Mapping[str, int]) -> None:
+    async def start(self, resume_after: Mapping[str, int]) -> Mapping[str, int]:
         """Begin consuming this node's inbox right after the given per-channel positions (the stored ones;
         a channel without one: see the module docstring). Positions of channels this endpoint does not
-        read are ignored."""
+        read are ignored.
+
+        Returns, per channel read, where the inbox ended at start (the next offset): a delivery below it
+        is replayed (an earlier incarnation of this node may have read it before its storage recorded
+        so), one at or above it is new (`Executor.replay_ends`)."""
         ...
 
     async def send(self, frames: Sequence[OutboundFrame]) -> None:

@@ -582,12 +582,13 @@ class FaultyTransport:
         """Rules in force now (`dscore.metrics.TransportFaultCollector` reads it)."""
         return len(self.rules.active)
 
-    async def start(self, resume_after: Mapping[str, int]) -> None:
-        await self.inner.start(resume_after)
+    async def start(self, resume_after: Mapping[str, int]) -> Mapping[str, int]:
+        ends = await self.inner.start(resume_after)
         if self._control is not None:
             self._reader = asyncio.get_running_loop().create_task(
                 self._obey_control(self._control), name=f"dscore-faults-{self._node_id}-control"
             )
+        return ends
 
     async def close(self) -> None:
         if self._closed:

@@ -146,7 +146,7 @@ class AioKafkaTransport:
 
     # -- start / close ------------------------------------------------------------------------------
 
-    async def start(self, resume_after: Mapping[str, int]) -> None:
+    async def start(self, resume_after: Mapping[str, int]) -> Mapping[str, int]:
         if self._state is not _State.NEW:
             raise LocalError(f"transport of {self._node_id} was already started")
         stored = check_resume_after(self.channel, resume_after, self._node_id)
@@ -181,6 +181,7 @@ class AioKafkaTransport:
         self._state = _State.RUNNING
         self._spawn(self._commit_periodically(), "commit")
         self._spawn(self._watch_deliveries(), "watchdog")
+        return {self.channel: end}
 
     async def close(self) -> None:
         if self._state is _State.CLOSED:

@@ -125,7 +125,7 @@ class ConfluentKafkaTransport:
 
     # -- start / close ------------------------------------------------------------------------------
 
-    async def start(self, resume_after: Mapping[str, int]) -> None:
+    async def start(self, resume_after: Mapping[str, int]) -> Mapping[str, int]:
         if self._state is not _State.NEW:
             raise LocalError(f"transport of {self._node_id} was already started")
         stored = check_resume_after(self.channel, resume_after, self._node_id)
@@ -160,6 +160,7 @@ class ConfluentKafkaTransport:
         )
         self._thread.start()
         self._poller = loop.create_task(self._serve_reports(), name=f"dscore-kafka-{self._node_id}-reports")
+        return {self.channel: end}
 
     async def _watermarks(self, consumer: Any) -> tuple[int, int]:
         """The inbox's first retained and next offsets; asks again until the broker answers."""

@@ -347,12 +347,14 @@ class MemoryTransport:
     def channel(self) -> str:
         return self._inbox.channel
 
-    async def start(self, resume_after: Mapping[str, int]) -> None:
+    async def start(self, resume_after: Mapping[str, int]) -> Mapping[str, int]:
         """Seek past the stored position of this endpoint's inbox (from the oldest retained frame when
         none is stored)."""
-        position = resume_after.get(self._inbox.channel)
+        inbox = self._inbox
+        position = resume_after.get(inbox.channel)
         if position is not None:
             self._cursor = position + 1
+        return {inbox.channel: inbox.next_offset}
 
     async def send(self, frames: Sequence[OutboundFrame]) -> None:
         if self._closed:

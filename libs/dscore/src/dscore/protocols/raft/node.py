@@ -559,11 +559,12 @@ class RaftNode:
         # of every client's answer (persist, then apply).
         prev = self._prev_hs
         hard_state = None
-        if (
-            prev[0] != self._term
-            or prev[1] != self._vote
-            or (prev[2] != log.committed and (entries or snapshot is not None))
-        ):
+        # A leader whose term and vote are those of earlier Readys (so durable: a driver persists a Ready
+        # before it asks for the next) sends only appends and heartbeats of its own log, refusals, and
+        # pre-vote answers, none of which promises what this Ready's write holds: they may go while it
+        # is persisted (`Ready.send_while_persisting`). Its own copy counts only at `advance`.
+        same_term_and_vote = prev[0] == self._term and prev[1] == self._vote
+        if not same_term_and_vote or (prev[2] != log.committed and (entries or snapshot is not None)):
             hs_tuple = (self._term, self._vote, log.committed)
             self._prev_hs = hs_tuple
             hard_state = HardState(*hs_tuple)
@@ -598,6 +599,7 @@ class RaftNode:
             committed=committed,
             read_states=read_states,
             failed_reads=failed,
+            send_while_persisting=same_term_and_vote and self._role is Role.LEADER and bool(messages),
         )
 
     def advance(self, ready: Ready) -> None:
