@@ -10,12 +10,14 @@ their `PYTHONPATH`, which records timestamps along the path in each process.
 
 Each write is followed from the gateway's send to the gateway's event loop taking the answer:
 - the hop to the leader;
-- the leader's hand-off (consumer thread -> event loop) and processing (feed, step, build the write);
-- the leader's save;
+- the leader's hand-off (consumer thread -> event loop) and processing (feed, step, build the write) up
+  to the send of its appends;
+- the leader's save, which runs while the appends travel (`Work.send_during_write`): not on the path
+  unless it outlasts the round trip to the follower;
 - the hop to the follower that answers first;
 - that follower's hand-off, processing and save;
 - the hop back to the leader;
-- the leader's processing of the acknowledgement up to the answer's send;
+- the leader's processing from the later of that acknowledgement and its own save to the answer's send;
 - the hop to the gateway.
 
 Beside each hop and save stands its floor from the same run. The tracing adds a few µs per event, so
@@ -45,14 +47,14 @@ TRACER = Path(__file__).resolve().parent / "pathtrace"
 STAGES = (
     ("hop gateway -> leader", "hop"),
     ("leader hand-off", ""),
-    ("leader processing", ""),
-    ("leader save", "save"),
+    ("leader processing (to the appends' send)", ""),
+    ("leader save (beside the next five)", "save"),
     ("hop leader -> follower", "hop"),
     ("follower hand-off", ""),
     ("follower processing", ""),
     ("follower save", "save"),
     ("hop follower -> leader", "hop"),
-    ("leader: ack -> answer sent", ""),
+    ("leader: ack (and own save) -> answer sent", ""),
     ("hop leader -> gateway", "hop"),
 )
 
@@ -95,9 +97,18 @@ def follow_writes(events: Sequence[Event]) -> dict[str, list[float]]:
         sent = window[0][0]
         polled = at(leader, "th_poll", sent)
         arrived = polled and at(leader, "loop_arrived", polled)
+        # The leader sends its appends while it saves (`Work.send_during_write`): both start after the
+        # processing, and the answer waits for the later of its own save and the first acknowledgement.
+        appended = arrived and next(
+            (
+                s
+                for s, by, w in window
+                if s >= arrived and by == leader and w.startswith("send") and not _to_gateway(w)
+            ),
+            None,
+        )
         saving = arrived and at(leader, "save_start", arrived)
         saved = saving and at(leader, "save_end", saving)
-        appended = saved and at(leader, "send", saved)
         acked = None
         follower = None
         if appended:
@@ -110,31 +121,32 @@ def follow_writes(events: Sequence[Event]) -> dict[str, list[float]]:
         f_saving = f_arrived and at(follower, "save_start", f_arrived)
         f_saved = f_saving and at(follower, "save_end", f_saving)
         ack_polled = acked and at(leader, "th_poll", acked)
-        answered = ack_polled and next(
-            (s for s, by, w in window if s >= ack_polled and by == leader and _to_gateway(w)), None
+        ready = ack_polled and saved and max(ack_polled, saved)
+        answered = ready and next(
+            (s for s, by, w in window if s >= ready and by == leader and _to_gateway(w)), None
         )
         back = answered and at(gateway, "loop_arrived", answered)
-        points = [sent, polled, arrived, saving, saved, appended, f_polled, f_arrived, f_saving, f_saved,
-                  acked, ack_polled, answered, back]  # fmt: skip
+        points = [sent, polled, arrived, appended, saving, saved, f_polled, f_arrived, f_saving, f_saved,
+                  acked, ack_polled, ready, answered, back]  # fmt: skip
         if any(not p for p in points):
             continue
         steps = [float(p) for p in points]  # type: ignore[arg-type]
         durations = [
             steps[1] - steps[0],  # hop to the leader
             steps[2] - steps[1],
-            steps[3] - steps[2],
-            steps[4] - steps[3],
-            steps[6] - steps[5],  # hop to the follower
+            steps[3] - steps[2],  # processing up to the appends' send
+            steps[5] - steps[4],  # the leader's save, in parallel with what follows
+            steps[6] - steps[3],  # hop to the follower
             steps[7] - steps[6],
             steps[8] - steps[7],
             steps[9] - steps[8],
             steps[11] - steps[10],  # hop back: from the follower's send
-            steps[12] - steps[11],
-            steps[13] - steps[12],
+            steps[13] - steps[12],  # from the later of the ack and the leader's save to the answer
+            steps[14] - steps[13],
         ]
         for (name, _), value in zip(STAGES, durations, strict=True):
             stages[name].append(value)
-        stages["total"].append(steps[13] - steps[0])
+        stages["total"].append(steps[14] - steps[0])
     return stages
 
 
