@@ -33,8 +33,10 @@ With `work.send_during_write` the messages may go before the write is durable: t
 while it saves (the runtime), or before the write (the simulator, which may then crash before the write).
 Only a core's say-so sets it (`Ready.send_while_persisting`: a Raft leader's appends of its own log, whose
 own copy the core counts only at `advance`). `done` still comes after both, and one `Work` at a time: the
-next `poll` only once this write is durable. Inputs redelivered after such a crash may be proposed again
-by a later leader; client sessions make a write take effect once (`dscore.statemachine.kv`).
+next `poll` only once this write is durable. A crash between loses the write with the input positions
+of the client requests behind the entries that left, so the next incarnation reads them again: it answers
+each UNKNOWN, never NOT_LEADER (`replay_ends`, `_on_replayed_requests`), and the client's retry with the
+same session and seq takes effect once (`dscore.statemachine.kv`).
 
 Input positions (one rule). The positions stored with the protocol state are the only resume point: a
 transport seeks past them on start. Positions go into the write of the next `Ready` that persists (the
