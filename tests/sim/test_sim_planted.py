@@ -42,8 +42,8 @@ def test_each_planted_bug_is_caught_by_the_default_swarm_within_200_seeds(
         print(
             f"\n{name}: caught by seed {caught.seed}: {caught.failure}\n  replay: {replay_command(name, caught.seed)}"
         )
-    # The catch is the bug's doing: the same seed passes without it.
-    assert run_simulation(config=default_swarm(caught.seed)).ok
+    # The catch is the bug's doing: the same run (replay on, if the bug turned it on) passes without it.
+    assert run_simulation(config=caught.config).ok
 
 
 def test_the_catalogue_lists_what_each_bug_breaks_and_how_to_replay_it() -> None:

@@ -340,6 +340,10 @@ class SimConfig:
     max_sessions: int = KvStateMachine.DEFAULT_MAX_SESSIONS
     #: Byzantine replicas and what they do (`dscore.sim.byzantine`); none by default
     byzantine: ByzantinePlan = field(default_factory=ByzantinePlan)
+    #: a restarted node is handed again what it received after its stored input position (as a
+    #: transport's retained inbox does: Kafka, the memory transport), before anything new; off in the
+    #: default swarm, whose seeds it would all change (`tests/sim/test_sim_replay.py` runs it)
+    replay_on_restart: bool = False
     #: keep the trace lines on the result (the digest is always computed)
     keep_trace: bool = False
     #: bounds: events in the queue at once, and events processed in one run

@@ -16,6 +16,11 @@ With the `power_loss` fault on, a write may be lost in flight (the power fails d
 node goes down before the write is durable and before its messages leave, while what it handed the network
 before the write (its replies, and anything an executor wrongly put ahead of the write) has left.
 
+With `replay_on_restart`, the host keeps what a node received after its stored input position (a transport's
+retained inbox, outside the process) and hands it to the next incarnation before anything new, telling its
+executor where the replay ends (`Executor.replay_ends`), as the runtime does with what `Transport.start`
+returns.
+
 A `Work` with `send_during_write` (a Raft leader's appends, which the runtime sends while it saves) is
 carried out in the order that is worst for it: replies, messages, then the write. A kill at "messages" or a
 power loss then lands after the appends left and before the leader's own copy is durable.
@@ -28,6 +33,7 @@ that the nemesis can cut the node off before they leave.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
 from typing import Protocol
@@ -44,7 +50,7 @@ from dscore.storage.base import DedupMark, StoredState
 
 #: bound on `Work` rounds for one input: a replica that never quiesces is livelocked
 MAX_WORK_ROUNDS = 1000
-#: the channel name of every node's simulated inbox (the simulated network has no replay)
+#: the channel name of every node's simulated inbox (replayed after a restart only with `replay_on_restart`)
 SIM_CHANNEL = "sim"
 #: where a kill -9 can land inside one `Work`: after its replies left, after its write is durable, after
 #: its messages left (before `done` applies anything; with `Work.send_during_write` they leave before the
@@ -148,6 +154,7 @@ class SimNode:
         make_rng: Callable[[str], random.Random],
         config: ExecutorConfig,
         max_sessions: int = KvStateMachine.DEFAULT_MAX_SESSIONS,
+        replay_on_restart: bool = False,
         make_executor: ExecutorFactory = Executor,
         auth_key: bytes | None = None,
         cluster_settings: Mapping[str, str] | None = None,
@@ -178,6 +185,12 @@ class SimNode:
         #: deliveries (source, bytes) that arrived while paused, in arrival order (read when it resumes)
         self.held: list[tuple[str, bytes]] = []
         self._next_offset = 0
+        #: with `replay_on_restart`: (offset, bytes) of the inputs after the stored position, kept like a
+        #: transport's inbox (outside the process) and handed to the next incarnation first; bounded by the
+        #: executor's positions rule (`positions_every_deliveries`)
+        self._retained: deque[tuple[int, bytes]] | None = deque() if replay_on_restart else None
+        #: inputs handed again to a restarted incarnation, over every incarnation
+        self.replayed = 0
         #: whether the core believed it led after the previous input (leader events, `flaky_leader`)
         self.was_leading = False
         #: inputs rejected by earlier incarnations' executors, by reason
@@ -224,6 +237,23 @@ class SimNode:
         self.held = []
         self.was_leading = False
         self.drain()
+        self._replay_retained()
+
+    def _replay_retained(self) -> None:
+        """What a transport hands a restarted node first: everything after its stored position."""
+        retained = self._retained
+        executor = self.executor
+        if not retained or executor is None:  # nothing kept, or killed by its first work
+            return
+        executor.replay_ends = {SIM_CHANNEL: self._next_offset + 1}
+        resume_after = self.positions.get(SIM_CHANNEL, 0)
+        for offset, data in list(retained):
+            if self.executor is not executor:
+                return  # killed while it caught up
+            if offset > resume_after:
+                self.replayed += 1
+                executor.receive(data, SIM_CHANNEL, offset)
+                self.drain()
 
     def crash(self) -> None:
         """Lose everything volatile; the durable image, incarnation, marks and positions stay."""
@@ -248,6 +278,8 @@ class SimNode:
         executor = self.executor
         assert executor is not None
         self._next_offset += 1
+        if self._retained is not None:
+            self._retained.append((self._next_offset, data))
         executor.receive(data, SIM_CHANNEL, self._next_offset)
         self.drain()
 
@@ -320,6 +352,11 @@ class SimNode:
                 if mark > marks.get(sender, (0, 0)):
                     marks[sender] = mark
             self.positions.update(write.input_positions)
+            retained = self._retained
+            if retained:
+                stored = self.positions.get(SIM_CHANNEL, 0)
+                while retained and retained[0][0] <= stored:
+                    retained.popleft()
         if crash_point == "write":
             raise CrashedMidWork
         if not early:

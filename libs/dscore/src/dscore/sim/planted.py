@@ -24,6 +24,12 @@ Executor bugs (protocol: raft):
   write) at seed 12; the power loss with only the older invariants at seed 119 (leader completeness), and
   on seeds 16, 68, 109 the leader then probes the follower forever below the match it lost (a livelock
   only the run's event bound ends).
+- `replay_served_as_new`: a client request read again after a restart (below where the inbox ended when
+  the transport started) is served or refused like a new one. A leader that sent its appends while
+  saving (`Work.send_during_write`) and lost power before the write landed comes back as a follower and
+  refuses its own request NOT_LEADER ("no effect") while the others commit it. Runs with
+  `SimConfig.replay_on_restart` (a restarted node is handed its inputs again, as from Kafka), which the bug
+  turns on; caught by the linearizability check (first default seed: 59).
 - `ack_on_propose`: a client command is answered OK as soon as it is proposed, not once applied. Caught
   by the linearizability check (an acknowledged write that never took effect, or a read that misses it).
 - `unknown_as_not_leader`: a command pending on a leader that lost the lead is answered NOT_LEADER ("no
@@ -79,7 +85,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dscore.core.client_messages import ClientResponse, Outcome
+from dscore.core.client_messages import ClientRequest, ClientResponse, Outcome
 from dscore.core.errors import ConfigError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import ReadState, Ready
@@ -111,6 +117,11 @@ class SendBeforePersist(Executor):
             work.replies.extend(work.messages)
             work.messages = []
         return work
+
+
+class ReplayServedAsNew(Executor):
+    def _on_replayed_requests(self, source: str, requests: Iterable[ClientRequest]) -> None:
+        self._on_client_requests(source, requests)  # as if new: a follower's NOT_LEADER says "no effect"
 
 
 class AckOnPropose(Executor):
@@ -267,6 +278,9 @@ class PlantedBug:
     make_executor: ExecutorFactory | None = None
     #: replaces the protocol's adapter (a protocol bug: its cores are broken)
     make_adapter: Callable[[], ProtocolAdapter] | None = None
+    #: the runs hand a restarted node its inputs again (`SimConfig.replay_on_restart`), which the bug
+    #: needs and the default swarm does not do
+    replay_on_restart: bool = False
 
 
 PLANTED: dict[str, PlantedBug] = {
@@ -283,6 +297,13 @@ PLANTED: dict[str, PlantedBug] = {
             "raft",
             "the executor sends protocol messages before the write they announce is durable",
             make_executor=SendBeforePersist,
+        ),
+        PlantedBug(
+            "replay_served_as_new",
+            "raft",
+            "a client request read again after a restart is served or refused as if new",
+            make_executor=ReplayServedAsNew,
+            replay_on_restart=True,
         ),
         PlantedBug(
             "ack_on_propose",
@@ -400,6 +421,8 @@ def run_planted(name: str, config: SimConfig) -> SimResult:
     """`config` run with the planted bug `name` in place."""
     bug = planted(name)
     adapter = bug.make_adapter() if bug.make_adapter is not None else None
+    if bug.replay_on_restart:
+        config = replace(config, replay_on_restart=True)
     return run_simulation(config=config, adapter=adapter, make_executor=bug.make_executor)
 
 

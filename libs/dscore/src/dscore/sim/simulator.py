@@ -214,6 +214,7 @@ class Simulation:
                 make_rng=kernel.stream,
                 config=executor_config,
                 max_sessions=config.max_sessions,
+                replay_on_restart=config.replay_on_restart,
                 make_executor=ByzantineExecutor if node_id in self.byzantine else (make_executor or Executor),
                 auth_key=self.auth_key,
                 cluster_settings=cluster_settings,
