@@ -246,14 +246,13 @@ class SimNode:
         if not retained or executor is None:  # nothing kept, or killed by its first work
             return
         executor.replay_ends = {SIM_CHANNEL: self._next_offset + 1}
-        resume_after = self.positions.get(SIM_CHANNEL, 0)
+        # every kept input is after the stored position: each write's positions trim what they cover
         for offset, data in list(retained):
             if self.executor is not executor:
                 return  # killed while it caught up
-            if offset > resume_after:
-                self.replayed += 1
-                executor.receive(data, SIM_CHANNEL, offset)
-                self.drain()
+            self.replayed += 1
+            executor.receive(data, SIM_CHANNEL, offset)
+            self.drain()
 
     def crash(self) -> None:
         """Lose everything volatile; the durable image, incarnation, marks and positions stay."""
