@@ -50,6 +50,8 @@ class FakeTransportStats:
 @dataclass
 class FakeTransportStatsWithRedeliveries(FakeTransportStats):
     redelivered: int = 0
+    producer_restarts: int = 0
+    consumer_restarts: int = 0
 
 
 @dataclass

@@ -139,7 +139,7 @@ def test_protocol_counters_feed_elections_and_events() -> None:
     assert value(registry, "dscore_protocol_events_total", reason="elections_won", **node) is None
 
 
-def test_transport_stats_and_the_optional_redeliveries() -> None:
+def test_transport_stats_and_the_optional_redeliveries_and_client_restarts() -> None:
     stats = FakeTransportStatsWithRedeliveries(
         lag={"inbox/n1": 5, "inbox/other": 2},
         send_failures={"backpressure": 3},
@@ -148,6 +148,8 @@ def test_transport_stats_and_the_optional_redeliveries() -> None:
         bytes_sent=1000,
         bytes_received=2000,
         redelivered=6,
+        producer_restarts=2,
+        consumer_restarts=1,
     )
     registry, _ = scrape(FakeSource(transport=stats))
     node = {"protocol": "raft", "node": "n1"}
@@ -159,8 +161,11 @@ def test_transport_stats_and_the_optional_redeliveries() -> None:
     assert value(registry, "dscore_transport_send_failures_total", reason="backpressure", **node) == 3
     assert value(registry, "dscore_transport_send_failures_total", reason="broker_error", **node) == 0
     assert value(registry, "dscore_redeliveries_total", **node) == 6
+    assert value(registry, "dscore_transport_client_restarts_total", kind="producer", **node) == 2
+    assert value(registry, "dscore_transport_client_restarts_total", kind="consumer", **node) == 1
     registry, _ = scrape(FakeSource(transport=FakeTransportStats()))
     assert value(registry, "dscore_redeliveries_total", **node) is None
+    assert value(registry, "dscore_transport_client_restarts_total", kind="producer", **node) is None
     assert value(registry, "dscore_consumer_lag", **node) == 0
 
 

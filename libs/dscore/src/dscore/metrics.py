@@ -77,6 +77,8 @@ DUPLICATE_REASON = "duplicate"
 #: why the executor does not send an outgoing message
 SEND_DROP_REASONS = ("too_large",)
 
+#: the broker clients a transport may replace (`dscore_transport_client_restarts_total`'s `kind`)
+TRANSPORT_CLIENTS = ("producer", "consumer")
 #: why a transport will never deliver a frame (`dscore.transport.kafka_stats.SEND_FAILURE_REASONS`)
 TRANSPORT_FAILURE_REASONS = (
     "too_large",
@@ -236,7 +238,8 @@ class ExecutorCountersView(Protocol):
 class TransportStatsView(Protocol):
     """What `NodeCollector` reads from a node's transport (`dscore.transport.kafka_stats.KafkaTransportStats`
     has it). A transport that can also tell redeliveries (records read again after a restart, behind
-    a position read before) adds an int attribute `redelivered`: it is optional, read when present."""
+    a position read before) adds an int attribute `redelivered`: it is optional, read when present, as
+    are `producer_restarts` and `consumer_restarts` (broker clients it replaced)."""
 
     #: records each inbox channel holds after the last one delivered (Kafka: from the last fetch)
     @property
@@ -448,6 +451,11 @@ class _Families:
         self.redeliveries = c(
             "dscore_redeliveries", "Records the transport delivered again after a restart", labels=_NODE
         )
+        self.transport_client_restarts = c(
+            "dscore_transport_client_restarts",
+            "Broker clients the transport replaced because they were stuck or failed, by kind",
+            labels=(*_NODE, "kind"),
+        )
         self.transport_records_sent = c(
             "dscore_transport_records_sent", "Records the transport's broker acknowledged", labels=_NODE
         )
@@ -618,6 +626,10 @@ class NodeCollector:
             redelivered = getattr(transport, "redelivered", None)
             if isinstance(redelivered, int):
                 f.redeliveries.add_metric(labels, redelivered)
+            for client in TRANSPORT_CLIENTS:
+                restarts = getattr(transport, f"{client}_restarts", None)
+                if isinstance(restarts, int):
+                    f.transport_client_restarts.add_metric([*labels, client], restarts)
 
         # A source that counts messages itself (a NodeRuntime: its executor counts by kind) is read;
         # otherwise what was pushed through `NodeMetrics.count_in` / `count_out`.

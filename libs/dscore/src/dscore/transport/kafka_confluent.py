@@ -12,6 +12,10 @@ How it sits on asyncio:
   `call_soon_threadsafe`, stops fetching while `max_buffered_records` wait for the runtime, and is the
   only thread that touches the consumer after start (also for commits, which are asynchronous hints).
 - A fatal producer error (librdkafka's idempotence state machine gave up) replaces the producer.
+- Neither client is trusted forever (`dscore.transport.stall`): a producer that holds records and serves
+  no delivery report for longer than its own timeouts allow is replaced, its records counted as
+  `delivery_timeout`; a consumer that fetches nothing while the broker says its inbox holds unread
+  records is rebuilt at the position it had handed over (nothing is skipped: the runtime dedups).
 
 Ordering: librdkafka's idempotent producer keeps order with up to 5 requests in flight per connection.
 """
@@ -55,6 +59,7 @@ from dscore.transport.kafka_layout import (
     ensure_topics,
 )
 from dscore.transport.kafka_stats import KafkaTransportStats
+from dscore.transport.stall import ProgressWatch
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,9 @@ _POLL_INTERVAL_S = 0.01
 _CONSUMER_POLL_S = 0.1
 #: records fetched and not yet handed to the runtime; the consumer thread pauses above it
 MAX_BUFFERED_RECORDS = 10_000
+#: how often the consumer thread checks that it is not stuck (it asks the broker only when it handed
+#: nothing over since the last check)
+_STALL_CHECK_INTERVAL_S = 1.0
 
 _DELIVERY_FAILURES = {
     KafkaError._MSG_TIMED_OUT: "delivery_timeout",
@@ -113,6 +121,10 @@ class ConfluentKafkaTransport:
         self._highest_read = -1
         #: records at or below this offset were read before this start: delivering one is a redelivery
         self._read_before = -1
+        #: the next offset to hand over (consumer thread only): a rebuilt consumer starts there
+        self._next_offset = 0
+        #: delivery reports served for the live producer (the producer watch's progress count)
+        self._reports = 0
         self._work = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         #: delivery reports are counted only for the live producer (not for one purged or flushed away)
@@ -153,6 +165,7 @@ class ConfluentKafkaTransport:
             log.warning("%s: retention deleted %d unread records of %s", self._node_id, expired, self.topic)
         self.stats.records_expired_unread += expired
         consumer.assign([TopicPartition(self.topic, 0, first)])
+        self._next_offset = first
         self._producer = Producer(self._producer_config())
         self._state = _State.RUNNING
         self._thread = threading.Thread(
@@ -184,10 +197,11 @@ class ConfluentKafkaTransport:
                 await self._poller
         self._stopping.set()
         self._space.set()
-        thread, consumer = self._thread, self._consumer
-        self._consumer = None
+        thread = self._thread
         if thread is not None:
             await asyncio.to_thread(thread.join, timeout_s)
+        # read after the join: the thread may have rebuilt its consumer
+        consumer, self._consumer = self._consumer, None
         if consumer is not None and (thread is None or not thread.is_alive()):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(timeout_s):
@@ -295,6 +309,7 @@ class ConfluentKafkaTransport:
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if not self._counting:
             return
+        self._reports += 1
         if error is None:
             stats = self.stats
             stats.records_sent += 1
@@ -309,7 +324,8 @@ class ConfluentKafkaTransport:
         else:
             log.debug("%s: Kafka producer: %s", self._node_id, error)
 
-    def _replace_producer(self) -> None:
+    def _replace_producer(self, lost_as: str = "broker_error") -> None:
+        """A new producer; what the old one held is counted as lost (`lost_as`) and purged."""
         old = self._producer
         self._producer_failed = False
         self.stats.producer_restarts += 1
@@ -317,7 +333,7 @@ class ConfluentKafkaTransport:
         if old is not None:
             in_flight = len(old)
             if in_flight:
-                self.stats.fail("broker_error", in_flight)
+                self.stats.fail(lost_as, in_flight)
             with contextlib.suppress(Exception):
                 self._counting = False
                 old.purge(blocking=False)
@@ -334,8 +350,12 @@ class ConfluentKafkaTransport:
                 await asyncio.to_thread(producer.close)
 
     async def _serve_reports(self) -> None:
-        """Serve delivery reports while records are in flight; sleep on `_work` otherwise."""
+        """Serve delivery reports while records are in flight; sleep on `_work` otherwise. Replace a
+        producer that holds records and reported nothing for longer than librdkafka's own bounds
+        (`message.timeout.ms`, plus one request timeout for a record in flight, plus its 1 s scan)."""
         work = self._work
+        config = self.config
+        watch = ProgressWatch(config.delivery_timeout_s + config.request_timeout_s + 1.0)
         while True:
             producer = self._producer
             if producer is None:
@@ -343,9 +363,20 @@ class ConfluentKafkaTransport:
             producer.poll(0)
             if self._producer_failed:
                 self._replace_producer()
-            if len(producer):
+                watch.forget()
+            elif watch.stalled(time.monotonic(), self._reports, owed=len(producer) > 0):
+                log.warning(
+                    "%s: the Kafka producer held %d records and reported nothing for %.1f s: replacing it",
+                    self._node_id,
+                    len(producer),
+                    watch.bound_s,
+                )
+                self._replace_producer(lost_as="delivery_timeout")
+                watch.forget()
+            if len(self._producer):
                 await asyncio.sleep(_POLL_INTERVAL_S)
             else:
+                watch.forget()
                 work.clear()
                 await work.wait()
 
@@ -412,10 +443,14 @@ class ConfluentKafkaTransport:
         stopping = self._stopping
         space = self._space
         next_commit = time.monotonic() + self.config.commit_interval_s
+        watch = ProgressWatch(2 * self.config.request_timeout_s + 1.0)
+        next_check = time.monotonic() + _STALL_CHECK_INTERVAL_S
+        pushed_at_check = self._pushed
         try:
             while not stopping.is_set():
                 room = MAX_BUFFERED_RECORDS - (self._pushed - self._taken)
                 if room <= 0:
+                    watch.forget()  # paused by us, not stuck
                     space.clear()
                     if MAX_BUFFERED_RECORDS - (self._pushed - self._taken) <= 0:
                         space.wait(_CONSUMER_POLL_S)
@@ -448,6 +483,7 @@ class ConfluentKafkaTransport:
                         )
                     if deliveries:
                         self._pushed += len(deliveries)
+                        self._next_offset = last_offset + 1
                         loop.call_soon_threadsafe(self._arrived, deliveries)
                         with contextlib.suppress(KafkaException):
                             _, high = consumer.get_watermark_offsets(
@@ -459,12 +495,54 @@ class ConfluentKafkaTransport:
                 if now >= next_commit:
                     next_commit = now + self.config.commit_interval_s
                     self._commit_from_thread(consumer, asynchronous=True)
+                if now >= next_check:
+                    next_check = now + _STALL_CHECK_INTERVAL_S
+                    # the broker is asked only when nothing was handed over since the last check
+                    pushed = self._pushed
+                    owed = pushed != pushed_at_check or self._has_unfetched(consumer)
+                    pushed_at_check = pushed
+                    if watch.stalled(now, pushed, owed):
+                        consumer = self._rebuild_consumer(consumer, watch.bound_s)
+                        watch.forget()
             self._commit_from_thread(consumer, asynchronous=False)
         except RuntimeError:
             pass  # the event loop closed under us: nothing left to hand over to
         except BaseException as error:  # pragma: no cover - a bug; make it visible
             self._thread_error = error
             log.exception("%s: Kafka consumer thread failed", self._node_id)
+
+    def _has_unfetched(self, consumer: Any) -> bool:
+        """Whether the inbox holds records past the next one to hand over, as the broker says now (not
+        from the last fetch). A broker that does not answer owes nothing: a consumer cannot be told
+        stuck while the broker itself is away."""
+        try:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, 0), timeout=min(self.config.request_timeout_s, 1.0), cached=False
+            )
+        except KafkaException:
+            return False
+        return int(high) > self._next_offset
+
+    def _rebuild_consumer(self, stuck: Any, stalled_s: float) -> Any:
+        """A new consumer at the next offset to hand over; the stuck one is closed on a thread of its
+        own (closing it may block as long as it is stuck)."""
+        position = self._next_offset
+        log.warning(
+            "%s: the Kafka consumer fetched nothing for %.1f s while %s holds records from offset %d: "
+            "rebuilding it there",
+            self._node_id,
+            stalled_s,
+            self.topic,
+            position,
+        )
+        self.stats.consumer_restarts += 1
+        threading.Thread(
+            target=_close_quietly, args=(stuck,), name=f"dscore-kafka-{self._node_id}-close", daemon=True
+        ).start()
+        consumer = Consumer(self._consumer_config())
+        consumer.assign([TopicPartition(self.topic, 0, position)])
+        self._consumer = consumer
+        return consumer
 
     def _commit_from_thread(self, consumer: Any, asynchronous: bool) -> None:
         position = self._to_commit
@@ -489,3 +567,8 @@ class ConfluentKafkaTransport:
     def _consumer_error(self, error: KafkaError) -> None:
         self.stats.receive_error(error.name())
         log.debug("%s: Kafka consumer: %s", self._node_id, error)
+
+
+def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close()

@@ -53,6 +53,9 @@ class KafkaTransportStats:
     records_expired_unread: int = 0
     #: producers replaced after a stuck delivery or a fatal producer error
     producer_restarts: int = 0
+    #: consumers rebuilt because they fetched nothing while the inbox held unread records
+    #: (`dscore.transport.stall`; the aiokafka transport never rebuilds its consumer)
+    consumer_restarts: int = 0
     #: commits of Kafka offsets (the hint) that failed; the next one carries the newer position
     commit_failures: int = 0
     #: records delivered again after a restart: at or below the highest offset read before it, as the
