@@ -12,7 +12,8 @@ Three dashboards, each with the variables datasource, job, protocol and node:
 - "dscore / Consensus health": terms, elections and leader changes, commit latency, proposals, indexes,
   rejected messages and protocol events, per protocol and node.
 - "dscore / Transport and storage": consumer lag, hop latency, messages by kind, duplicates dropped,
-  transport failures, persist latency, writes, what transport faults did at the nodes.
+  transport failures, Kafka clients replaced, persist latency, writes, what transport faults did at the
+  nodes.
 
 Panels query raw metrics (not the recording rules), so a dashboard works on a Prometheus without
 dscore's rules too. `tests/deploy/test_grafana_dashboards.py` fails when the committed JSON differs from
@@ -544,6 +545,22 @@ def transport() -> list[P]:
         ),
         P(
             "timeseries",
+            "Kafka clients replaced",
+            "Producers and consumers the Kafka transport replaced per second, by node and kind: a producer "
+            "that failed fatally or held records without delivery reports past its own timeouts, a "
+            "consumer that fetched nothing while its inbox held unread records (the node logs each). "
+            "DscoreKafkaClientRestarts fires at 3 of one node and kind in 15 minutes.",
+            [
+                Q(
+                    "sum by (node, kind) "
+                    f"(rate(dscore_transport_client_restarts_total{{{NODE}}}[$__rate_interval]))",
+                    "{{kind}} {{node}}",
+                )
+            ],
+            "ops",
+        ),
+        P(
+            "timeseries",
             "Transport faults at the nodes",
             "What the chaos service's transport faults (omission, delay, partition on the control topic) "
             "did at each node: rules in force, frames the rules dropped (by direction) and held back.",
@@ -559,8 +576,6 @@ def transport() -> list[P]:
                     "delayed",
                 ),
             ],
-            "short",
-            24,
         ),
     ]
 

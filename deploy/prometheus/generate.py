@@ -231,6 +231,22 @@ sum by (job, protocol) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
             f"read yet (threshold {s.consumer_lag_threshold}) for 5 minutes.",
         ),
         Alert(
+            "DscoreKafkaClientRestarts",
+            # One replacement is the watchdog doing its job after a broker restart or a frozen broker;
+            # 3 in 15m means the broker or the network keeps stalling this node's clients (and each
+            # replaced producer loses what it held). `>= 3`, not `> 2`: increase() extrapolates to the
+            # window's ends, so 2 restarts read slightly above 2 when scrapes and evaluations don't align.
+            f"increase(dscore_transport_client_restarts_total{{{job}}}[15m]) >= 3",
+            # The 15m window is the smoothing; 1m more skips the one evaluation in which increase()
+            # extrapolates wildly from the few samples of a node that just started.
+            "1m",
+            "warning",
+            "dscore node {{ $labels.node }} keeps replacing its Kafka {{ $labels.kind }}.",
+            '{{ $labels.node }} ({{ $labels.job }}) replaced its Kafka {{ $labels.kind }} {{ printf "%.0f" '
+            "$value }} times in 15 minutes (threshold 3): the client stalled or failed each time; the "
+            "node logs each replacement.",
+        ),
+        Alert(
             "DscoreSlowPersist",
             f"histogram_quantile(0.99, sum by (job, protocol, node, le) "
             f"(rate(dscore_persist_duration_seconds_bucket{{{job}}}[5m]))) > {s.slow_persist_p99_s}",
