@@ -29,6 +29,9 @@ set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$script_dir/.." && pwd)"
+# `need` (install a missing Debian package, or say how); `die` and `log` are redefined below
+# shellcheck source=scripts/lib.sh
+source "$script_dir/lib.sh"
 build="$script_dir/k8s-build.sh"
 
 state="${DSCORE_K8S_STATE:-$repo_root/var/k8s}"
@@ -63,12 +66,14 @@ check_setting() {
 }
 
 check_prerequisites() {
+    # What Debian packages give is installed when missing, as for Kafka's Java and Redis (a fresh machine
+    # has no etcd-server: `make test` must get it by itself); DSCORE_NO_INSTALL=1 only names them.
+    need etcd etcd-server "the control plane's etcd"
+    need openssl openssl "openssl (for the control plane's certificates)"
+    need curl curl "curl (for the readiness checks)"
+    need flock util-linux "flock"
     local missing=()
-    command -v etcd >/dev/null 2>&1 || missing+=("etcd (Debian: apt-get install -y etcd-server)")
-    command -v openssl >/dev/null 2>&1 || missing+=("openssl (Debian: apt-get install -y openssl)")
-    command -v curl >/dev/null 2>&1 || missing+=("curl (Debian: apt-get install -y curl)")
     command -v python3 >/dev/null 2>&1 || missing+=("python3 (Debian: apt-get install -y python3)")
-    command -v flock >/dev/null 2>&1 || missing+=("flock (Debian: apt-get install -y util-linux)")
     if [[ ${#missing[@]} -gt 0 ]]; then
         printf 'k8s: missing prerequisite: %s\n' "${missing[@]}" >&2
         exit 1
