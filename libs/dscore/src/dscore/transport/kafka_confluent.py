@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -127,8 +127,9 @@ class ConfluentKafkaTransport:
         self._reports = 0
         self._work = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
-        #: delivery reports are counted only for the live producer (not for one purged or flushed away)
-        self._counting = True
+        #: the live producer's generation: reports and errors of any other producer (replaced, purged,
+        #: flushed away at close, possibly on another thread) are not counted
+        self._generation = 0
         self._closing: set[asyncio.Task[None]] = set()
 
     @property
@@ -166,7 +167,7 @@ class ConfluentKafkaTransport:
         self.stats.records_expired_unread += expired
         consumer.assign([TopicPartition(self.topic, 0, first)])
         self._next_offset = first
-        self._producer = Producer(self._producer_config())
+        self._producer = self._new_producer()
         self._state = _State.RUNNING
         self._thread = threading.Thread(
             target=self._consume_forever, name=f"dscore-kafka-{self._node_id}-consumer", daemon=True
@@ -216,7 +217,7 @@ class ConfluentKafkaTransport:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(flush_s + 1):
                 # delivery reports served here run on the worker thread: count nothing from them
-                self._counting = False
+                self._generation += 1
                 remaining = await asyncio.to_thread(producer.flush, flush_s)
                 if remaining:
                     producer.purge()
@@ -249,7 +250,12 @@ class ConfluentKafkaTransport:
             "logger": log,
         }
 
-    def _producer_config(self) -> dict[str, Any]:
+    def _new_producer(self) -> Any:
+        """A producer whose reports count from now on (the previous one's no longer do)."""
+        self._generation += 1
+        return Producer(self._producer_config(self._generation))
+
+    def _producer_config(self, generation: int) -> dict[str, Any]:
         config = self.config
         return {
             "bootstrap.servers": config.bootstrap_servers,
@@ -265,8 +271,8 @@ class ConfluentKafkaTransport:
             "queue.buffering.max.kbytes": max(1, config.max_in_flight_bytes // 1024),
             "topic.metadata.propagation.max.ms": int(config.lookup_timeout_s * 1000),
             "socket.nagle.disable": True,
-            "on_delivery": self._delivered,
-            "error_cb": self._producer_error,
+            "on_delivery": self._delivery_reporter(generation),
+            "error_cb": self._producer_error_reporter(generation),
             "logger": log,
         }
 
@@ -306,39 +312,46 @@ class ConfluentKafkaTransport:
         if not self._work.is_set():
             self._work.set()
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if not self._counting:
-            return
-        self._reports += 1
-        if error is None:
-            stats = self.stats
-            stats.records_sent += 1
-            stats.bytes_sent += len(message)
-        else:
-            self.stats.fail(_DELIVERY_FAILURES.get(error.code(), "broker_error"))
+    def _delivery_reporter(self, generation: int) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery callback of the producer of `generation`: it counts only while that producer is
+        the live one (a replaced producer's records were already counted lost when it was replaced)."""
+        stats = self.stats
 
-    def _producer_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            log.error("%s: Kafka producer failed fatally: %s", self._node_id, error)
-            self._producer_failed = True
-        else:
-            log.debug("%s: Kafka producer: %s", self._node_id, error)
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if generation != self._generation:
+                return
+            self._reports += 1
+            if error is None:
+                stats.records_sent += 1
+                stats.bytes_sent += len(message)
+            else:
+                stats.fail(_DELIVERY_FAILURES.get(error.code(), "broker_error"))
+
+        return delivered
+
+    def _producer_error_reporter(self, generation: int) -> Callable[[KafkaError], None]:
+        def producer_error(error: KafkaError) -> None:
+            if error.fatal() and generation == self._generation:
+                log.error("%s: Kafka producer failed fatally: %s", self._node_id, error)
+                self._producer_failed = True
+            else:
+                log.debug("%s: Kafka producer: %s", self._node_id, error)
+
+        return producer_error
 
     def _replace_producer(self, lost_as: str = "broker_error") -> None:
         """A new producer; what the old one held is counted as lost (`lost_as`) and purged."""
         old = self._producer
         self._producer_failed = False
         self.stats.producer_restarts += 1
-        self._producer = Producer(self._producer_config())
+        self._producer = self._new_producer()
         if old is not None:
             in_flight = len(old)
             if in_flight:
                 self.stats.fail(lost_as, in_flight)
             with contextlib.suppress(Exception):
-                self._counting = False
                 old.purge(blocking=False)
                 old.poll(0)
-                self._counting = True
             assert self._loop is not None
             closing = self._loop.create_task(self._close_producer(old))
             self._closing.add(closing)
