@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 LIBS_ENV = "DSCORE_TEST_KAFKA_LIBS"
@@ -72,6 +73,18 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether /proc shows every thread of `pid` stopped by a signal (state T)."""
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            state = stat.read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+        if state != "T":
+            return False
+    return True
 
 
 class BrokerProcess:
@@ -145,9 +158,18 @@ class BrokerProcess:
                 if "Kafka Server started" in line:
                     self._started.set()
 
-    def freeze(self) -> None:
+    def freeze(self, timeout_s: float = 30.0) -> None:
+        """SIGSTOP, and return once every thread of the JVM is stopped: `kill` returns when the signal
+        is queued, and a broker thread still running then answered a record sent after it (a test saw
+        the record it sent into the freeze acknowledged)."""
         assert self._process is not None
-        os.kill(self._process.pid, signal.SIGSTOP)
+        pid = self._process.pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout_s
+        while not _all_threads_stopped(pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kafka broker pid {pid} not stopped {timeout_s} s after SIGSTOP")
+            time.sleep(0.001)  # polls the threads' state in /proc; the kernel tells no one
 
     def thaw(self) -> None:
         assert self._process is not None

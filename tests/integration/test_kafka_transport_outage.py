@@ -62,7 +62,11 @@ async def test_sends_stay_bounded_while_the_broker_is_frozen(
         # Counted as lost, whichever bound ends it first: the acknowledgement overdue (`delivery_timeout`),
         # handing it over outlasting the send bound, or the client giving up on the request itself
         # (aiokafka reports a frozen broker as RequestTimedOutError on a loaded machine: `broker_error`).
-        await ticks_until(lambda: a.stats.send_failures_total > 0)
+        try:
+            await ticks_until(lambda: a.stats.send_failures_total > 0)
+        except TimeoutError:
+            in_flight = getattr(a, "in_flight_records", getattr(a, "_in_flight_records", None))
+            pytest.fail(f"no send failure 60 s into the freeze: {a.stats}, {in_flight} in flight")
         # A node that keeps sending every tick is never blocked longer than the send bound.
         failures_before = a.stats.send_failures_total
         ticks = await tick_until(
