@@ -16,9 +16,9 @@ Every bound the transport keeps is here, with why its default is what it is:
 - `delivery_timeout_s`: a record not acknowledged after this long is counted as lost
   (`delivery_timeout`). librdkafka enforces it itself (`message.timeout.ms`); aiokafka's idempotent
   producer retries forever and can hang through a broker outage (aiokafka #1017), so the aiokafka
-  transport replaces its producer instead. librdkafka has been seen to miss it too (a record in flight
-  for over a minute against a frozen broker): the confluent transport replaces a producer that owes
-  reports and served none for `delivery_timeout_s + request_timeout_s + 1 s`.
+  transport replaces its producer instead. The confluent transport does not rely on librdkafka alone
+  either: it replaces a producer that owes reports and served none for `delivery_timeout_s +
+  request_timeout_s + 1 s`, longer than librdkafka's own bound.
 - `request_timeout_s`: one request to the broker. The confluent transport also reads it to tell a stuck
   consumer: one that fetched nothing for `2 * request_timeout_s + 1 s` while the broker answered that
   its inbox holds records it has not fetched is rebuilt at the position it had handed over.

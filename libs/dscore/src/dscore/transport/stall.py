@@ -2,9 +2,9 @@
 
 A client library that owes progress (records in flight without an acknowledgement; an inbox holding
 records the consumer has not fetched) and makes none for a bound longer than every timeout it was given
-is stuck: librdkafka has been seen to keep a record in flight past `message.timeout.ms` while its
-connection looped in APIVERSION_QUERY against a frozen broker, and to stop fetching after a broker
-restart while the broker answered offset queries. The transport replaces such a client (counted in
+is stuck. A node's librdkafka consumer was seen to hand nothing over for two minutes after a broker
+restart (the end-to-end broker-restart test), and a client's own timeouts hold only as long as its state
+machine does (aiokafka #1017). The transport replaces such a client (counted in
 `KafkaTransportStats.producer_restarts` / `consumer_restarts`) instead of trusting it forever.
 """
 
