@@ -163,6 +163,27 @@ async def one_run(
     return results
 
 
+def check_configs_differ(
+    configs: Sequence[tuple[str, dict[str, str], dict[str, str], Path]], allow_same: bool
+) -> None:
+    """Print what each config's nodes run with (`STACK_ENV` under the overrides), and refuse two configs
+    that run the same: an override that `STACK_ENV` already sets measures nothing (an "A/B" of
+    DSCORE_RAFT__HEARTBEAT_TICKS=3 against base was an A/A run, and still showed 1.11x)."""
+    from dscore.demo_stack import STACK_ENV
+
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, nodes, gateway, scripts in configs:
+        effective = {**STACK_ENV, **nodes}
+        print(f"# config {name}: nodes {effective}, gateway {gateway}, scripts {scripts}", flush=True)
+        key = (tuple(sorted(effective.items())), tuple(sorted(gateway.items())), str(scripts))
+        if key in seen and not allow_same:
+            raise SystemExit(
+                f"configs {seen[key]} and {name} run the same stack: nothing to compare "
+                "(--allow-same for an A/A run, which shows the noise)"
+            )
+        seen[key] = name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -185,7 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=20.0, help="unmeasured load on each fresh stack")
     parser.add_argument("--repeats", type=int, default=3, help="runs per config")
     parser.add_argument("--threads", action="store_true", help="CPU by thread of the nodes and gateway")
+    parser.add_argument(
+        "--allow-same", action="store_true", help="run configs that start the same stack (an A/A run)"
+    )
     args = parser.parse_args(argv)
+    check_configs_differ(args.config, args.allow_same)
     results: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for name, nodes, gateway, scripts in args.config:
