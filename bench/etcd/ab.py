@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dscore_side import DscoreStack, scrape
+from dscore_side import DscoreStack, node_environment, scrape
 from httpload import CLOCK_TICKS_S, DSCORE_PUT, Endpoint, closed_loop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,11 +169,9 @@ def check_configs_differ(
     """Print what each config's nodes run with (`STACK_ENV` under the overrides), and refuse two configs
     that run the same: an override that `STACK_ENV` already sets measures nothing (an "A/B" of
     DSCORE_RAFT__HEARTBEAT_TICKS=3 against base was an A/A run, and still showed 1.11x)."""
-    from dscore.demo_stack import STACK_ENV
-
     seen: dict[tuple[Any, ...], str] = {}
     for name, nodes, gateway, scripts in configs:
-        effective = {**STACK_ENV, **nodes}
+        effective = node_environment(nodes)
         print(f"# config {name}: nodes {effective}, gateway {gateway}, scripts {scripts}", flush=True)
         key = (tuple(sorted(effective.items())), tuple(sorted(gateway.items())), str(scripts))
         if key in seen and not allow_same:

@@ -96,6 +96,14 @@ async def scrape(endpoint: Endpoint) -> str:
     return body.decode("utf-8", "replace") if status == 200 else ""
 
 
+def node_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """What the bench's nodes run with: `dscore.demo_stack.STACK_ENV` under `overrides`."""
+    # imported here so that the etcd side and the baselines run without the node service
+    from dscore.demo_stack import STACK_ENV
+
+    return {**STACK_ENV, **overrides}
+
+
 def _pid_file(path: Path) -> int:
     return int(path.read_text().strip())
 
@@ -145,7 +153,6 @@ class DscoreStack:
     async def start_nodes(self) -> None:
         """The node processes and the gateway, on the servers of `start_servers`."""
         # imported here so that the etcd side and the baselines run without the node service
-        from dscore.demo_stack import STACK_ENV
         from dscore.stack import ProcessCluster
 
         cluster_id = f"bench-{secrets.token_hex(4)}"
@@ -157,7 +164,7 @@ class DscoreStack:
             redis_urls=self.redis_urls,
             auth_key=auth_key,
             log_dir=self.base_dir / "logs",
-            extra_env={**STACK_ENV, **self.node_env},
+            extra_env=node_environment(self.node_env),
             gateway_env=dict(self.gateway_env),
         )
         await self.cluster.start()

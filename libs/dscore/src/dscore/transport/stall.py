@@ -10,7 +10,7 @@ machine does (aiokafka #1017). The transport replaces such a client (counted in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -19,8 +19,8 @@ class ProgressWatch:
 
     bound_s: float
     #: the progress count seen last, and since when it has not moved while owed (None: nothing owed)
-    _progress: int = 0
-    _since_s: float | None = None
+    _progress: int = field(default=0, init=False)
+    _since_s: float | None = field(default=None, init=False)
 
     def stalled(self, now_s: float, progress: int, owed: bool) -> bool:
         """Observe: `progress` is a count that moves whenever the client makes any (records
