@@ -168,6 +168,18 @@ async def test_three_nodes_survive_the_nemesis(
         log_dir=tmp_path,
     ) as (cluster, redis):
         await run_nemesis(cluster, redis, rounds=1, seed=1, steps=ALL_STEPS)
+        # Where a node that will not stop waits: its asyncio tasks and threads, logged on request, and
+        # the node goes on serving.
+        node_id = await cluster.leader()
+        cluster.dump_stacks(node_id)
+        lines = cluster._process(node_id).lines
+
+        async def dumped() -> bool:
+            text = "\n".join(lines)
+            return "asyncio tasks" in text and f"dscore-node-{node_id}" in text and "Thread 0x" in text
+
+        await cluster.wait_for(dumped, 30.0, f"{node_id} logs its stacks")
+        await cluster.wait_ready()
 
 
 async def test_five_nodes_survive_two_faults_at_once(

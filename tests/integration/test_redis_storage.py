@@ -419,3 +419,29 @@ async def test_a_cancelled_save_leaves_no_answer_for_the_next_one_to_read(
     await restarted.bump_incarnation()
     with pytest.raises(FencedError):
         await zombie.save(WriteBatch(entries=entries(3, 1, 1)))
+
+
+async def test_a_save_cancelled_at_any_loop_turn_ends_cancelled(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    """A cancelled save must end cancelled, whichever loop turn the cancellation lands on. redis-py sends
+    through `asyncio.wait_for`, which on Python 3.11 returns normally when the cancellation lands in the
+    turn its send completes (CPython gh-86296): a node's loop task then ran on after `stop()` cancelled
+    it. Each turn from the save's start to its end is tried once."""
+    storage = opened(redis_url, namespace)
+    await storage.bump_incarnation()
+    await storage.save(WriteBatch(entries=entries(1, 1, 1)))  # connected, script loaded
+    index = 2
+    turns = 0
+    while True:
+        save = asyncio.create_task(storage.save(WriteBatch(entries=entries(index, 1, 1))))
+        index += 1
+        for _ in range(turns):
+            await asyncio.sleep(0)  # one loop turn: no time passes
+        if save.done():
+            break  # every turn of a save has had its cancellation
+        save.cancel()
+        await asyncio.wait([save])
+        assert save.cancelled(), f"a save cancelled {turns} loop turns in ran to the end"
+        turns += 1
+    assert turns >= 3  # the cancellations landed in the send, in the wait for the answer, and between

@@ -29,6 +29,7 @@ from dscore.replica.executor import ExecutorConfig
 from dscore.runtime.client import ClientEndpoint, KvClient
 from dscore.runtime.errors import RuntimeStoppedError
 from dscore.runtime.node import CoreFactory, NodeRuntime, RuntimeConfig
+from dscore.storage.base import WriteBatch
 from dscore.storage.memory import MemoryStorage
 from dscore.transport.base import OutboundFrame
 from dscore.transport.memory import MemoryNetwork
@@ -295,6 +296,33 @@ async def test_stop_fails_local_requests_and_refuses_new_ones() -> None:
     with pytest.raises(RuntimeStoppedError):
         await node.runtime.request(ClientRequest(0, Op.GET, "k"), TIMEOUT_S)
     assert not node.runtime.running and node.runtime.leader_id is None
+
+
+class SwallowsOneCancellation(RecordingStorage):
+    """A save that returns normally when cancelled, as redis-py's send could on Python 3.11 (its
+    `asyncio.wait_for` loses a cancellation that lands as the send completes, CPython gh-86296)."""
+
+    async def save(self, batch: WriteBatch) -> None:
+        try:
+            await super().save(batch)
+        except asyncio.CancelledError:
+            self.hold_after_save = None  # swallowed; later saves complete (as Redis would answer them)
+
+
+async def test_stop_ends_a_loop_task_whose_cancellation_was_swallowed() -> None:
+    node = Node(members=("n1", "n2"), node_id="n1")
+    node.storage = SwallowsOneCancellation(node.events)
+    node.runtime = NodeRuntime(
+        "n1", ("n1", "n2"), mini_core, node.transport, node.storage, config=FAST, seed=7
+    )
+    await node.runtime.start()
+    node.storage.hold_after_save = asyncio.Event()  # the save the stop lands in
+    pending = asyncio.ensure_future(node.runtime.request(ClientRequest(0, Op.REGISTER), TIMEOUT_S))
+    await asyncio.wait_for(node.storage.saved.wait(), TIMEOUT_S)
+    await asyncio.wait_for(node.runtime.stop(), TIMEOUT_S)  # a bound on the event, not a pause
+    assert not node.runtime.running
+    assert pending.done()  # answered by the loop's last round, or failed by the stop
+    assert node.storage.hold_after_save is None  # the stop did land in the save and was swallowed there
 
 
 async def test_local_requests_time_out_when_nothing_commits() -> None:

@@ -371,15 +371,14 @@ class ProcessCluster:
         try:
             return await self.wait_exit(node_id, timeout_s)
         except TimeoutError:
-            # A node that does not stop: ask it for its threads' stacks (dscore-node dumps them on
-            # SIGUSR1) so the failure shows where it hangs; the stacks land in its log and `lines`.
+            # A node that does not stop: its stacks show where it hangs (in its log and `lines`).
             if node.alive and node.kind == "node":
-                node.process.send_signal(signal.SIGUSR1)
+                self.dump_stacks(node_id)
                 with contextlib.suppress(TimeoutError):
                     await self.wait_exit(node_id, 2.0)
             raise TimeoutError(
                 f"{node_id} did not exit within {timeout_s} s of SIGTERM:\n"
-                + "\n".join(list(node.lines)[-60:])
+                + "\n".join(list(node.lines)[-200:])
             ) from None
 
     async def restart(self, node_id: NodeId, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -390,6 +389,14 @@ class ProcessCluster:
         if node.process is not None:
             await self.wait_exit(node_id)
         await self.start_node(node_id, timeout_s=timeout_s)
+
+    def dump_stacks(self, node_id: NodeId) -> None:
+        """Ask a `dscore-node` for its stacks: every asyncio task's (SIGUSR2) and every thread's (SIGUSR1),
+        written to its log (and `lines`) while it keeps running."""
+        node = self._process(node_id)
+        assert node.process is not None and node.alive
+        for dump in (signal.SIGUSR2, signal.SIGUSR1):
+            node.process.send_signal(dump)
 
     def pause(self, node_id: NodeId) -> None:
         """SIGSTOP: the process freezes where it stands (a GC pause, a VM stall)."""

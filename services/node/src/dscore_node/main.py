@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import io
 import logging
 import os
 import random
@@ -97,12 +98,26 @@ def faults_enabled(settings: ServiceSettings) -> bool:
     return settings.faults.enabled and settings.auth_key is not None
 
 
+def dump_tasks() -> None:
+    """Log each pending asyncio task with the stack it waits at."""
+    tasks = asyncio.all_tasks()
+    lines = [f"{len(tasks)} asyncio tasks:"]
+    for task in tasks:
+        stream = io.StringIO()
+        task.print_stack(limit=12, file=stream)
+        lines.append(stream.getvalue().rstrip())
+    log.warning("%s", "\n".join(lines))
+
+
 async def run(settings: ServiceSettings) -> int:
     """Run one node until SIGTERM (0) or a failure (1); see the module docstring."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # `kill -USR2 <pid>`: every asyncio task's stack to the log (SIGUSR1 shows only the threads, and a
+    # node stuck on an await has an idle event loop there)
+    loop.add_signal_handler(signal.SIGUSR2, dump_tasks)
     log.info("starting %s", describe(settings))
     protocol = stack_protocol(settings.protocol)
     # Every protocol through the same registry, executor, transport and storage; PBFT's pair keys come

@@ -303,6 +303,7 @@ class NodeRuntime:
         tasks = [t for t in (self._loop_task, self._reader_task) if t is not None]
         for task in tasks:
             task.cancel()
+        self._kick()  # a loop task that swallowed its cancellation wakes now and sees the state
         await asyncio.gather(*tasks, return_exceptions=True)
         self._fail_local(f"node {self.node_id} stopped")
         if self._waker is not None:
@@ -616,7 +617,9 @@ class NodeRuntime:
         assert waker is not None and self._loop is not None
         clock = self._loop.time
         metrics = self.metrics
-        while True:
+        # Not `while True`: a cancellation that something below swallowed (Python 3.11's asyncio.wait_for
+        # can, CPython gh-86296) must not keep a stopped node running; it ends at the next wake instead.
+        while self._state is _State.RUNNING:
             await waker.wait_until(self._next_tick_at)
             executor.now_s = clock()
             self._feed(executor)

@@ -419,15 +419,19 @@ class RedisStorage:
             self._save_connection = connection
         packed = _pack_command(("EVALSHA", self._save_script.sha, "4", *self._keys, *args))
 
+        async def send() -> None:
+            await connection.send_packed_command(packed, check_health=False)
+            _raise_swallowed_cancellation()
+
         async def attempt() -> Any:
             try:
-                await connection.send_packed_command(packed, check_health=False)
+                await send()
                 return await connection.read_response()
             except RedisConnectionError:
                 # The server closed it since the last save (a restart, CLIENT KILL, an idle timeout),
                 # where the pool would have handed out a fresh one: send the same save once more on one.
                 await connection.disconnect()
-                await connection.send_packed_command(packed, check_health=False)
+                await send()
                 return await connection.read_response()
 
         try:
@@ -486,6 +490,19 @@ class RedisStorage:
             dedup_marks=MappingProxyType(dedup),
             input_positions=MappingProxyType(stored_positions),
         )
+
+
+def _raise_swallowed_cancellation() -> None:
+    """Raise the cancellation that Python 3.11's `asyncio.wait_for` may have swallowed.
+
+    redis-py bounds each send with `asyncio.wait_for(send, socket_timeout)`. Before Python 3.12 that
+    returns normally when its task is cancelled in the same loop turn as the send completes (CPython
+    gh-86296): the cancellation is lost and the task's `cancelling()` count stays above zero. A node's
+    loop task that `stop()` cancelled then went on running (seen: a leader that never exited after
+    SIGTERM). A task with a cancellation outstanding gets it here, as it would have at its next await."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _pack_command(parts: Iterable[bytes | str]) -> bytes:
