@@ -149,7 +149,7 @@ wait_nodes_ready() {
   while :; do
     pending=()
     for node in "${NODES[@]}"; do
-      is_running "$(pid_from "$RUN_DIR/node-$node.pid")" dscore-node ||
+      is_alive "$(pid_from "$RUN_DIR/node-$node.pid")" ||
         die "node-$node exited; see $LOG_DIR/node-$node.log: $(tail -n 3 "$LOG_DIR/node-$node.log")"
       curl -fsS -o /dev/null "http://127.0.0.1:$(node_port "$node")/readyz" 2>/dev/null || pending+=("$node")
     done
@@ -180,7 +180,7 @@ start_gateway() {
   fi
   # ready: it knows a leader (from a reply) and a request succeeded
   until curl -fsS -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/readyz" 2>/dev/null; do
-    is_running "$pid" dscore-gateway || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
+    is_alive "$pid" || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
     ((waited >= limit * 10)) && die "$name not ready after ${limit}s (log: $LOG_DIR/$name.log)"
     sleep 0.1
     waited=$((waited + 1))
@@ -210,7 +210,7 @@ start_chaos() {
   echo "$pid" >"$RUN_DIR/$name.pid"
   say "$name: started (pid $pid, http://127.0.0.1:$CHAOS_PORT)"
   until curl -fsS -o /dev/null "http://127.0.0.1:$CHAOS_PORT/healthz" 2>/dev/null; do
-    is_running "$pid" dscore-chaos || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
+    is_alive "$pid" || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
     ((waited >= 600)) && die "$name not ready after 60s (log: $LOG_DIR/$name.log)"
     sleep 0.1
     waited=$((waited + 1))
@@ -260,7 +260,7 @@ YAML
   echo "$pid" >"$RUN_DIR/$name.pid"
   say "$name: started (pid $pid, http://127.0.0.1:$PROMETHEUS_PORT)"
   until curl -fsS -o /dev/null "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 2>/dev/null; do
-    is_running "$pid" prometheus || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
+    is_alive "$pid" || die "$name exited; see $LOG_DIR/$name.log: $(tail -n 3 "$LOG_DIR/$name.log")"
     ((waited >= 600)) && die "$name not ready after 60s (log: $LOG_DIR/$name.log)"
     sleep 0.1
     waited=$((waited + 1))

@@ -157,7 +157,7 @@ cluster_id() {
 wait_ready() {
   local pid=$1 deadline=$((SECONDS + START_TIMEOUT_S))
   until grep -q "Kafka Server started" "$LOG_FILE" 2>/dev/null; do
-    if ! is_running "$pid" "$PATTERN"; then
+    if ! is_alive "$pid"; then
       log_tail "$LOG_FILE"
       rm -f "$PID_FILE"
       die "the Kafka broker exited during start-up (log: $LOG_FILE)"

@@ -20,6 +20,16 @@ die() {
   exit 1
 }
 
+# is_alive PID: the process exists and is not a zombie. For a process this script just started with `cmd &`:
+# until the forked shell has exec'd, its command line is still the script's, so is_running would call a
+# process that is starting "exited" (seen: `make up` failed at once with "gateway exited").
+is_alive() {
+  local pid=$1 state
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  state=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ $state != Z && $state != X ]]
+}
+
 # is_running PID PATTERN: the process exists, is not a zombie, and its command line contains PATTERN (so a
 # recycled pid is never mistaken for ours). Processes whose parent died are re-parented to pid 1, which on
 # some machines never reaps them: an exited one stays a zombie, hence the state check.

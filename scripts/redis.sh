@@ -74,7 +74,7 @@ start() {
   echo "$port" >"$port_file"
   # Ready when it answers PING (it answers LOADING while it replays the AOF).
   until [[ $(ping "$port") == PONG ]]; do
-    if ! is_running "$pid" redis-server; then
+    if ! is_alive "$pid"; then
       log_tail "$log_file"
       rm -f "$pid_file"
       die "$name (redis-server on port $port) exited during start-up"
