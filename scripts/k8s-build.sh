@@ -4,15 +4,18 @@
 # kubelet, so pods reach Running without a container runtime) and helm. They land in a cache folder keyed by
 # version (default .cache/k8s/, ignored by git); a later run finds them and returns at once.
 #
-# Cold, this took 18 min on 2 busy shared cores (~13 min of CPU) and leaves ~5.5 GB of Go module and build
-# caches; with those caches warm (a new worktree) ~100 s. It runs under `nice -n 19`, one package at a time,
-# so it never starves other work on the machine.
+# Cold, this took 18 min on 2 busy shared cores (~13 min of CPU) one package at a time, and leaves ~5.5 GB
+# of Go module and build caches; with those caches warm (a new worktree) ~100 s. It runs under `nice -n 19`
+# (any other work on the machine comes first) with one package per core at once (DSCORE_K8S_BUILD_JOBS):
+# `make test` runs it before the tests start, when nothing else wants the cores, and a new machine's cold
+# build is CPU-bound.
 #
 #   scripts/k8s-build.sh           build whatever is missing (nothing to do, and silent, when all is cached)
 #   scripts/k8s-build.sh path X    print the path of binary X (kube-apiserver, kwok, helm, kubectl, ...)
 #
 # Settings (environment): DSCORE_K8S_VERSION (v1.35.4), DSCORE_KWOK_VERSION (v0.8.0),
-# DSCORE_HELM_VERSION (v3.22.0), DSCORE_K8S_CACHE (<repo>/.cache/k8s).
+# DSCORE_HELM_VERSION (v3.22.0), DSCORE_K8S_CACHE (<repo>/.cache/k8s), DSCORE_K8S_BUILD_JOBS (packages
+# compiled at once; default: the number of cores).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,9 +54,11 @@ check_go() {
         die "Kubernetes $k8s_version needs Go >= 1.25, found $(go env GOVERSION) (https://go.dev/dl/)"
 }
 
-# Frugal Go: lowest priority, one package at a time, no VCS stamping, reproducible paths.
+# Frugal Go: lowest priority, one package per core, no VCS stamping, reproducible paths.
+build_jobs="${DSCORE_K8S_BUILD_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+[[ "$build_jobs" =~ ^[1-9][0-9]*$ ]] || die "DSCORE_K8S_BUILD_JOBS must be a positive integer, not '$build_jobs'"
 gobuild() {
-    GOFLAGS="${GOFLAGS:-} -p=1 -buildvcs=false -trimpath" nice -n 19 go "$@"
+    GOFLAGS="${GOFLAGS:-} -p=$build_jobs -buildvcs=false -trimpath" nice -n 19 go "$@"
 }
 
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, k8s.io/client-go, ...) with ./staging paths,
