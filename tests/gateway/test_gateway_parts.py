@@ -43,6 +43,15 @@ def test_defaults() -> None:
     settings = load_gateway_settings(nodes="n1", auth_key=KEY)
     assert settings.gateway.port == 8080
     assert settings.gateway.host == "0.0.0.0"
+    assert settings.envelopes_in_flight() == 1
+    pbft = load_gateway_settings(nodes="n1,n2,n3,n4", auth_key=KEY, protocol="pbft")
+    assert pbft.envelopes_in_flight() == 0  # its retries go to every replica at once
+    assert (
+        load_gateway_settings(
+            nodes="n1", auth_key=KEY, gateway={"max_envelopes_in_flight": 0}
+        ).envelopes_in_flight()
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,6 +77,20 @@ def test_defaults() -> None:
             "must be host:port",
         ),
         ({"DSCORE_CLUSTER_ID": "a b"}, "DSCORE_CLUSTER_ID", "pattern"),
+        (
+            {"DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT": "-1"},
+            "DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT",
+            "greater than or equal to 0",
+        ),
+        (
+            {
+                "DSCORE_PROTOCOL": "pbft",
+                "DSCORE_NODES": "n1,n2,n3,n4",
+                "DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT": "1",
+            },
+            "DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT",
+            "must be 0 with pbft",
+        ),
     ],
 )
 def test_a_bad_setting_names_its_variable(

@@ -48,4 +48,5 @@ def make_endpoint(settings: GatewaySettings, transport: Transport) -> ClientEndp
         key=settings.auth_key_bytes(),
         first_request_id=first_request_id(),
         reply_quorum=settings.reply_quorum(),
+        max_envelopes_in_flight=settings.envelopes_in_flight(),
     )

@@ -90,6 +90,16 @@ class ClientConfig:
             raise ConfigError("client timeouts must be positive and the backoff non-negative")
 
 
+class _Flight:
+    """An envelope sent under `max_envelopes_in_flight`: its node and its requests still unanswered."""
+
+    __slots__ = ("left", "node")
+
+    def __init__(self, node: NodeId, left: int) -> None:
+        self.node = node
+        self.left = left
+
+
 class ClientEndpoint:
     """One client endpoint: its transport, batching of requests, matching of responses, timeouts.
 
@@ -109,7 +119,16 @@ class ClientEndpoint:
         max_batch: int = 4_096,
         first_request_id: int = 0,
         reply_quorum: int = 1,
+        max_envelopes_in_flight: int = 0,
     ) -> None:
+        if max_envelopes_in_flight < 0:
+            raise ConfigError(
+                f"max_envelopes_in_flight must be >= 0 (0: no limit), not {max_envelopes_in_flight}"
+            )
+        if max_envelopes_in_flight and reply_quorum > 1:
+            raise ConfigError(
+                "max_envelopes_in_flight needs reply_quorum 1 (a multicast is in several flights)"
+            )
         self.transport = transport
         self.endpoint_id = transport.node_id
         self.nodes = nodes
@@ -126,6 +145,12 @@ class ClientEndpoint:
         self._sweep_at = math.inf
         self._outbox: dict[NodeId, list[ClientRequest]] = {}
         self._outbox_ready = asyncio.Event()
+        #: envelopes a node may have unanswered before the next waits (0: no limit); see `_send`
+        self.max_envelopes_in_flight = max_envelopes_in_flight
+        #: per node, its envelopes with a request still unanswered
+        self._flights: dict[NodeId, int] = {}
+        #: request id -> the envelope it went in (shared by the envelope's requests)
+        self._flight_of: dict[int, _Flight] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loop_time: Callable[[], float] = time.monotonic
         #: responses that could not be decoded or matched, by reason
@@ -253,6 +278,8 @@ class ClientEndpoint:
         first answer `reply_quorum` nodes agree on, or None after `timeout_s`."""
         if not nodes:
             raise LocalError("a multicast needs at least one node")
+        if self.max_envelopes_in_flight:
+            raise LocalError("a multicast request travels in several envelopes: no max_envelopes_in_flight")
         before = self._next_request_id
         self.send(nodes[0], op, key, value, expected, client_id, seq, read_mode, timeout_s, answer)
         if self._next_request_id == before:
@@ -262,9 +289,16 @@ class ClientEndpoint:
             self._enqueue(node, request)
 
     async def _send(self) -> None:
+        """One envelope per node per event-loop turn, or, with `max_envelopes_in_flight`, only while the
+        node has fewer envelopes unanswered: requests wait in the outbox for the next envelope, so under
+        load a leader gets fewer, fuller envelopes (each costs it a round of appends, saves and
+        acknowledgements, whatever it carries), and a single client's request still leaves at once."""
         ready = self._outbox_ready
         wrap = self._factory.wrap
         key = self._key
+        limit = self.max_envelopes_in_flight
+        flights = self._flights
+        flight_of = self._flight_of
         while True:
             await ready.wait()
             ready.clear()
@@ -272,14 +306,38 @@ class ClientEndpoint:
             self._outbox = {}
             frames = []
             for node, requests in outbox.items():
+                room = limit - flights.get(node, 0) if limit else -1
+                if room == 0:
+                    self._outbox[node] = requests  # held: sent when one of its envelopes is answered
+                    continue
                 for start in range(0, len(requests), self._max_batch):
-                    batch = ClientRequests(tuple(requests[start : start + self._max_batch]))
-                    frames.append(OutboundFrame(node, encode_envelope(wrap(node, batch), key=key)))
+                    chunk = tuple(requests[start : start + self._max_batch])
+                    frames.append(
+                        OutboundFrame(node, encode_envelope(wrap(node, ClientRequests(chunk)), key=key))
+                    )
+                    if limit:
+                        flight = _Flight(node, len(chunk))
+                        for request in chunk:
+                            flight_of[request.request_id] = flight
+                        flights[node] = flights.get(node, 0) + 1
             await self.transport.send(frames)
+
+    def _landed(self, request_id: int) -> None:
+        """A request is answered or timed out: its envelope is no longer in flight once all its are."""
+        flight = self._flight_of.pop(request_id, None)
+        if flight is None:
+            return
+        flight.left -= 1
+        if flight.left == 0:
+            node = flight.node
+            self._flights[node] -= 1
+            if node in self._outbox:
+                self._outbox_ready.set()
 
     async def _read(self) -> None:
         receive = self.transport.receive
         waiting = self._waiting
+        flight_of = self._flight_of
         key = self._key
         while True:
             for delivery in await receive(4_096):
@@ -299,6 +357,8 @@ class ClientEndpoint:
                     if answer is None:
                         self._reject("late")  # answered after its attempt timed out, or a redelivery
                     else:
+                        if flight_of:
+                            self._landed(response.request_id)
                         answer(response)
 
     def _arm_sweep(self, when: float) -> None:
@@ -324,6 +384,7 @@ class ClientEndpoint:
             answer = waiting.pop(request_id, None)
             self._votes.pop(request_id, None)
             if answer is not None:
+                self._landed(request_id)
                 answer(None)
         if len(deadlines) > 2 * len(waiting) + 4_096:  # drop answered requests' deadlines
             self._deadlines = deadlines = [d for d in deadlines if d[1] in waiting]

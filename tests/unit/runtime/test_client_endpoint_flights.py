@@ -1,0 +1,115 @@
+"""`ClientEndpoint(max_envelopes_in_flight=N)`: a node never has more than N envelopes of requests
+unanswered; what is sent meanwhile waits and leaves together in the next envelope once one is answered (or
+timed out). On the memory transport, with the node's side played by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dscore.core.client_messages import ClientRequests, ClientResponse, ClientResponses, Op, Outcome
+from dscore.core.codec import decode_envelope, encode_envelope
+from dscore.core.envelope import EnvelopeFactory
+from dscore.core.errors import ConfigError, LocalError
+from dscore.runtime.client import ClientEndpoint
+from dscore.transport.base import OutboundFrame
+from dscore.transport.memory import MemoryNetwork, MemoryTransport
+
+BOUND_S = 30.0  # bounds on awaited events, never waited out in a passing run
+
+
+class HandNode:
+    """The node's side of the wire: read request envelopes, answer chosen requests."""
+
+    def __init__(self, network: MemoryNetwork) -> None:
+        self.inbox: MemoryTransport = network.endpoint("n1")
+        self.factory = EnvelopeFactory("n1", 1)
+
+    async def start(self) -> None:
+        await self.inbox.start({})
+
+    async def envelope(self) -> tuple[int, ...]:
+        """The request ids of the next envelope that arrives."""
+        (delivery,) = await asyncio.wait_for(self.inbox.receive(1), BOUND_S)
+        content = decode_envelope(delivery.data).content
+        assert isinstance(content, ClientRequests)
+        return tuple(r.request_id for r in content.requests)
+
+    def unread(self) -> int:
+        """Envelopes in the node's inbox it has not read."""
+        return self.inbox._inbox.next_offset - self.inbox._cursor
+
+    async def answer(self, *request_ids: int) -> None:
+        responses = ClientResponses(tuple(ClientResponse(r, Outcome.OK) for r in request_ids))
+        data = encode_envelope(self.factory.wrap("c", responses))
+        await self.inbox.send([OutboundFrame("c", data)])
+
+
+async def settle() -> None:
+    """Let every task that can run, run (loop turns only: no time passes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def one_in_flight() -> AsyncIterator[tuple[HandNode, ClientEndpoint]]:
+    """A node played by hand and an endpoint allowed one envelope in flight to it."""
+    network = MemoryNetwork(["n1"])
+    node = HandNode(network)
+    await node.start()
+    endpoint = ClientEndpoint(network.add_client("c"), lambda: ("n1",), max_envelopes_in_flight=1)
+    await endpoint.start()
+    try:
+        yield node, endpoint
+    finally:
+        await endpoint.close()
+
+
+async def test_requests_wait_for_the_envelope_in_flight_and_leave_together() -> None:
+    async with one_in_flight() as (node, endpoint):
+        first = endpoint.call("n1", Op.GET, "a", timeout_s=BOUND_S)
+        assert await node.envelope() == (1,)  # nothing in flight: it leaves at once
+        later = [endpoint.call("n1", Op.GET, k, timeout_s=BOUND_S) for k in "bcd"]
+        await settle()
+        assert node.unread() == 0  # held while envelope 1 is unanswered
+        await node.answer(1)
+        assert (await asyncio.wait_for(first, BOUND_S)).outcome is Outcome.OK  # type: ignore[union-attr]
+        assert await node.envelope() == (2, 3, 4)  # the held requests, in one envelope, in order
+        await node.answer(3, 2)  # answers of part of an envelope keep it in flight
+        more = endpoint.call("n1", Op.GET, "e", timeout_s=BOUND_S)
+        await settle()
+        assert node.unread() == 0
+        await node.answer(4)
+        assert await node.envelope() == (5,)
+        await node.answer(5)
+        for future in (*later, more):
+            assert (await asyncio.wait_for(future, BOUND_S)).outcome is Outcome.OK  # type: ignore[union-attr]
+
+
+async def test_a_timed_out_request_releases_its_envelope() -> None:
+    async with one_in_flight() as (node, endpoint):
+        lost = endpoint.call("n1", Op.GET, "a", timeout_s=0.01)  # the node never answers it
+        assert await node.envelope() == (1,)
+        held = endpoint.call("n1", Op.GET, "b", timeout_s=BOUND_S)
+        assert await asyncio.wait_for(lost, BOUND_S) is None
+        assert await node.envelope() == (2,)  # sent once the first envelope's only request timed out
+        await node.answer(2)
+        assert (await asyncio.wait_for(held, BOUND_S)).outcome is Outcome.OK  # type: ignore[union-attr]
+
+
+def test_a_limit_is_refused_where_it_cannot_hold() -> None:
+    transport = MemoryNetwork(["n1"]).add_client("c")
+    with pytest.raises(ConfigError, match="max_envelopes_in_flight"):
+        ClientEndpoint(transport, lambda: ("n1",), max_envelopes_in_flight=-1)
+    with pytest.raises(ConfigError, match="reply_quorum"):
+        ClientEndpoint(transport, lambda: ("n1",), reply_quorum=2, max_envelopes_in_flight=1)
+
+
+async def test_a_multicast_is_refused_under_a_limit() -> None:
+    network = MemoryNetwork(["n1", "n2"])
+    endpoint = ClientEndpoint(network.add_client("c"), lambda: ("n1", "n2"), max_envelopes_in_flight=1)
+    with pytest.raises(LocalError, match="multicast"):
+        endpoint.call("n1", Op.GET, "a", timeout_s=1.0, to_all=True)
