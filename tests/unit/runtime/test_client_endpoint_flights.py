@@ -100,6 +100,22 @@ async def test_a_timed_out_request_releases_its_envelope() -> None:
         assert (await asyncio.wait_for(held, BOUND_S)).outcome is Outcome.OK  # type: ignore[union-attr]
 
 
+async def test_a_request_that_timed_out_while_held_is_not_sent() -> None:
+    """Sent, it would be in flight for good (it was answered None already, so nothing lands it) and hold
+    the node's next envelope forever."""
+    async with one_in_flight() as (node, endpoint):
+        first = endpoint.call("n1", Op.GET, "a", timeout_s=BOUND_S)
+        assert await node.envelope() == (1,)
+        expired = endpoint.call("n1", Op.GET, "b", timeout_s=0.01)  # held, then its deadline passes
+        assert await asyncio.wait_for(expired, BOUND_S) is None
+        await node.answer(1)
+        assert (await asyncio.wait_for(first, BOUND_S)).outcome is Outcome.OK  # type: ignore[union-attr]
+        after = endpoint.call("n1", Op.GET, "c", timeout_s=BOUND_S)
+        assert await node.envelope() == (3,)  # not (2,): the expired request never left
+        await node.answer(3)
+        assert (await asyncio.wait_for(after, BOUND_S)).outcome is Outcome.OK  # type: ignore[union-attr]
+
+
 def test_a_limit_is_refused_where_it_cannot_hold() -> None:
     transport = MemoryNetwork(["n1"]).add_client("c")
     with pytest.raises(ConfigError, match="max_envelopes_in_flight"):

@@ -299,17 +299,22 @@ class ClientEndpoint:
         limit = self.max_envelopes_in_flight
         flights = self._flights
         flight_of = self._flight_of
+        waiting = self._waiting
         while True:
             await ready.wait()
             ready.clear()
             outbox = self._outbox
             self._outbox = {}
             frames = []
-            for node, requests in outbox.items():
+            for node, queued in outbox.items():
                 room = limit - flights.get(node, 0) if limit else -1
                 if room == 0:
-                    self._outbox[node] = requests  # held: sent when one of its envelopes is answered
+                    self._outbox[node] = queued  # held: sent when one of its envelopes is answered
                     continue
+                # A request whose deadline passed while it was held was answered None already: it is not
+                # sent (in a flight nothing would ever land it, and the node's next envelope would wait
+                # for it forever).
+                requests = [r for r in queued if r.request_id in waiting] if limit else queued
                 for start in range(0, len(requests), self._max_batch):
                     chunk = tuple(requests[start : start + self._max_batch])
                     frames.append(
