@@ -34,11 +34,8 @@ is_alive() {
 # recycled pid is never mistaken for ours). Processes whose parent died are re-parented to pid 1, which on
 # some machines never reaps them: an exited one stays a zombie, hence the state check.
 is_running() {
-  local pid=$1 pattern=$2 state cmdline
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/stat ]] || return 1
-  state=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
-  [[ $state != Z && $state != X ]] || return 1
+  local pid=$1 pattern=$2 cmdline
+  is_alive "$pid" || return 1
   cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   [[ $cmdline == *"$pattern"* ]]
 }

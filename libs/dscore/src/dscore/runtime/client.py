@@ -307,8 +307,7 @@ class ClientEndpoint:
             self._outbox = {}
             frames = []
             for node, queued in outbox.items():
-                room = limit - flights.get(node, 0) if limit else -1
-                if room == 0:
+                if limit and flights.get(node, 0) >= limit:
                     self._outbox[node] = queued  # held: sent when one of its envelopes is answered
                     continue
                 # A request whose deadline passed while it was held was answered None already: it is not
@@ -328,7 +327,7 @@ class ClientEndpoint:
             await self.transport.send(frames)
 
     def _landed(self, request_id: int) -> None:
-        """A request is answered or timed out: its envelope is no longer in flight once all its are."""
+        """A request is answered or timed out: its envelope leaves the flight once all its requests have."""
         flight = self._flight_of.pop(request_id, None)
         if flight is None:
             return
