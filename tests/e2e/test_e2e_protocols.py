@@ -98,3 +98,8 @@ async def test_the_protocol_survives_a_killed_leader(
         answer = await cluster.get_json(GATEWAY, "/v1/cluster")
         # PBFT's clients wait for f + 1 matching replies; the others take the leader's
         assert answer is not None and answer[1]["reply_quorum"] == reply_quorum
+        # The gateway gathers the next envelope for the clients of an answered one only where it keeps one
+        # envelope in flight per node (not with PBFT, whose retries go to every replica)
+        samples = await cluster.metrics(GATEWAY)
+        gathers = sum(v for k, v in samples.items() if k.startswith("dscore_gateway_gathers_total"))
+        assert (gathers > 0) is (protocol != "pbft"), samples

@@ -234,6 +234,8 @@ async def test_health_ready_and_metrics(h: Harness) -> None:
         "dscore_gateway_leader_known 1.0",
         "dscore_gateway_in_flight_requests 0.0",
         "dscore_gateway_idempotency_keys 0.0",
+        'dscore_gateway_gathers_total{ended="filled"} 0.0',
+        'dscore_gateway_gathers_total{ended="expired"} 0.0',
     ):
         assert name in text, name
 

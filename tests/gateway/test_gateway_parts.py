@@ -13,7 +13,7 @@ from dscore.core.errors import ConfigError
 from dscore_gateway.idempotency import IdempotencyKeyError, IdempotencyTable, Verdict, fingerprint, parse_key
 from dscore_gateway.routing import LeaderTracker
 from dscore_gateway.sessions import PoolExhaustedError, SessionPool
-from dscore_gateway.settings import GatewaySettings, load_gateway_settings
+from dscore_gateway.settings import DEFAULT_MAX_GATHER_S, GatewaySettings, load_gateway_settings
 
 KEY = "k" * 40
 
@@ -52,6 +52,12 @@ def test_defaults() -> None:
         ).envelopes_in_flight()
         == 0
     )
+    assert settings.gather_s() == DEFAULT_MAX_GATHER_S
+    assert pbft.gather_s() == 0.0  # nothing in flight to gather for
+    no_limit = load_gateway_settings(nodes="n1", auth_key=KEY, gateway={"max_envelopes_in_flight": 0})
+    assert no_limit.gather_s() == 0.0
+    chosen = load_gateway_settings(nodes="n1", auth_key=KEY, gateway={"max_gather_s": 0.002})
+    assert chosen.gather_s() == 0.002
 
 
 @pytest.mark.parametrize(
@@ -90,6 +96,26 @@ def test_defaults() -> None:
             },
             "DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT",
             "must be 0 with pbft",
+        ),
+        (
+            {"DSCORE_GATEWAY__MAX_GATHER_S": "-0.001"},
+            "DSCORE_GATEWAY__MAX_GATHER_S",
+            "greater than or equal to 0",
+        ),
+        ({"DSCORE_GATEWAY__MAX_GATHER_S": "nan"}, "DSCORE_GATEWAY__MAX_GATHER_S", "finite number"),
+        (
+            {"DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT": "0", "DSCORE_GATEWAY__MAX_GATHER_S": "0.004"},
+            "DSCORE_GATEWAY__MAX_GATHER_S",
+            "must be 0 without DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT",
+        ),
+        (
+            {
+                "DSCORE_PROTOCOL": "pbft",
+                "DSCORE_NODES": "n1,n2,n3,n4",
+                "DSCORE_GATEWAY__MAX_GATHER_S": "0.004",
+            },
+            "DSCORE_GATEWAY__MAX_GATHER_S",
+            "must be 0 without",
         ),
     ],
 )

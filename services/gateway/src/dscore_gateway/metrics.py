@@ -37,7 +37,9 @@ class _LiveValues(Collector):
         leader_known: Callable[[], bool],
         leader_changes: Callable[[], int],
         leader_losses: Callable[[], int],
+        gathers: Callable[[], Mapping[str, int]],
     ) -> None:
+        self._gathers = gathers
         self._leader_changes = leader_changes
         self._leader_losses = leader_losses
         self._rejected = rejected
@@ -47,15 +49,13 @@ class _LiveValues(Collector):
         self._leader_known = leader_known
 
     def collect(self) -> Iterable[Metric]:
-        rejected = CounterMetricFamily(
+        yield _counter_by(
             "dscore_gateway_rejected_replies",
             "Replies from the cluster dropped by the gateway's endpoint, by reason "
             "(undecodable, unauthenticated, unexpected, late: answered after its attempt timed out)",
-            labels=["reason"],
+            "reason",
+            self._rejected(),
         )
-        for reason, count in sorted(self._rejected().items()):
-            rejected.add_metric([reason], count)
-        yield rejected
         sessions = GaugeMetricFamily(
             "dscore_gateway_sessions",
             "Client sessions of the gateway by state (busy: carrying a write; idle; pinned: held for the "
@@ -88,6 +88,21 @@ class _LiveValues(Collector):
             "Times the leader the gateway followed failed a request (no answer, NOT_LEADER, stepped down)",
             value=self._leader_losses(),
         )
+        yield _counter_by(
+            "dscore_gateway_gathers",
+            "Envelopes that waited to gather the requests of the clients their node had just answered, by "
+            "how the wait ended (filled: as many came as were answered; expired: it ran out first)",
+            "ended",
+            self._gathers(),
+        )
+
+
+def _counter_by(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> Metric:
+    """A counter family with one sample per `counts` key (label value), in label order."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 class GatewayMetrics:
@@ -153,6 +168,7 @@ class GatewayMetrics:
         leader_known: Callable[[], bool],
         leader_changes: Callable[[], int],
         leader_losses: Callable[[], int],
+        gathers: Callable[[], Mapping[str, int]],
     ) -> None:
         self.registry.register(
             _LiveValues(
@@ -163,5 +179,6 @@ class GatewayMetrics:
                 leader_known=leader_known,
                 leader_changes=leader_changes,
                 leader_losses=leader_losses,
+                gathers=gathers,
             )
         )

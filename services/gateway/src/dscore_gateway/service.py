@@ -118,6 +118,7 @@ class Gateway:
             leader_known=lambda: self.client.tracker.leader is not None,
             leader_changes=lambda: self.client.tracker.leader_changes,
             leader_losses=lambda: self.client.tracker.leader_losses,
+            gathers=lambda: {"filled": endpoint.gathers_filled, "expired": endpoint.gathers_expired},
         )
 
     @property

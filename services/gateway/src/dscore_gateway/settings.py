@@ -63,6 +63,9 @@ from dscore.settings import (
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: settings whose values never appear in an error, a repr or a log line
 SECRET_SETTINGS = frozenset({"auth_key"})
+#: `gateway.max_gather_s` with an in-flight limit: at 64 closed-loop clients it took envelopes from ~27 to
+#: ~46 requests (BENCHMARKS.md); a wait is also bounded by half the answered envelope's round trip
+DEFAULT_MAX_GATHER_S = 0.008
 
 
 def default_endpoint_id() -> str:
@@ -131,6 +134,13 @@ class GatewayOptions(BaseModel):
     #: fewer, fuller envelopes, each a round of appends, saves and acknowledgements: at 64 clients 1.27x
     #: the writes/s at 0.68x the CPU per write (BENCHMARKS.md); see `ClientEndpoint._send`
     max_envelopes_in_flight: int | None = Field(default=None, ge=0, le=1_000_000)
+    #: after a node answers an envelope of several requests, the longest its next envelope waits to gather
+    #: the answered clients' next requests (as many as were answered, plus those held); never more than
+    #: half that envelope's round trip, and a lone client's envelope never waits. 0: off. Default 0.008,
+    #: and 0 without an in-flight limit (PBFT). Closed-loop clients otherwise split into two groups that
+    #: take turns through the one envelope in flight (BENCHMARKS.md); the cost is up to that wait for a
+    #: request whose envelope gathers for clients that do not come back (open-loop arrivals)
+    max_gather_s: float | None = Field(default=None, ge=0, le=1.0, allow_inf_nan=False)
     #: Python logging level of the gateway's loggers
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
@@ -253,6 +263,11 @@ class GatewaySettings(BaseSettings):
                     f"{ENV_PREFIX}GATEWAY__MAX_ENVELOPES_IN_FLIGHT ({self.gateway.max_envelopes_in_flight}) "
                     "must be 0 with pbft: its retries go to every replica at once"
                 )
+        if self.gateway.max_gather_s and not self.envelopes_in_flight():
+            raise ValueError(
+                f"{ENV_PREFIX}GATEWAY__MAX_GATHER_S ({self.gateway.max_gather_s}) must be 0 without "
+                f"{ENV_PREFIX}GATEWAY__MAX_ENVELOPES_IN_FLIGHT (it gathers for the next envelope in flight)"
+            )
         return self
 
     def envelopes_in_flight(self) -> int:
@@ -260,6 +275,12 @@ class GatewaySettings(BaseSettings):
         if self.gateway.max_envelopes_in_flight is not None:
             return self.gateway.max_envelopes_in_flight
         return 0 if self.protocol == "pbft" else 1
+
+    def gather_s(self) -> float:
+        """`gateway.max_gather_s`, or its default: 0.008 with an in-flight limit, else 0."""
+        if self.gateway.max_gather_s is not None:
+            return self.gateway.max_gather_s
+        return DEFAULT_MAX_GATHER_S if self.envelopes_in_flight() else 0.0
 
     def reply_quorum(self) -> int:
         """Matching replies from distinct nodes an answer needs: f + 1 for PBFT, else one."""

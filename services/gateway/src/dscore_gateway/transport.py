@@ -49,4 +49,5 @@ def make_endpoint(settings: GatewaySettings, transport: Transport) -> ClientEndp
         first_request_id=first_request_id(),
         reply_quorum=settings.reply_quorum(),
         max_envelopes_in_flight=settings.envelopes_in_flight(),
+        max_gather_s=settings.gather_s(),
     )
