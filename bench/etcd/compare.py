@@ -13,7 +13,10 @@ In one run, on this machine, with everything in a fresh temporary folder and on 
 
 The same client code (httpload.py) drives both systems: N clients, each one kept-alive HTTP/1.1
 connection writing 100-byte values back to back (closed loop), at each --clients level, --repeats times
-alternating which system goes first; the tables show medians. CPU µs per write is the CPU of every
+alternating which system goes first; the tables show medians. While one system is loaded the other
+is paused (SIGSTOP of all its processes, SIGCONT after; `--no-pause-idle` keeps it running): idle,
+dscore's stack still takes ~0.25 cores (ticks, heartbeats, a JVM), which on two cores would handicap
+etcd's runs. CPU µs per write is the CPU of every
 process of that system's stack over the measured window (/proc/<pid>/stat): the etcd members; the
 dscore nodes, gateway, broker and Redis servers. Failover is the time from the kill -9 of the leader (found
 through each system's own API) to the completion of the first write sent after it, one client writing,
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import functools
 import json
@@ -41,7 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +117,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="DSCORE_NAME=VALUE",
         help="node setting over dscore.demo_stack.STACK_ENV (repeatable)",
     )
+    parser.add_argument(
+        "--no-pause-idle",
+        dest="pause_idle",
+        action="store_false",
+        help="keep the other system running (idle) during each load run instead of pausing it",
+    )
     parser.add_argument("--json", action="store_true", help="JSON lines: every measurement, then a summary")
     parser.add_argument("--keep-dir", action="store_true", help="keep the temporary folder (logs, data)")
     parser.add_argument("--allow-few-trials", action="store_true", help=argparse.SUPPRESS)  # the smoke test
@@ -122,6 +132,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.failover_trials < (1 if args.allow_few_trials else MIN_FAILOVER_TRIALS):
         parser.error(f"--failover-trials must be at least {MIN_FAILOVER_TRIALS} (a median of >= 5 kills)")
     return args
+
+
+@contextlib.contextmanager
+def paused(pids: Sequence[int]) -> Iterator[None]:
+    """The processes `pids` stopped (SIGSTOP) for the block, continued (SIGCONT) after, whatever happens.
+    All of one system's processes stop and resume together, so none of them sees the others go silent:
+    on resume, dscore's nodes replay at most two missed ticks (`NodeConfig.max_catchup_ticks`) and etcd's
+    tickers drop the missed ones; nobody times out on a peer (a librdkafka fetch in flight may time out and
+    be sent again), and each run's `--warmup-s` comes first."""
+    stopped: list[int] = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        yield
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def median_of(records: Sequence[dict[str, Any]], key: str) -> float | None:
@@ -219,6 +249,11 @@ class Bench:
             )
 
     async def _load(self, system: str, clients: int, warmup_s: float, duration_s: float) -> LoadResult:
+        other = self.dscore.pids() if system == "etcd" else self.etcd.pids()
+        with paused(other if self.args.pause_idle else []):
+            return await self._closed_loop(system, clients, warmup_s, duration_s)
+
+    async def _closed_loop(self, system: str, clients: int, warmup_s: float, duration_s: float) -> LoadResult:
         if system == "etcd":
             leader = await self.etcd.leader()
             return await closed_loop(

@@ -71,6 +71,7 @@ def test_compare_prints_every_table_and_both_systems_commit() -> None:
     committed = dict.fromkeys(("etcd", "dscore"), 0.0)
     for (system, _clients), row in rows.items():
         assert row[-1] == "1", row
+        assert _number(row[8]) < 0.05, f"the other system was not paused during this run: {row}"
         writes_s = _number(row[2])
         committed[system] += writes_s
         if writes_s:  # a run can commit nothing if an election on the loaded machine spans its window
