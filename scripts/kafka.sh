@@ -125,6 +125,11 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 share.coordinator.state.topic.num.partitions=1
 group.initial.rebalance.delay.ms=0
+# One broker that is its own controller: a stall of the whole JVM longer than the session timeout (default
+# 9 s; a paused process, a suspended laptop, compare.py pausing the idle stack) made the controller fence
+# its own broker as it resumed, and every partition went leaderless until it registered again (nodes then
+# held elections). Fencing helps only where another broker can take over; here it only adds an outage.
+broker.session.timeout.ms=60000
 # dscore's codec accepts envelopes up to 4 MiB (DEFAULT_MAX_ENVELOPE_BYTES); leave room for the batch.
 message.max.bytes=5242880
 

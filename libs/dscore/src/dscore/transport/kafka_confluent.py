@@ -242,6 +242,10 @@ class ConfluentKafkaTransport:
             # after the prefetch queue crossed its bound, the next fetch waits this long (default 1 s,
             # which stalled a backlog for a second once the runtime had drained it)
             "fetch.queue.backoff.ms": 10,
+            # after a failed fetch the next one waits this long (default 500 ms). A fetch in flight while
+            # the process (or the broker) was paused past `socket.timeout.ms` fails as it resumes; 500 ms
+            # without fetching is longer than a follower's 300-600 ms election timeout (STACK_ENV)
+            "fetch.error.backoff.ms": 20,
             "check.crcs": True,
             "socket.nagle.disable": True,
             "socket.timeout.ms": int(config.request_timeout_s * 1000),
