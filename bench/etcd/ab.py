@@ -6,9 +6,9 @@
 Each `--config NAME=SETTINGS` is a comma-separated list of `KEY=VALUE`: `DSCORE_*` settings go to the
 nodes, `gateway:DSCORE_*` to the gateway, and `scripts=PATH` takes `kafka.sh` / `redis.sh` from PATH's
 `scripts/` (a copy of the repository's with a broker or Redis setting changed; its `.cache` may be a link
-to this repository's). Runs go config by config within a repeat, repeat after repeat, so drift on a
-shared machine spreads over all of them; the summary shows each config's median writes/s and CPU per
-write, the figures to compare.
+to this repository's). Runs go config by config within a repeat, in reverse order every other repeat,
+repeat after repeat, so drift on a shared machine spreads over all of them; the summary shows each
+config's median writes/s and CPU per write, the figures to compare.
 
 Each run starts its own broker, Redis servers, nodes and gateway (`dscore_side.DscoreStack`), loads it
 for `--warmup-s` unmeasured seconds (a fresh broker's JIT compiles for tens of seconds: measure warm),
@@ -211,7 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_configs_differ(args.config, args.allow_same)
     results: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
-        for name, nodes, gateway, scripts in args.config:
+        # odd repeats run the configs in reverse: with one order throughout, a drift of the shared machine
+        # over a repeat (~3 min per config) favoured the first config every time (BENCHMARKS.md, the
+        # gather's A/B at one client)
+        order = args.config if repeat % 2 == 0 else args.config[::-1]
+        for name, nodes, gateway, scripts in order:
             print(f"# repeat {repeat + 1}/{args.repeats}, {name}", flush=True)
             results += asyncio.run(one_run(name, nodes, gateway, scripts, args))
     print("\n| config | clients | median writes/s | median CPU µs/op | runs (writes/s) |")
