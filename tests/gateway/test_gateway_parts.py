@@ -10,6 +10,7 @@ from gw_harness import TIMEOUT_S, harness
 
 from dscore.core.client_messages import ClientResponse, Outcome
 from dscore.core.errors import ConfigError
+from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
 from dscore_gateway.idempotency import IdempotencyKeyError, IdempotencyTable, Verdict, fingerprint, parse_key
 from dscore_gateway.routing import LeaderTracker
 from dscore_gateway.sessions import PoolExhaustedError, SessionPool
@@ -58,6 +59,7 @@ def test_defaults() -> None:
     assert no_limit.gather_s() == 0.0
     chosen = load_gateway_settings(nodes="n1", auth_key=KEY, gateway={"max_gather_s": 0.002})
     assert chosen.gather_s() == 0.002
+    assert settings.gc_gen0_threshold == DEFAULT_GC_GEN0_THRESHOLD  # as the nodes' processes
 
 
 @pytest.mark.parametrize(
@@ -97,6 +99,7 @@ def test_defaults() -> None:
             "DSCORE_GATEWAY__MAX_ENVELOPES_IN_FLIGHT",
             "must be 0 with pbft",
         ),
+        ({"DSCORE_GC_GEN0_THRESHOLD": "-1"}, "DSCORE_GC_GEN0_THRESHOLD", "greater than or equal to 0"),
         (
             {"DSCORE_GATEWAY__MAX_GATHER_S": "-0.001"},
             "DSCORE_GATEWAY__MAX_GATHER_S",

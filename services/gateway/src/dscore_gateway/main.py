@@ -28,6 +28,7 @@ import uvloop
 
 from dscore.core.errors import ConfigError, DscoreError
 from dscore.runtime.cluster import EmbeddedCluster, raft_factory
+from dscore.runtime.gc_tuning import tune_gc
 from dscore_gateway.app import GatewayApp, create_app
 from dscore_gateway.http_fast import fast_put_protocol
 from dscore_gateway.service import Gateway
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with our cleanup done and exit code 0 instead of a kill by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: None)
+    tune_gc(settings.gc_gen0_threshold)
     # uvloop: the event loop in C; the pure-Python loop's own bookkeeping was a tenth of the gateway's CPU
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -49,6 +49,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dscore.core.codec import MIN_KEY_BYTES, check_key
 from dscore.core.errors import ConfigError
+from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
 from dscore.runtime.protocols import reply_quorum
 from dscore.settings import (
     DEFAULT_CLUSTER_ID,
@@ -219,6 +220,11 @@ class GatewaySettings(BaseSettings):
     auth_key: SecretStr | None = None
     kafka: KafkaOptions = Field(default_factory=KafkaOptions)
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
+    #: young-generation GC threshold of the gateway's process (0 keeps CPython's 700), as the nodes'
+    #: (`DSCORE_GC_GEN0_THRESHOLD`, `dscore.runtime.gc_tuning`): each request allocates dozens of short-lived
+    #: objects, and with tens of requests in flight CPython's default rescans the live ones hundreds of
+    #: times a second
+    gc_gen0_threshold: int = Field(default=DEFAULT_GC_GEN0_THRESHOLD, ge=0, le=10_000_000)
 
     @field_validator("nodes", mode="before")
     @classmethod
