@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from test_client_endpoint_flights import BOUND_S, HandNode, settle
+from endpoint_doubles import BOUND_S, HandNode, settle
 from virtual_loop import run_virtual
 
 from dscore.core.client_messages import ClientResponse, Op, Outcome
