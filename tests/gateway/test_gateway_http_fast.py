@@ -18,6 +18,7 @@ import uvicorn
 from gw_harness import TIMEOUT_S, Harness, harness
 
 from dscore_gateway.app import create_app
+from dscore_gateway.http_fast import FastPutProtocol
 from dscore_gateway.main import _uvicorn_config
 from dscore_gateway.settings import load_gateway_settings
 
@@ -126,6 +127,30 @@ async def test_a_plain_put_is_answered_below_asgi_with_uvicorns_bytes(both: tupl
     (read,), _ = await run(b"GET /v1/kv/a HTTP/1.1\r\nHost: gw\r\n\r\n", 1)
     assert read.endswith(b'{"key":"a","value":"1"}')
     assert fast.asgi_calls == ["http GET /v1/kv/a"]
+
+
+async def test_a_plain_put_with_a_session_at_hand_needs_no_task(
+    both: tuple[Harness, Both], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the pool holds a registered idle session, a plain PUT is begun by `Gateway.start_write` and
+    answered from the endpoint's callback (no `_serve` task), with the same bytes as the routes'."""
+    h, run = both
+    await run(plain("a", "0"), 1)  # registers the sessions (the first write of each, in a task)
+    tasks: list[str] = []
+    serve_in_a_task = FastPutProtocol._serve
+
+    async def counted(self: FastPutProtocol, cycle: Any, key: str, value: str) -> None:
+        tasks.append(key)
+        await serve_in_a_task(self, cycle, key, value)
+
+    monkeypatch.setattr(FastPutProtocol, "_serve", counted)
+    answers, fast = await run(plain("a", "1"), 1)
+    answers += (await run(plain("b", "2"), 1))[0]
+    assert all(answer.startswith(b"HTTP/1.1 204 No Content\r\ndscore-node: n") for answer in answers)
+    assert tasks == [] and fast.asgi_calls == []
+    assert h.metric("dscore_gateway_requests_total", operation="put", outcome="ok") == 6
+    (read,), _ = await run(b"GET /v1/kv/b HTTP/1.1\r\nHost: gw\r\n\r\n", 1)
+    assert read.endswith(b'{"key":"b","value":"2"}')
 
 
 async def test_connection_close_and_keep_alive_are_uvicorns(both: tuple[Harness, Both]) -> None:

@@ -630,6 +630,14 @@ class GatewayMiddleware:
             log.exception("unexpected error serving PUT %s%s", KV_PREFIX, key, exc_info=error)
             return _unexpected(scope)
 
+    def answer_put(self, key: str, answer: Answer, scope: Scope) -> Response:
+        """The answer to a plain PUT begun by `Gateway.start_write` (as `put` would give it)."""
+        try:
+            return _write_response(scope, self.gateway, key, WriteResult(WriteVerdict.ANSWERED, answer))
+        except Exception as error:
+            log.exception("unexpected error answering PUT %s%s", KV_PREFIX, key, exc_info=error)
+            return _unexpected(scope)
+
     def _refusal(self, scope: Scope) -> tuple[HttpAnswer, str] | None:
         gateway = self.gateway
         if gateway.draining:

@@ -2,8 +2,12 @@
 
 A plain `PUT /v1/kv/{key}` (the request `GatewayMiddleware`'s fast path serves: a body exactly
 `{"value": "<string>"}`, no Idempotency-Key) is answered by `FastPutProtocol`, a subclass of uvicorn's
-httptools protocol, straight from the parser's callbacks: one task runs `Gateway.write`, the answer is
-built by the same code the routes use (`GatewayMiddleware.put`) and written in one `transport.write`.
+httptools protocol, straight from the parser's callbacks. With a registered session idle in the pool
+(every write but a gateway's first few), `Gateway.start_write` sends it at once and the answer is
+written from the endpoint's callback when the first attempt is OK: no task, no future, no coroutine per
+write (anything else goes on in a task, through the same retries). Otherwise one task runs
+`Gateway.write`. Either way the answer is built by the same code the routes use
+(`GatewayMiddleware.answer_put` / `put`) and written in one `transport.write`.
 Such a request costs no ASGI scope, request-response cycle, event, receive/send messages or middleware
 layers, which were about half of the gateway's CPU per write (py-spy, 64 closed-loop clients).
 
@@ -29,9 +33,19 @@ import logging
 import time
 from typing import Any
 
+from fastapi.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from dscore_gateway.app import KV_PREFIX, OUTCOME_SCOPE_KEY, GatewayMiddleware, _is_json, plain_put
+from dscore.core.client_messages import Op
+from dscore_gateway.app import (
+    KV_PREFIX,
+    OUTCOME_SCOPE_KEY,
+    GatewayMiddleware,
+    _is_json,
+    _unexpected,
+    plain_put,
+)
+from dscore_gateway.cluster_client import Answer, WriteOp
 
 log = logging.getLogger("dscore_gateway.http")
 
@@ -108,6 +122,8 @@ class FastPutProtocol(HttpToolsProtocol):
             return
         cycle = _FastCycle(self.parser.should_keep_alive())
         self.cycle = cycle  # type: ignore[assignment]
+        if self._start(cycle, *plain):
+            return
         task = self.loop.create_task(self._serve(cycle, *plain))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
@@ -144,6 +160,33 @@ class FastPutProtocol(HttpToolsProtocol):
                 return False
         return json_body and length is not None and length <= self.front.gateway.options.max_body_bytes
 
+    def _start(self, cycle: _FastCycle, key: str, value: str) -> bool:
+        """Serve the plain PUT without a task (`Gateway.start_write`): answered from the endpoint's
+        callback when its first attempt is OK. False: nothing was done (serve it in a task)."""
+        front = self.front
+        gateway = front.gateway
+        start = time.perf_counter()
+
+        def done(answer: Answer | None) -> None:
+            scope: dict[str, Any] = {}
+            try:
+                if answer is None:
+                    response = _unexpected(scope)
+                else:
+                    response = front.answer_put(key, answer, scope)
+            finally:
+                gateway.leave()
+                front.count(
+                    "put", scope.get(OUTCOME_SCOPE_KEY) or "internal_error", time.perf_counter() - start
+                )
+            self._answer(cycle, key, response)
+
+        gateway.enter()
+        if gateway.start_write(WriteOp(Op.PUT, key, value), done):
+            return True
+        gateway.leave()
+        return False
+
     async def _serve(self, cycle: _FastCycle, key: str, value: str) -> None:
         front = self.front
         gateway = front.gateway
@@ -158,6 +201,9 @@ class FastPutProtocol(HttpToolsProtocol):
         finally:
             gateway.leave()
             front.count("put", scope.get(OUTCOME_SCOPE_KEY) or "internal_error", time.perf_counter() - start)
+        self._answer(cycle, key, response)
+
+    def _answer(self, cycle: _FastCycle, key: str, response: Response) -> None:
         status = response.status_code
         if self.access_log:  # uvicorn's access line (off in the gateway's config)
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""

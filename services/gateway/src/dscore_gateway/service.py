@@ -18,7 +18,7 @@ from typing import Any
 from dscore.core.client_messages import Outcome, ReadMode
 from dscore.runtime.client import ClientEndpoint
 from dscore.runtime.protocols import stack_protocol
-from dscore_gateway.cluster_client import Answer, ClusterClient, WriteOp
+from dscore_gateway.cluster_client import Answer, ClusterClient, FirstAttempt, WriteOp
 from dscore_gateway.idempotency import IdempotencyTable, Verdict
 from dscore_gateway.metrics import GatewayMetrics
 from dscore_gateway.routing import LeadershipEvent
@@ -30,6 +30,19 @@ log = logging.getLogger("dscore_gateway")
 
 #: how often expired Idempotency-Keys are dropped and the probe considered
 _HOUSEKEEPING_S = 0.25
+
+
+#: how a write ends when the gateway is cancelled while it is in flight
+_CANCELLED = Answer(Outcome.UNKNOWN, error="the request was cancelled while its write was in flight")
+
+
+def _deliver(done: Callable[[Answer | None], None], answer: Answer | None) -> None:
+    """Hand a `start_write` answer on; a failure there is a bug, logged, never raised into the caller
+    (the endpoint's reading, or a task nobody awaits)."""
+    try:
+        done(answer)
+    except Exception:
+        log.exception("unexpected error answering a write")
 
 
 class WriteVerdict(enum.Enum):
@@ -101,6 +114,8 @@ class Gateway:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        #: writes begun by `start_write` that went on in a task (held here: the loop keeps weak references)
+        self._writes: set[asyncio.Task[None]] = set()
         self._stopped = False
         # read at scrape time, not set on every request (a locked write per request and per answer)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
@@ -157,9 +172,10 @@ class Gateway:
             return
         self._stopped = True
         drained = await self.drain(self.options.drain_timeout_s)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._writes]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         if self._close is not None:
             await self._close()
@@ -229,6 +245,65 @@ class Gateway:
             return WriteResult(WriteVerdict.BUSY)
         return WriteResult(WriteVerdict.ANSWERED, await self._run(write, acquired, deadline, key))
 
+    def start_write(self, write: WriteOp, done: Callable[[Answer | None], None]) -> bool:
+        """`write` (no Idempotency-Key) begun without a task when nothing needs waiting for: an idle
+        registered session is at hand and the cluster is not PBFT. `done` is called once, with the
+        answer `write` would have given, or None if the gateway failed (a bug, logged, or a shutdown
+        that cancelled the retries). False: nothing was done (call `write`).
+
+        An OK first attempt, nearly every write, is settled in the endpoint's callback; anything else
+        goes on in a task, through `ClusterClient.write`'s retries, from that first attempt."""
+        if self.client.byzantine:
+            return False
+        session = self.pool.take_registered()
+        if session is None:
+            return False
+        deadline = self.endpoint.loop_time() + self.options.request_timeout_s
+
+        def then(first: FirstAttempt) -> None:
+            node, response = first
+            answer: Answer | None = None
+            try:
+                if response is not None and response.outcome is Outcome.OK:
+                    answer = self.client.served_write(node, response)
+                    self._settle(session, answer, False, None)
+                elif not self._stopped:
+                    task = asyncio.get_running_loop().create_task(
+                        self._go_on(write, session, deadline, first, done)
+                    )
+                    self._writes.add(task)
+                    task.add_done_callback(self._writes.discard)
+                    return
+                else:  # the endpoint closed under it (`stop`): no retries any more
+                    self._settle(session, _CANCELLED, True, None)
+                    answer = None
+            except Exception:  # a bug: logged, answered 500, never raised into the endpoint's reading
+                log.exception("unexpected error settling a write to %s", write.key)
+            _deliver(done, answer)
+
+        self.client.start_write(write, session, then)
+        return True
+
+    async def _go_on(
+        self,
+        write: WriteOp,
+        session: Session,
+        deadline: float,
+        first: FirstAttempt,
+        done: Callable[[Answer | None], None],
+    ) -> None:
+        """A write begun by `start_write` whose first attempt was not OK, carried on to its answer."""
+        try:
+            answer = await self._run(write, session, deadline, None, first=first)
+        except Exception:
+            log.exception("unexpected error writing %s", write.key)
+            _deliver(done, None)
+            return
+        except BaseException:  # cancelled: `stop`, or a shutdown past its grace period
+            _deliver(done, None)
+            raise
+        _deliver(done, answer)
+
     async def _run(
         self,
         write: WriteOp,
@@ -237,18 +312,16 @@ class Gateway:
         key: str | None,
         *,
         maybe_applied: bool = False,
+        first: FirstAttempt | None = None,
     ) -> Answer:
         """Carry `write` in `session`, then settle the session (and the key) whatever happens: a request
         cancelled mid-write (a shutdown past its grace period) leaves its write unknown, not lost."""
         try:
             answer, maybe_applied = await self.client.write(
-                write, session, deadline, maybe_applied=maybe_applied
+                write, session, deadline, maybe_applied=maybe_applied, first=first
             )
         except BaseException:
-            cancelled = Answer(
-                Outcome.UNKNOWN, error="the request was cancelled while its write was in flight"
-            )
-            self._settle(session, cancelled, True, key)
+            self._settle(session, _CANCELLED, True, key)
             raise
         self._settle(session, answer, maybe_applied, key)
         return answer

@@ -103,6 +103,15 @@ class SessionPool:
                 raise PoolExhaustedError(f"all {self.size} sessions are carrying writes") from None
             raise
 
+    def take_registered(self) -> Session | None:
+        """An idle registered session at once, as `acquire` would give it; None (nothing taken) if
+        `acquire` would wait, register a new session, or hand out one that must register again."""
+        idle = self._idle
+        if self._waiters or not idle or idle[0].client_id == 0:
+            return None
+        self._busy += 1
+        return idle.popleft()
+
     def _take(self) -> Session:
         self._busy += 1
         if self._idle:

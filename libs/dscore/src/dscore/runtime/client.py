@@ -205,6 +205,10 @@ class ClientEndpoint:
             answer(None)
         await self.transport.close()
 
+    def loop_time(self) -> float:
+        """The clock of timeouts and flights: the event loop's once started (`time.monotonic` before)."""
+        return self._loop_time()
+
     async def __aenter__(self) -> ClientEndpoint:
         await self.start()
         return self
