@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from gw_harness import TIMEOUT_S, Harness, harness
 
 from dscore.core.client_messages import Op, Outcome
+from dscore.core.errors import LocalError
 from dscore_gateway.cluster_client import Answer, WriteOp
 
 
@@ -102,7 +104,7 @@ async def test_a_write_without_a_leader_ends_as_the_task_path_ends_it() -> None:
         assert h.gateway.pool.busy == 0 and not h.gateway._writes
 
 
-async def test_it_declines_where_it_would_wait_and_takes_nothing() -> None:
+async def test_it_declines_where_it_would_wait_and_takes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     async with harness() as h:
         done = Done()
         # no registered session yet: the task path registers one
@@ -113,6 +115,15 @@ async def test_it_declines_where_it_would_wait_and_takes_nothing() -> None:
         # the only session is busy: the task path waits for it
         assert h.gateway.start_write(WriteOp(Op.PUT, "k", "v"), done) is False
         h.gateway.pool.release(taken)
+
+        def no_node() -> str:
+            raise LocalError("the gateway knows no node to talk to")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(h.gateway.client.tracker, "target", no_node)
+            # nothing sent: the session goes back unchanged, the task path answers the error
+            assert h.gateway.start_write(WriteOp(Op.PUT, "k", "v"), done) is False
+            assert h.gateway.pool.busy == 0 and h.gateway.pool.idle == 1
         h.gateway.client.byzantine = True  # PBFT: answers need a quorum of replicas
         assert h.gateway.start_write(WriteOp(Op.PUT, "k", "v"), done) is False
         assert h.gateway.pool.busy == 0 and done.answers == []

@@ -281,7 +281,11 @@ class Gateway:
                 log.exception("unexpected error settling a write to %s", write.key)
             _deliver(done, answer)
 
-        self.client.start_write(write, session, then)
+        try:
+            self.client.start_write(write, session, then)
+        except Exception:  # nothing sent (no node to talk to): the task path answers it as it always did
+            self.pool.release(session)
+            return False
         return True
 
     async def _go_on(
