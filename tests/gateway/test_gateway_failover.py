@@ -49,6 +49,26 @@ async def test_leader_killed_gateway_follows_the_new_leader() -> None:
         assert nodes[old]["role"] == "unreachable" and nodes[old]["last_outcome"] == "timeout"
 
 
+async def test_a_silent_leader_is_left_after_silence_s_not_after_the_attempt_timeout() -> None:
+    """A dead leader answers nothing: after `silence_s` the write waiting on it goes on to the others and
+    is served by the new leader, long before its attempt timeout (30 s here, the test's own bound is
+    10 s); hints still naming the dead leader during the election are not followed."""
+    async with harness(request_timeout_s=60.0, attempt_timeout_s=30.0, silence_s=0.1) as h:
+        assert (await h.http.put("/v1/kv/k", json={"value": "before"})).status_code == 204
+        old = h.cluster.leader()
+        assert old is not None and h.gateway.client.tracker.leader == old
+        h.cluster.kill(old)
+        async with asyncio.timeout(TIMEOUT_S):
+            response = await h.http.put("/v1/kv/k", json={"value": "after"})
+        assert response.status_code == 204, response.text
+        new = h.cluster.leader()
+        assert new is not None and new != old and response.headers["Dscore-Node"] == new
+        assert h.metric("dscore_gateway_node_silences_total", node=old) == 1
+        assert h.metric("dscore_gateway_node_attempts_total", node=old, outcome="timeout") >= 1
+        assert old in h.gateway.client.tracker.suspects
+        assert (await h.http.get("/v1/kv/k")).json()["value"] == "after"
+
+
 async def test_no_quorum_503_with_retry_after_then_recovery() -> None:
     """Every node cut off from the others: no leader can exist. Each node still answers the gateway
     (NOT_LEADER), so the gateway knows nothing was done: 503 + Retry-After, for writes and reads."""

@@ -60,6 +60,12 @@ def test_defaults() -> None:
     chosen = load_gateway_settings(nodes="n1", auth_key=KEY, gateway={"max_gather_s": 0.002})
     assert chosen.gather_s() == 0.002
     assert settings.gc_gen0_threshold == DEFAULT_GC_GEN0_THRESHOLD  # as the nodes' processes
+    assert settings.gateway.silence_s == 0.2 and settings.gateway.silence_after_s() == 0.2
+    # a default silence an attempt timeout set lower makes moot is off, not an error
+    quick = load_gateway_settings(nodes="n1", auth_key=KEY, gateway={"attempt_timeout_s": 0.1})
+    assert quick.gateway.silence_after_s() == 0.0
+    off = load_gateway_settings(nodes="n1", auth_key=KEY, gateway={"silence_s": 0})
+    assert off.gateway.silence_after_s() == 0.0
 
 
 @pytest.mark.parametrize(
@@ -100,6 +106,8 @@ def test_defaults() -> None:
             "must be 0 with pbft",
         ),
         ({"DSCORE_GC_GEN0_THRESHOLD": "-1"}, "DSCORE_GC_GEN0_THRESHOLD", "greater than or equal to 0"),
+        ({"DSCORE_GATEWAY__SILENCE_S": "-0.1"}, "DSCORE_GATEWAY__SILENCE_S", "greater than or equal to 0"),
+        ({"DSCORE_GATEWAY__SILENCE_S": "0.5"}, "DSCORE_GATEWAY__SILENCE_S", "must be below"),
         (
             {"DSCORE_GATEWAY__MAX_GATHER_S": "-0.001"},
             "DSCORE_GATEWAY__MAX_GATHER_S",
@@ -243,6 +251,43 @@ def test_tracker_follows_hints_and_confirms_leaders_by_service() -> None:
     assert event is not None and event.failover_s == pytest.approx(1.0) and tracker.leader_changes == 1
     # stale reads go round every member
     assert {tracker.stale_target() for _ in range(3)} == {"n1", "n2", "n3"}
+
+
+def test_a_silent_node_is_passed_over_a_while_and_hints_naming_it_not_followed() -> None:
+    tracker = LeaderTracker(lambda: ("n1", "n2", "n3"))
+    tracker.suspect_for_s = 0.2
+    tracker.served("n1", 0.0, _response(Outcome.OK))
+    tracker.attempted("n1", 1.0)  # asked; nothing comes back
+    tracker.attempted("n1", 1.1)  # (the first unanswered attempt is what counts)
+    assert tracker.silent_nodes(1.15, 0.2) == []
+    assert tracker.silent_nodes(1.21, 0.2) == ["n1"]
+    assert tracker.suspect("n1", 1.21) is True and tracker.suspect("n1", 1.25) is False
+    tracker.timed_out("n1", 1.25)  # its attempts were ended as timeouts
+    assert tracker.leader is None and tracker.lost_leader == "n1"
+    assert tracker.target() == "n2"
+    # the election is not over: the followers still name the dead leader, and are not followed back to it
+    tracker.answered("n2", 1.3, _response(Outcome.NOT_LEADER, "n1"))
+    assert tracker.target() == "n3"
+    tracker.answered("n3", 1.31, _response(Outcome.NOT_LEADER, "n1"))
+    assert tracker.target() == "n2"  # the round passes over n1
+    # `suspect_for_s` on, it may be back (or leader again): hints naming it are followed
+    tracker.attempted("n2", 1.5)
+    tracker.answered("n2", 1.5, _response(Outcome.NOT_LEADER, "n1"))
+    assert tracker.target() == "n1"
+    # an answer ends the suspicion and the silence
+    tracker.attempted("n1", 1.55)
+    tracker.served("n1", 1.6, _response(Outcome.OK))
+    assert tracker.suspects == {} and tracker.silent_nodes(9.0, 0.2) == []
+    assert tracker.leader == "n1"
+
+
+def test_every_node_silent_still_gets_asked() -> None:
+    tracker = LeaderTracker(lambda: ("n1", "n2"))
+    tracker.suspect_for_s = 10.0
+    for node in ("n1", "n2"):
+        tracker.attempted(node, 0.0)
+        assert tracker.suspect(node, 1.0)
+    assert tracker.target() in {"n1", "n2"}  # nobody else to ask
 
 
 # -- session pool -------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ async def test_a_refused_first_attempt_goes_on_to_the_leader_in_a_task() -> None
 
 
 async def test_a_write_without_a_leader_ends_as_the_task_path_ends_it() -> None:
-    async with harness(request_timeout_s=0.3, attempt_timeout_s=0.1) as h:
+    async with harness(request_timeout_s=0.3, attempt_timeout_s=0.1, silence_s=0) as h:
         done = await begun_without_a_leader(h)
         answer = await done.answer()
         # refused by every node, or silent past the deadline: never OK, never lost track of
@@ -130,7 +130,7 @@ async def test_it_declines_where_it_would_wait_and_takes_nothing(monkeypatch: py
 
 
 async def test_stop_answers_a_write_still_going_on() -> None:
-    async with harness(request_timeout_s=30.0, attempt_timeout_s=0.05) as h:
+    async with harness(request_timeout_s=30.0, attempt_timeout_s=0.05, silence_s=0) as h:
         done = await begun_without_a_leader(h)
         await h.cluster.wait_for(lambda: bool(h.gateway._writes), TIMEOUT_S)  # retrying in its task
         await h.gateway.stop()

@@ -92,3 +92,35 @@ async def test_a_multicast_is_refused_under_a_limit() -> None:
     endpoint = ClientEndpoint(network.add_client("c"), lambda: ("n1", "n2"), max_envelopes_in_flight=1)
     with pytest.raises(LocalError, match="multicast"):
         endpoint.call("n1", Op.GET, "a", timeout_s=1.0, to_all=True)
+
+
+async def test_expire_ends_every_request_waiting_on_one_node_at_once() -> None:
+    """`expire(node)`: the requests sent to the node and those held for its next envelope are answered
+    None now (as timeouts) and its envelope leaves the flight; another node's requests are untouched,
+    and a late answer is counted `late`."""
+    network = MemoryNetwork(["n1", "n2"])
+    node = HandNode(network)
+    await node.start()
+    other_inbox = network.endpoint("n2")
+    await other_inbox.start({})
+    endpoint = ClientEndpoint(network.add_client("c"), lambda: ("n1", "n2"), max_envelopes_in_flight=1)
+    await endpoint.start()
+    try:
+        sent = endpoint.call("n1", Op.GET, "a", timeout_s=BOUND_S)
+        assert await node.envelope() == (1,)
+        held = endpoint.call("n1", Op.GET, "b", timeout_s=BOUND_S)
+        elsewhere = endpoint.call("n2", Op.GET, "c", timeout_s=BOUND_S)
+        await settle()
+        assert endpoint.expire("n1") == 2
+        assert await asyncio.wait_for(sent, BOUND_S) is None
+        assert await asyncio.wait_for(held, BOUND_S) is None
+        assert not elsewhere.done()
+        assert endpoint.expire("n1") == 0
+        after = endpoint.call("n1", Op.GET, "d", timeout_s=BOUND_S)
+        assert await node.envelope() == (4,)  # the flight is free; the expired held request never left
+        await node.answer(1, 4)
+        assert (await asyncio.wait_for(after, BOUND_S)).outcome is Outcome.OK  # type: ignore[union-attr]
+        assert endpoint.rejected == {"late": 1}
+        assert not elsewhere.done()
+    finally:
+        await endpoint.close()

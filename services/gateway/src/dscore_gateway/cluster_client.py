@@ -180,6 +180,20 @@ class ClusterClient:
             answered,
         )
 
+    def end_silences(self, now: float, silence_s: float) -> list[NodeId]:
+        """End the attempts at every node silent for `silence_s` (`LeaderTracker.silent_nodes`) now, as
+        timeouts, so their requests go on elsewhere instead of waiting out their attempt timeouts.
+        Returns the nodes newly found silent. Not for PBFT (a request waits on a quorum of replicas)."""
+        tracker = self.tracker
+        tracker.suspect_for_s = silence_s
+        newly = []
+        for node in tracker.silent_nodes(now, silence_s):
+            ended = self.endpoint.expire(node)
+            # a suspect is found silent again only when asked again meanwhile (else it would never be)
+            if (ended or node not in tracker.suspects) and tracker.suspect(node, now):
+                newly.append(node)
+        return newly
+
     def served_write(self, node: NodeId, response: ClientResponse) -> Answer:
         """The answer to a write whose first attempt (`start_write`) `node` answered OK."""
         node = self._served(node, self.endpoint.loop_time(), response)

@@ -151,6 +151,13 @@ class GatewayMetrics:
             "Requests answered from the Idempotency-Key table (the first answer replayed)",
             registry=r,
         )
+        self.silences = Counter(
+            "dscore_gateway_node_silences",
+            "Times a node was found silent (asked, and no answer to anything for silence_s): the attempts "
+            "waiting on it were ended and went on elsewhere",
+            ["node"],
+            registry=r,
+        )
         self.probes = Counter(
             "dscore_gateway_probes",
             "Background reads the gateway made to keep the leader known while idle, by outcome",

@@ -16,6 +16,13 @@ then ends the gap: `failover_s` is the time from the last success before the los
 after it (what `dscore_failover_seconds` observes). It is measured from the gateway's traffic, so it is
 what clients saw; with sparse traffic it also contains the idle time before the loss, and the gateway's
 probe (a read whenever nothing succeeded for `probe_interval_s`) bounds that.
+
+A node is **silent** when it has been asked something and answered nothing for `silence_s`
+(`silent_nodes`): a dead or cut-off leader shows this long before each attempt's own timeout runs out.
+The caller then ends its attempts there as timeouts (`ClientEndpoint.expire`) and marks it `suspect`: its
+attempts time out (so a silent leader is lost), and hints naming it are not followed, until it answers
+again. During an election the followers still name the dead leader; following them back to it would
+cost one silence per round.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ class NodeObservation:
     last_answer_at: float | None = None
     #: the leader this node named in its last NOT_LEADER / UNKNOWN reply
     leader_hint: NodeId | None = None
+    #: the first attempt at the node since it last answered anything (None: nothing asked since)
+    waiting_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +80,18 @@ class LeaderTracker:
         #: the last time a leader served a request
         self.last_success_at: float | None = None
         self._guess: NodeId | None = None
+        #: the latest time the tracker was told (`_passed_over` compares suspicions with it)
+        self._now = 0.0
         self._cursor = 0
         self._stale_cursor = 0
         self.observations: dict[NodeId, NodeObservation] = {}
         #: leader changes seen (the first leader learned is not a change)
         self.leader_changes = 0
         self.leader_losses = 0
+        #: nodes found silent and not heard from since -> when last found so (see the module doc)
+        self.suspects: dict[NodeId, float] = {}
+        #: how long a node found silent is passed over (`suspect`)
+        self.suspect_for_s = 0.0
 
     def members(self) -> Sequence[NodeId]:
         return self._nodes()
@@ -91,6 +106,12 @@ class LeaderTracker:
         for candidate in (self.leader, self._guess):
             if candidate is not None and candidate in nodes:
                 return candidate
+        if self.suspects:
+            for _ in range(len(nodes)):  # passed over while freshly silent, if another can be asked
+                node = nodes[self._cursor % len(nodes)]
+                if not self._passed_over(node):
+                    return node
+                self._cursor += 1
         return nodes[self._cursor % len(nodes)]
 
     def stale_target(self) -> NodeId:
@@ -104,7 +125,35 @@ class LeaderTracker:
     # -- what attempts found -------------------------------------------------------------------------
 
     def attempted(self, node: NodeId, now: float) -> None:
-        self._observation(node).last_attempt_at = now
+        self._now = now
+        observation = self._observation(node)
+        observation.last_attempt_at = now
+        if observation.waiting_since is None:
+            observation.waiting_since = now
+
+    def silent_nodes(self, now: float, silence_s: float) -> list[NodeId]:
+        """The nodes asked something at least `silence_s` ago that answered nothing since."""
+        self._now = now
+        return [
+            node
+            for node, observation in self.observations.items()
+            if observation.waiting_since is not None and now - observation.waiting_since >= silence_s
+        ]
+
+    def suspect(self, node: NodeId, now: float) -> bool:
+        """`node` was found silent at `now`: for `suspect_for_s`, hints naming it are not followed and the
+        round-robin passes it over (it is then asked again: it may be back, or the leader again). True
+        if it was not a suspect already (it answered since it last was)."""
+        if self._guess == node:
+            self._guess = None
+        new = node not in self.suspects
+        self.suspects[node] = now
+        self._now = now
+        return new
+
+    def _passed_over(self, node: NodeId) -> bool:
+        since = self.suspects.get(node)
+        return since is not None and self._now - since < self.suspect_for_s
 
     def served(self, node: NodeId, now: float, response: ClientResponse) -> LeadershipEvent | None:
         """`node` answered a leader-only request (OK or CAS_MISMATCH): it leads. Returns what changed."""
@@ -136,7 +185,7 @@ class LeaderTracker:
             if node == self.leader:
                 self._lose(now)
             nodes = self._nodes()
-            if hint is not None and hint != node and hint in nodes:
+            if hint is not None and hint != node and hint in nodes and not self._passed_over(hint):
                 self._guess = hint
             else:
                 self._move_on(node)
@@ -154,6 +203,10 @@ class LeaderTracker:
         observation = self._observation(node)
         observation.last_outcome = response.outcome.name.lower()
         observation.last_answer_at = now
+        self._now = now
+        observation.waiting_since = None
+        if self.suspects:
+            self.suspects.pop(node, None)
         if response.outcome in (Outcome.NOT_LEADER, Outcome.UNKNOWN):
             observation.leader_hint = response.leader_hint
 

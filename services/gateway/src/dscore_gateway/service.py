@@ -30,6 +30,8 @@ log = logging.getLogger("dscore_gateway")
 
 #: how often expired Idempotency-Keys are dropped and the probe considered
 _HOUSEKEEPING_S = 0.25
+#: silent nodes are looked for this many times per `silence_s` (a silence is seen within 1.25x of it)
+SILENCE_CHECKS_PER_SILENCE = 4
 
 
 #: how a write ends when the gateway is cancelled while it is in flight
@@ -145,6 +147,13 @@ class Gateway:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._housekeeping(), name=f"dscore-gateway-{self.endpoint_id}")]
+        silence_s = self.options.silence_after_s()
+        if silence_s > 0 and not self.protocol.byzantine:
+            self._tasks.append(
+                loop.create_task(
+                    self._watch_silence(silence_s), name=f"dscore-gateway-silence-{self.endpoint_id}"
+                )
+            )
         log.info(
             "gateway %s started: cluster %s, members %s",
             self.endpoint_id,
@@ -430,6 +439,21 @@ class Gateway:
             log.info("leader changed: %s -> %s", event.previous, event.leader)
         elif event.previous is None:
             log.info("leader is %s", event.leader)
+
+    async def _watch_silence(self, silence_s: float) -> None:
+        """Every `SILENCE_CHECKS_PER_SILENCE`th of `silence_s`, end the attempts waiting on a silent node
+        (`ClusterClient.end_silences`): a dead leader's writes go on within about `silence_s`, not each
+        after its `attempt_timeout_s`. A timer-driven look at what the tracker already holds: no work per
+        request."""
+        loop = asyncio.get_running_loop()
+        interval_s = silence_s / SILENCE_CHECKS_PER_SILENCE
+        while True:
+            await asyncio.sleep(interval_s)
+            for node in self.client.end_silences(loop.time(), silence_s):
+                self.metrics.silences.labels(node).inc()
+                log.warning(
+                    "node %s answered nothing for %.3f s: its attempts go on elsewhere", node, silence_s
+                )
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()

@@ -18,6 +18,9 @@ Why the defaults:
 - `attempt_timeout_s = 0.5`: a healthy leader answers in milliseconds; waiting longer on a dead one only
   delays failover (the next node's NOT_LEADER hint names the new leader once it is elected, 100-200 ms
   after the old one stopped with the default Raft timing).
+- `silence_s = 0.2`: no sooner than the nodes themselves give up on a leader (Raft's default election
+  timeout is 100-200 ms), and ten times a loaded leader's p99 here; a dead leader then costs its writes
+  about an election, not `attempt_timeout_s` (measured: BENCHMARKS.md, failover).
 - `request_timeout_s = 5`: an HTTP request waits through a few elections before the gateway says 503
   (nothing happened) or 504 (the outcome is unknown); well under common client timeouts (30-60 s).
 - `session_pool_size = 64`: one registered session per write in flight; REGISTER costs a log entry, so
@@ -94,6 +97,10 @@ class GatewayOptions(BaseModel):
     request_timeout_s: float = Field(default=5.0, gt=0, le=600)
     #: wait this long for one node's answer before trying the next
     attempt_timeout_s: float = Field(default=0.5, gt=0, le=60)
+    #: a node asked something that answered nothing for this long is silent: every attempt waiting on it
+    #: ends at once as a timeout and goes on elsewhere, and hints naming it are not followed until it
+    #: answers again (`dscore_gateway.routing`); 0: off (attempts wait out attempt_timeout_s)
+    silence_s: float = Field(default=0.2, ge=0, le=60)
     #: pause after a full round of refusals (an election is under way), so it is not flooded
     retry_backoff_s: float = Field(default=0.02, ge=0, le=5)
     #: the Retry-After of a 503, in whole seconds
@@ -152,12 +159,26 @@ class GatewayOptions(BaseModel):
             raise ValueError("must be 1-63 characters: letters, digits, '_', '.', '-' (not first)")
         return value
 
+    def silence_after_s(self) -> float:
+        """`silence_s`, or 0 (off) when attempts time out first anyway: a default silence at or above an
+        `attempt_timeout_s` set lower is moot, not an error (a silence set so is refused)."""
+        return self.silence_s if self.silence_s < self.attempt_timeout_s else 0.0
+
     @model_validator(mode="after")
     def _check_consistency(self) -> GatewayOptions:
         if self.attempt_timeout_s > self.request_timeout_s:
             raise ValueError(
                 f"{ENV_PREFIX}GATEWAY__ATTEMPT_TIMEOUT_S ({self.attempt_timeout_s}) must not exceed "
                 f"{ENV_PREFIX}GATEWAY__REQUEST_TIMEOUT_S ({self.request_timeout_s})"
+            )
+        if (
+            "silence_s" in self.model_fields_set
+            and self.silence_s
+            and self.silence_s >= self.attempt_timeout_s
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}GATEWAY__SILENCE_S ({self.silence_s}) must be below "
+                f"{ENV_PREFIX}GATEWAY__ATTEMPT_TIMEOUT_S ({self.attempt_timeout_s}) (0: off)"
             )
         if self.idempotency_max_keys < self.max_in_flight:
             raise ValueError(

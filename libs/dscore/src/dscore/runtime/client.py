@@ -151,6 +151,8 @@ class ClientEndpoint:
         self._next_request_id = first_request_id
         #: request id -> what to call with its response (None: no answer in time)
         self._waiting: dict[int, Callable[[ClientResponse | None], object]] = {}
+        #: request id -> the node it was sent to (a multicast: the first), while it waits; see `expire`
+        self._node_of: dict[int, NodeId] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
         #: the sweep's timer and when it fires (inf: none armed); see `_sweep`
         self._sweep_timer: asyncio.TimerHandle | None = None
@@ -201,6 +203,7 @@ class ClientEndpoint:
         self._tasks = []
         waiting = self._waiting
         self._waiting = {}
+        self._node_of = {}
         for answer in waiting.values():
             answer(None)
         await self.transport.close()
@@ -270,6 +273,7 @@ class ClientEndpoint:
         self._next_request_id += 1
         request_id = self._next_request_id
         self._waiting[request_id] = answer
+        self._node_of[request_id] = node
         deadline = self._loop_time() + timeout_s
         heapq.heappush(self._deadlines, (deadline, request_id))
         if deadline < self._sweep_at:
@@ -400,6 +404,7 @@ class ClientEndpoint:
     async def _read(self) -> None:
         receive = self.transport.receive
         waiting = self._waiting
+        node_of = self._node_of
         flight_of = self._flight_of
         key = self._key
         while True:
@@ -417,6 +422,7 @@ class ClientEndpoint:
                     if self.reply_quorum > 1 and not self._believed(envelope.source, response):
                         continue
                     answer = waiting.pop(response.request_id, None)
+                    node_of.pop(response.request_id, None)
                     if answer is None:
                         self._reject("late")  # answered after its attempt timed out, or a redelivery
                     else:
@@ -445,6 +451,7 @@ class ClientEndpoint:
         while deadlines and (deadlines[0][0] <= now or deadlines[0][1] not in waiting):
             _, request_id = heapq.heappop(deadlines)
             answer = waiting.pop(request_id, None)
+            self._node_of.pop(request_id, None)
             self._votes.pop(request_id, None)
             if answer is not None:
                 self._landed(request_id, answered=False)
@@ -454,6 +461,21 @@ class ClientEndpoint:
             heapq.heapify(deadlines)
         if deadlines:
             self._arm_sweep(max(deadlines[0][0], now + self._sweep_interval_s))
+
+    def expire(self, node: NodeId) -> int:
+        """Answer None now to every request waiting on `node` (sent, or held for its next envelope), as
+        if its timeout had passed; returns how many. For a caller that learned `node` is silent (it
+        answered nothing for longer than it should) and retries elsewhere, instead of waiting out each
+        attempt's timeout. A late answer from `node` is then counted `late`, like any."""
+        expired = [request_id for request_id, to in self._node_of.items() if to == node]
+        for request_id in expired:
+            del self._node_of[request_id]
+            answer = self._waiting.pop(request_id, None)
+            self._votes.pop(request_id, None)
+            if answer is not None:
+                self._landed(request_id, answered=False)
+                answer(None)
+        return len(expired)
 
     def _believed(self, source: str, response: ClientResponse) -> bool:
         """Count one node's answer; True once `reply_quorum` nodes sent the same one."""
