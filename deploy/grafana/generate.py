@@ -297,6 +297,24 @@ def availability() -> list[P]:
             ],
             "s",
         ),
+        P(
+            "timeseries",
+            "Nodes the gateway found silent",
+            "Times a gateway found a node silent (asked, and no answer to anything for its silence_s) and "
+            "sent the requests waiting on it elsewhere: a dead leader shows here at each failover; a node "
+            "that shows here without a leader change stalled for less than an election.",
+            [
+                Q(
+                    "sum by (node) "
+                    f"(increase(dscore_gateway_node_silences_total{{{JOB}}}[$__rate_interval]))",
+                    "{{node}}",
+                )
+            ],
+            "short",
+            24,
+            8,
+            {"points": True, "min": 0},
+        ),
     ]
 
 

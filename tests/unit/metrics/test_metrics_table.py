@@ -26,6 +26,7 @@ GATEWAY_METRICS = {
     "dscore_gateway_requests_total",
     "dscore_gateway_request_duration_seconds",
     "dscore_failover_seconds",
+    "dscore_gateway_node_silences_total",
 }
 
 
