@@ -254,8 +254,7 @@ def test_tracker_follows_hints_and_confirms_leaders_by_service() -> None:
 
 
 def test_a_silent_node_is_passed_over_a_while_and_hints_naming_it_not_followed() -> None:
-    tracker = LeaderTracker(lambda: ("n1", "n2", "n3"))
-    tracker.suspect_for_s = 0.2
+    tracker = LeaderTracker(lambda: ("n1", "n2", "n3"), suspect_for_s=0.2)
     tracker.served("n1", 0.0, _response(Outcome.OK))
     tracker.attempted("n1", 1.0)  # asked; nothing comes back
     tracker.attempted("n1", 1.1)  # (the first unanswered attempt is what counts)
@@ -282,8 +281,7 @@ def test_a_silent_node_is_passed_over_a_while_and_hints_naming_it_not_followed()
 
 
 def test_every_node_silent_still_gets_asked() -> None:
-    tracker = LeaderTracker(lambda: ("n1", "n2"))
-    tracker.suspect_for_s = 10.0
+    tracker = LeaderTracker(lambda: ("n1", "n2"), suspect_for_s=10.0)
     for node in ("n1", "n2"):
         tracker.attempted(node, 0.0)
         assert tracker.suspect(node, 1.0)

@@ -97,9 +97,12 @@ class ClusterClient:
         on_leadership: LeadershipHook | None = None,
         on_register: Callable[[], None] | None = None,
         byzantine: bool = False,
+        silence_s: float = 0.0,
     ) -> None:
         self.endpoint = endpoint
-        self.tracker = LeaderTracker(endpoint.nodes)
+        #: a node that answered nothing for this long is left (`end_silences`); 0: never
+        self.silence_s = silence_s
+        self.tracker = LeaderTracker(endpoint.nodes, suspect_for_s=silence_s)
         #: PBFT: every replica answers, retries go to all of them (see the module doc)
         self.byzantine = byzantine
         self._attempt_timeout_s = attempt_timeout_s
@@ -158,13 +161,9 @@ class ClusterClient:
         node = tracker.target()
         now = endpoint.loop_time()
         tracker.attempted(node, now)
-        on_attempt = self._on_attempt
 
         def answered(response: ClientResponse | None) -> None:
-            if response is None:
-                tracker.timed_out(node, endpoint.loop_time())
-            if on_attempt is not None:
-                on_attempt(node, TIMEOUT if response is None else response.outcome.name.lower())
+            self._attempt_ended(node, response)
             then((node, response))
 
         endpoint.send(
@@ -180,14 +179,13 @@ class ClusterClient:
             answered,
         )
 
-    def end_silences(self, now: float, silence_s: float) -> list[NodeId]:
+    def end_silences(self, now: float) -> list[NodeId]:
         """End the attempts at every node silent for `silence_s` (`LeaderTracker.silent_nodes`) now, as
         timeouts, so their requests go on elsewhere instead of waiting out their attempt timeouts.
         Returns the nodes newly found silent. Not for PBFT (a request waits on a quorum of replicas)."""
         tracker = self.tracker
-        tracker.suspect_for_s = silence_s
         newly = []
-        for node in tracker.silent_nodes(now, silence_s):
+        for node in tracker.silent_nodes(now, self.silence_s):
             ended = self.endpoint.expire(node)
             # a suspect is found silent again only when asked again meanwhile (else it would never be)
             if (ended or node not in tracker.suspects) and tracker.suspect(node, now):
@@ -332,11 +330,15 @@ class ClusterClient:
             timeout_s=self._attempt_timeout_s,
             to_all=self.byzantine and retry,
         )
+        self._attempt_ended(node, response)
+        return response
+
+    def _attempt_ended(self, node: NodeId, response: ClientResponse | None) -> None:
+        """What every attempt's end tells: a timeout to the tracker, the outcome to the attempt hook."""
         if response is None:
-            self.tracker.timed_out(node, loop.time())
+            self.tracker.timed_out(node, self.endpoint.loop_time())
         if self._on_attempt is not None:
             self._on_attempt(node, TIMEOUT if response is None else response.outcome.name.lower())
-        return response
 
     def _served(self, node: NodeId, now: float, response: ClientResponse) -> NodeId:
         """`node` served a leader-only request; returns the node credited with it (PBFT: the primary)."""

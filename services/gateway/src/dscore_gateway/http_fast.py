@@ -170,15 +170,9 @@ class FastPutProtocol(HttpToolsProtocol):
         def done(answer: Answer | None) -> None:
             scope: dict[str, Any] = {}
             try:
-                if answer is None:
-                    response = _unexpected(scope)
-                else:
-                    response = front.answer_put(key, answer, scope)
+                response = _unexpected(scope) if answer is None else front.answer_put(key, answer, scope)
             finally:
-                gateway.leave()
-                front.count(
-                    "put", scope.get(OUTCOME_SCOPE_KEY) or "internal_error", time.perf_counter() - start
-                )
+                self._served(scope, start)
             self._answer(cycle, key, response)
 
         gateway.enter()
@@ -199,9 +193,14 @@ class FastPutProtocol(HttpToolsProtocol):
             self._respond(cycle, _INTERNAL_ERROR, close=True)
             raise
         finally:
-            gateway.leave()
-            front.count("put", scope.get(OUTCOME_SCOPE_KEY) or "internal_error", time.perf_counter() - start)
+            self._served(scope, start)
         self._answer(cycle, key, response)
+
+    def _served(self, scope: dict[str, Any], start: float) -> None:
+        """A plain PUT's request is done with (`Gateway.enter` at `start`): leave, and count it."""
+        front = self.front
+        front.gateway.leave()
+        front.count("put", scope.get(OUTCOME_SCOPE_KEY) or "internal_error", time.perf_counter() - start)
 
     def _answer(self, cycle: _FastCycle, key: str, response: Response) -> None:
         status = response.status_code

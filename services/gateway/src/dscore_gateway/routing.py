@@ -20,9 +20,9 @@ probe (a read whenever nothing succeeded for `probe_interval_s`) bounds that.
 A node is **silent** when it has been asked something and answered nothing for `silence_s`
 (`silent_nodes`): a dead or cut-off leader shows this long before each attempt's own timeout runs out.
 The caller then ends its attempts there as timeouts (`ClientEndpoint.expire`) and marks it `suspect`: its
-attempts time out (so a silent leader is lost), and hints naming it are not followed, until it answers
-again. During an election the followers still name the dead leader; following them back to it would
-cost one silence per round.
+attempts time out (so a silent leader is lost), and for `suspect_for_s` the round-robin passes it over and
+hints naming it are not followed; any answer from it clears it. During an election the followers still
+name the dead leader; following them back to it would cost one silence per round.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class LeadershipEvent:
 class LeaderTracker:
     """Routing and leadership knowledge shared by every request of one gateway (see the module doc)."""
 
-    def __init__(self, nodes: Callable[[], Sequence[NodeId]]) -> None:
+    def __init__(self, nodes: Callable[[], Sequence[NodeId]], *, suspect_for_s: float = 0.0) -> None:
         self._nodes = nodes
         #: the confirmed leader (None: unknown or lost)
         self.leader: NodeId | None = None
@@ -91,7 +91,7 @@ class LeaderTracker:
         #: nodes found silent and not heard from since -> when last found so (see the module doc)
         self.suspects: dict[NodeId, float] = {}
         #: how long a node found silent is passed over (`suspect`)
-        self.suspect_for_s = 0.0
+        self.suspect_for_s = suspect_for_s
 
     def members(self) -> Sequence[NodeId]:
         return self._nodes()

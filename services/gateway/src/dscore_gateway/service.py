@@ -104,6 +104,7 @@ class Gateway:
             on_leadership=self._on_leadership,
             on_register=self.metrics.registrations.inc,
             byzantine=self.protocol.byzantine,
+            silence_s=0.0 if self.protocol.byzantine else options.silence_after_s(),
         )
         self.pool = SessionPool(options.session_pool_size, name=endpoint.endpoint_id)
         self.idempotency: IdempotencyTable[Answer] = IdempotencyTable(
@@ -147,8 +148,8 @@ class Gateway:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._housekeeping(), name=f"dscore-gateway-{self.endpoint_id}")]
-        silence_s = self.options.silence_after_s()
-        if silence_s > 0 and not self.protocol.byzantine:
+        silence_s = self.client.silence_s
+        if silence_s > 0:
             self._tasks.append(
                 loop.create_task(
                     self._watch_silence(silence_s), name=f"dscore-gateway-silence-{self.endpoint_id}"
@@ -449,7 +450,7 @@ class Gateway:
         interval_s = silence_s / SILENCE_CHECKS_PER_SILENCE
         while True:
             await asyncio.sleep(interval_s)
-            for node in self.client.end_silences(loop.time(), silence_s):
+            for node in self.client.end_silences(loop.time()):
                 self.metrics.silences.labels(node).inc()
                 log.warning(
                     "node %s answered nothing for %.3f s: its attempts go on elsewhere", node, silence_s

@@ -98,8 +98,8 @@ class GatewayOptions(BaseModel):
     #: wait this long for one node's answer before trying the next
     attempt_timeout_s: float = Field(default=0.5, gt=0, le=60)
     #: a node asked something that answered nothing for this long is silent: every attempt waiting on it
-    #: ends at once as a timeout and goes on elsewhere, and hints naming it are not followed until it
-    #: answers again (`dscore_gateway.routing`); 0: off (attempts wait out attempt_timeout_s)
+    #: ends at once as a timeout and goes on elsewhere, and for as long again it is passed over and hints
+    #: naming it are not followed (`dscore_gateway.routing`); 0: off (attempts wait out attempt_timeout_s)
     silence_s: float = Field(default=0.2, ge=0, le=60)
     #: pause after a full round of refusals (an election is under way), so it is not flooded
     retry_backoff_s: float = Field(default=0.02, ge=0, le=5)
