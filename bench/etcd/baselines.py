@@ -42,14 +42,11 @@ def _summary(name: str, latencies: list[float], cpu_s: float, server_cpu_s: floa
     }
 
 
-def kafka_hop(bootstrap: str, server_pids: Sequence[int], hops: int, warmup: int = 200) -> dict[str, Any]:
-    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
+def hop_clients(bootstrap: str, topic: str) -> tuple[Any, Any]:
+    """A producer and a consumer set up as dscore's transport sets them up (the module doc), the consumer
+    reading `topic`'s partition 0 from its start."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
 
-    topic = f"bench-etcd-hop-{uuid.uuid4().hex[:12]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
-        future.result(timeout=30)
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -69,8 +66,20 @@ def kafka_hop(bootstrap: str, server_pids: Sequence[int], hops: int, warmup: int
             "socket.nagle.disable": True,
         }
     )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    return producer, consumer
+
+
+def kafka_hop(bootstrap: str, server_pids: Sequence[int], hops: int, warmup: int = 200) -> dict[str, Any]:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"bench-etcd-hop-{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        future.result(timeout=30)
+    producer, consumer = hop_clients(bootstrap, topic)
     try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
         payload = b"x" * RECORD_BYTES
         latencies: list[float] = []
         cpu_before = ticks_before = 0.0

@@ -9,7 +9,10 @@ In one run, on this machine, with everything in a fresh temporary folder and on 
 - dscore: three `dscore-node` processes on one Kafka broker and one Redis server per node, written
   through one `dscore-gateway` process (`PUT /v1/kv/{key}`) (dscore_side.py);
 - baselines: a raw Kafka produce -> consume hop (confluent-kafka, configured as dscore's transport) and a
-  Redis MULTI/EXEC round trip on a server with `appendfsync always` (baselines.py).
+  Redis MULTI/EXEC round trip on a server with `appendfsync always` (baselines.py); and the single-client
+  write path with no consensus in it: relay processes on the same broker and Redis servers, a leader
+  fanning each write out to two followers that save and acknowledge, with the leanest I/O Python has
+  (relay_floor.py). The last is the floor of the single-client target's path on this machine.
 
 The same client code (httpload.py) drives both systems: N clients, each one kept-alive HTTP/1.1
 connection writing 100-byte values back to back (closed loop), at each --clients level, --repeats times
@@ -60,6 +63,7 @@ from httpload import (
     cpu_ticks,
     first_write_after,
 )
+from relay_floor import relay_path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -104,6 +108,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--kafka-hops", type=int, default=2000, help="Kafka hops in the baseline")
     parser.add_argument(
         "--redis-rounds", type=int, default=2000, help="MULTI/EXEC round trips in the baseline"
+    )
+    parser.add_argument(
+        "--relay-writes",
+        type=int,
+        default=2000,
+        help="writes through the path without consensus (relay_floor.py) in the baseline; 0 skips it",
     )
     parser.add_argument(
         "--stack-warmup-s", type=float, default=10.0, help="unmeasured load on each system before the runs"
@@ -226,7 +236,10 @@ class Bench:
             [self.dscore.baseline_redis_pid],
             self.args.redis_rounds,
         )
-        for record in (hop, redis):
+        records = [hop, redis]
+        if self.args.relay_writes:
+            records.append(await relay_path(self.dscore, "raw", self.args.relay_writes, warmup_s=2.0))
+        for record in records:
             self.emit(
                 {"kind": "baseline", **record},
                 f"# baseline {record['baseline']}: p50 {record['p50_ms']:.2f} ms, p99 "
@@ -353,6 +366,7 @@ class Bench:
                 rows.append(row)
         baselines = {r["baseline"]: r for r in self.records if r["kind"] == "baseline"}
         hop = next((r for name, r in baselines.items() if name.startswith("kafka")), None)
+        relay = next((r for name, r in baselines.items() if name.startswith("write path")), None)
         failover = {
             system: [r["seconds"] for r in self.records if r["kind"] == "failover" and r["system"] == system]
             for system in SYSTEMS
@@ -392,7 +406,12 @@ class Bench:
                 and single == 1
                 and dscore_p50 <= p50_bound,
                 "detail": f"dscore p50 {_num(dscore_p50, '.2f')} ms vs 4 x {_num(hop_p50, '.2f')} + 1 = "
-                f"{_num(p50_bound, '.2f')} ms",
+                f"{_num(p50_bound, '.2f')} ms"
+                + (
+                    f" (the path without consensus: {_num(relay['p50_ms'], '.2f')} ms)"
+                    if relay is not None
+                    else ""
+                ),
             },
         ]
         return {

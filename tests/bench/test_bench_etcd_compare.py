@@ -49,6 +49,7 @@ def test_compare_prints_every_table_and_both_systems_commit() -> None:
         "--clients", ",".join(map(str, LEVELS)),
         "--duration-s", "2", "--warmup-s", "0.5", "--repeats", "1", "--idle-s", "0.5", "--stack-warmup-s", "0.5",
         "--failover-trials", "1", "--allow-few-trials", "--kafka-hops", "50", "--redis-rounds", "50",
+        "--relay-writes", "50",
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -84,6 +85,7 @@ def test_compare_prints_every_table_and_both_systems_commit() -> None:
 
     assert [row[0] for row in baselines[1:]] == [
         "kafka produce -> consume hop", "redis MULTI/EXEC (appendfsync always)",
+        "write path without consensus (raw I/O: 4 hops, 2 followers, 3 saves)",
     ]  # fmt: skip
     assert all(0 < _number(row[1]) <= _number(row[2]) for row in baselines[1:]), stdout
 
@@ -92,3 +94,4 @@ def test_compare_prints_every_table_and_both_systems_commit() -> None:
 
     assert len(targets) == 4, stdout
     assert all(row[1] in ("met", "NOT MET") for row in targets[1:]), stdout
+    assert re.search(r"the path without consensus: [\d.]+ ms", targets[3][2]), stdout
