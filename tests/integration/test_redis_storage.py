@@ -307,6 +307,12 @@ async def test_a_save_and_a_load_are_one_round_trip_each(redis_url: str, namespa
         await client.script_load(storage._save_script.script)
         await storage.save(WriteBatch(entries=entries(1, 1, 1)))
         await storage.load()
+        link = storage._save_link
+        assert link is not None
+
+        def sends() -> int:  # saves go on a link of their own (`SaveLink`), the rest through redis-py
+            return CountingConnection.sends + link.sends
+
         counts = []
         for operation in (
             storage.bump_incarnation,
@@ -314,10 +320,11 @@ async def test_a_save_and_a_load_are_one_round_trip_each(redis_url: str, namespa
             lambda: storage.save(WriteBatch(hard_state=HardState(3, None, 5), entries=entries(6, 100, 3))),
             storage.load,
         ):
-            CountingConnection.sends = 0
+            before = sends()
             await operation()
-            counts.append(CountingConnection.sends)
+            counts.append(sends() - before)
         assert counts == [1, 1, 1, 1]
+        assert storage._save_link is link  # the saves kept their connection
     finally:
         await client.aclose(close_connection_pool=True)
 
@@ -405,7 +412,7 @@ async def test_a_cancelled_save_leaves_no_answer_for_the_next_one_to_read(
     await zombie.bump_incarnation()
     await zombie.save(WriteBatch(entries=entries(1, 1, 1)))
     cancelled = asyncio.create_task(zombie.save(WriteBatch(entries=entries(2, 1, 1))))
-    while zombie._save_connection is None or not zombie._lock.locked():
+    while zombie._save_link is None or not zombie._lock.locked():
         await asyncio.sleep(0)
     for _ in range(3):  # let it send its command and start waiting for the answer
         await asyncio.sleep(0)
@@ -413,7 +420,7 @@ async def test_a_cancelled_save_leaves_no_answer_for_the_next_one_to_read(
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     # It was cancelled while waiting for its answer (the hazard), and the connection was dropped for it.
-    assert not zombie._save_connection.is_connected
+    assert zombie._save_link is not None and not zombie._save_link.is_open
     restarted = opened(redis_url, namespace)
     await restarted.load()
     await restarted.bump_incarnation()
@@ -445,3 +452,68 @@ async def test_a_save_cancelled_at_any_loop_turn_ends_cancelled(
         assert save.cancelled(), f"a save cancelled {turns} loop turns in ran to the end"
         turns += 1
     assert turns >= 3  # the cancellations landed in the send, in the wait for the answer, and between
+
+
+class _CuttingProxy:
+    """A TCP relay to a real Redis that, once armed, closes the next client connection that sends a
+    command, before forwarding it: a connection lost while a save waits for its answer."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.armed = False
+        self.cuts = 0
+        self.server: asyncio.Server | None = None
+        self.pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: bool) -> None:
+            try:
+                while data := await source.read(65536):
+                    if cut and self.armed:
+                        self.armed = False
+                        self.cuts += 1
+                        writer.close()
+                        upstream_writer.close()
+                        return
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        for task in (pipe(reader, upstream_writer, True), pipe(upstream_reader, writer, False)):
+            self.pipes.add(asyncio.create_task(task))
+
+    async def close(self) -> None:
+        for task in self.pipes:
+            task.cancel()
+        await asyncio.gather(*self.pipes, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_save_whose_connection_is_lost_on_the_way_is_sent_once_more_on_a_new_one(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    port = int(redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+    proxy = _CuttingProxy(port)
+    proxy_url = f"redis://127.0.0.1:{await proxy.start()}/0"
+    try:
+        storage = opened(proxy_url, namespace)
+        await storage.bump_incarnation()
+        await storage.save(WriteBatch(entries=entries(1, 2, 1)))  # the save's connection is open
+        first = storage._save_link
+        proxy.armed = True
+        await storage.save(FULL_BATCH)  # its connection is cut as the command goes out
+        assert proxy.cuts == 1
+        assert storage._save_link is not first and storage._save_link is not None
+        assert (await opened(redis_url, namespace).load()).durable.hard_state == FULL_BATCH.hard_state
+    finally:
+        await proxy.close()

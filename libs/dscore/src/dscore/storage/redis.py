@@ -63,6 +63,7 @@ from dscore.core.errors import ConfigError, DecodeError, DscoreError, LocalError
 from dscore.core.ids import NodeId
 from dscore.protocols.contract import DurableState, LogEntry, Snapshot
 from dscore.storage.base import DedupMark, StoredState, WriteBatch
+from dscore.storage.redis_link import SaveLink
 
 #: the layout this module writes and reads (`{PREFIX}:state` field `layout`)
 LAYOUT_VERSION = 1
@@ -282,7 +283,7 @@ class RedisStorage:
         self._keys = (self.state_key, self.log_key, self.marks_key, self.positions_key)
         self._save_script = client.register_script(_SAVE_LUA)
         #: the connection saves use, taken from the client's pool at the first save and kept (see `_evalsha`)
-        self._save_connection: Any = None
+        self._save_link: SaveLink | None = None
         self._lock = asyncio.Lock()
         # The fencing token of the next save: (incarnation from bump_incarnation(), seq); None = unfenced.
         self._writer_incarnation: int | None = None
@@ -311,9 +312,9 @@ class RedisStorage:
         return self._keys
 
     async def close(self) -> None:
-        connection, self._save_connection = self._save_connection, None
-        if connection is not None:
-            await self._client.connection_pool.release(connection)
+        link, self._save_link = self._save_link, None
+        if link is not None:
+            await self._let_go(link)
         if self._owns_client:
             await self._client.aclose()
 
@@ -403,42 +404,53 @@ class RedisStorage:
         return bool(applied)
 
     async def _evalsha(self, args: list[bytes | str]) -> Any:
-        """The save script's EVALSHA, packed here and sent on a connection of its own.
+        """The save script's EVALSHA, packed here and sent on a connection of its own (`SaveLink`).
 
-        redis-py's command path (the pool, per-argument encoding and type checks, instrumentation) cost
-        about as much client CPU as the rest of a save, three saves per consensus round (~280 against
-        ~145 µs per 3-entry save, measured against a real Redis). What the pool did for a save is done
-        here: a connection the server closed is replaced and the same save sent once more (a save is
-        idempotent and fenced, see the module doc); a server that lost the script (restarted, SCRIPT
-        FLUSH) is given it again. Saves are serialized by `save`'s lock: one at a time on the connection. A
-        save cancelled while its answer is on the way leaves no answer behind for the next one: redis-py
-        drops a connection whose read did not finish (`read_response`, tested in test_redis_storage)."""
-        connection = self._save_connection
-        if connection is None:
-            connection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-            self._save_connection = connection
+        What the pool did for a save is done here: a connection the server closed is replaced and the
+        same save sent once more (a save is idempotent and fenced, see the module doc); a server that
+        lost the script (restarted, SCRIPT FLUSH) is given it again. Saves are serialized by `save`'s
+        lock: one at a time on the connection. A save cancelled while its answer is on the way ends the
+        connection, so that answer is never read as the next save's (tested in test_redis_storage)."""
         packed = _pack_command(("EVALSHA", self._save_script.sha, "4", *self._keys, *args))
 
-        async def send() -> None:
-            await connection.send_packed_command(packed, check_health=False)
-            _raise_swallowed_cancellation()
-
         async def attempt() -> Any:
+            link = await self._link()
             try:
-                await send()
-                return await connection.read_response()
+                return await link.call(packed)
             except RedisConnectionError:
                 # The server closed it since the last save (a restart, CLIENT KILL, an idle timeout),
                 # where the pool would have handed out a fresh one: send the same save once more on one.
-                await connection.disconnect()
-                await send()
-                return await connection.read_response()
+                return await (await self._link()).call(packed)
 
         try:
             return await attempt()
         except NoScriptError:
             await self._client.script_load(_SAVE_LUA)
             return await attempt()
+
+    async def _link(self) -> SaveLink:
+        """The open save connection, or a new one from the client's pool in place of a closed one."""
+        link = self._save_link
+        if link is not None and link.is_open:
+            return link
+        self._save_link = None
+        if link is not None:
+            await self._let_go(link)
+        connection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            _raise_swallowed_cancellation()
+            link = SaveLink.take_over(connection)
+        except BaseException:
+            await self._client.connection_pool.release(connection)
+            raise
+        self._save_link = link
+        return link
+
+    async def _let_go(self, link: SaveLink) -> None:
+        """Close `link` and give its connection back to the pool, disconnected (the pool reconnects it)."""
+        link.close()
+        await link.connection.disconnect()
+        await self._client.connection_pool.release(link.connection)
 
     def _decode(
         self,
@@ -495,8 +507,8 @@ class RedisStorage:
 def _raise_swallowed_cancellation() -> None:
     """Raise the cancellation that Python 3.11's `asyncio.wait_for` may have swallowed.
 
-    redis-py bounds each send with `asyncio.wait_for(send, socket_timeout)`. Before Python 3.12 that
-    returns normally when its task is cancelled in the same loop turn as the send completes (CPython
+    redis-py bounds its connect and set-up with `asyncio.wait_for`. Before Python 3.12 that returns
+    normally when its task is cancelled in the same loop turn as the awaited step completes (CPython
     gh-86296): the cancellation is lost and the task's `cancelling()` count stays above zero. A node's
     loop task that `stop()` cancelled then went on running (seen: a leader that never exited after
     SIGTERM). A task with a cancellation outstanding gets it here, as it would have at its next await."""
