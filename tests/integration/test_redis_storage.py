@@ -517,3 +517,27 @@ async def test_a_save_whose_connection_is_lost_on_the_way_is_sent_once_more_on_a
         assert (await opened(redis_url, namespace).load()).durable.hard_state == FULL_BATCH.hard_state
     finally:
         await proxy.close()
+
+
+async def test_saves_authenticate_as_the_url_says_on_a_server_that_requires_a_password(
+    redis_server_factory: Callable[..., Any], opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    """The save connection is set up by redis-py (AUTH from the URL) before `SaveLink` takes it over;
+    without the password the server refuses every save."""
+    server = redis_server_factory()
+    admin = aioredis.Redis.from_url(server.url)
+    try:  # set after start: scripts/redis.sh checks readiness with a plain PING
+        await admin.config_set("requirepass", "s3cret-for-this-test")
+    finally:
+        await admin.aclose()
+    with_password = server.url.replace("redis://", "redis://:s3cret-for-this-test@")
+    storage = opened(with_password, namespace)
+    await storage.bump_incarnation()
+    await storage.save(FULL_BATCH)
+    await storage.save(WriteBatch(entries=entries(6, 3, 1)))
+    # both saves on one authenticated link; the first met a fresh server without the script (NOSCRIPT),
+    # loaded it and was sent again
+    assert storage._save_link is not None and storage._save_link.sends == 3
+    assert (await opened(with_password, namespace).load()).durable.hard_state == FULL_BATCH.hard_state
+    with pytest.raises(StorageUnavailableError):
+        await opened(server.url, namespace).save(FULL_BATCH)
