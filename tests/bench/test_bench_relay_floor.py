@@ -56,4 +56,6 @@ def test_relay_floor_reports_the_floors_the_target_and_both_paths() -> None:
     for relay in rows[:2]:
         assert all(role in relay[5] for role in ("client", "leader", "followers", "kafka", "redis")), stdout
     for path in ("relay path, raw I/O", "relay path, dscore's transport and storage", "dscore"):
-        assert re.search(rf"^{path}: p50 \(median of runs\) [\d.]+ ms = [\d.]+x the target$", stdout, re.M), stdout
+        assert re.search(rf"^{path}: p50 \(median of runs\) [\d.]+ ms = [\d.]+x the target$", stdout, re.M), (
+            stdout
+        )
