@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from dscore.core.client_messages import Op
+from dscore.core.client_messages import Op, Outcome
+from dscore_gateway import outcomes
 from dscore_gateway.app import (
     KV_PREFIX,
     OUTCOME_SCOPE_KEY,
@@ -55,6 +57,24 @@ _INTERNAL_ERROR = (
     STATUS_LINE[500] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
     b"connection: close\r\n\r\nInternal Server Error"
 )
+
+
+#: a plain PUT's usual answer (`outcomes`: OK -> 204, no body), written without a response object
+_OK = outcomes.http_answer(Outcome.OK)
+#: node id -> its `Dscore-Node` header as `answer_put` renders it (a cluster has a handful of nodes)
+_NODE_HEADERS: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
+_MAX_NODE_HEADERS = 256
+
+
+def _node_header(node: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    if node is None:
+        return ()
+    header = _NODE_HEADERS.get(node)
+    if header is None:
+        if len(_NODE_HEADERS) >= _MAX_NODE_HEADERS:
+            _NODE_HEADERS.clear()
+        header = _NODE_HEADERS[node] = ((b"dscore-node", node.encode("latin-1")),)
+    return header
 
 
 class _NoWaiter:
@@ -168,6 +188,12 @@ class FastPutProtocol(HttpToolsProtocol):
         start = time.perf_counter()
 
         def done(answer: Answer | None) -> None:
+            if answer is not None and answer.outcome is Outcome.OK:
+                # The usual answer, the bytes `answer_put` would give it without building them through a
+                # response object (tests/gateway/test_gateway_http_fast.py compares the two).
+                self._served({OUTCOME_SCOPE_KEY: _OK.code}, start)
+                self._answer_raw(cycle, key, _OK.status, _node_header(answer.node), b"")
+                return
             scope: dict[str, Any] = {}
             try:
                 response = _unexpected(scope) if answer is None else front.answer_put(key, answer, scope)
@@ -203,16 +229,25 @@ class FastPutProtocol(HttpToolsProtocol):
         front.count("put", scope.get(OUTCOME_SCOPE_KEY) or "internal_error", time.perf_counter() - start)
 
     def _answer(self, cycle: _FastCycle, key: str, response: Response) -> None:
-        status = response.status_code
+        self._answer_raw(cycle, key, response.status_code, response.raw_headers, response.body)
+
+    def _answer_raw(
+        self,
+        cycle: _FastCycle,
+        key: str,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes | memoryview,
+    ) -> None:
         if self.access_log:  # uvicorn's access line (off in the gateway's config)
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             self.access_logger.info('%s - "PUT %s HTTP/1.1" %d', client, f"{KV_PREFIX}{key}", status)
         head: list[bytes | memoryview] = [STATUS_LINE[status]]
-        for name, header in (*self.server_state.default_headers, *response.raw_headers):
+        for name, header in (*self.server_state.default_headers, *headers):
             head += (name, b": ", header, b"\r\n")
         if not cycle.keep_alive:
             head.append(b"connection: close\r\n")
-        head += (b"\r\n", response.body)
+        head += (b"\r\n", body)
         self._respond(cycle, b"".join(head), close=not cycle.keep_alive)
 
     def _respond(self, cycle: _FastCycle, data: bytes, *, close: bool) -> None:
