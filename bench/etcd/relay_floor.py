@@ -59,7 +59,8 @@ from dscore.core.ids import NodeId
 from dscore.protocols.contract import EntryKind, LogEntry
 from dscore.storage.base import WriteBatch
 from dscore.transport.base import OutboundFrame
-from dscore.transport.kafka_layout import KafkaLayout
+from dscore.transport.kafka_config import KafkaTransportConfig
+from dscore.transport.kafka_layout import KafkaLayout, ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 #: how long a relay waits for its first record before it gives up (the client starts after them)
@@ -155,7 +156,6 @@ class _DscoreKafka:
 
     def __init__(self, bootstrap: str, cluster_id: str, me: str) -> None:
         from dscore.transport.kafka import open_kafka_transport
-        from dscore.transport.kafka_config import KafkaTransportConfig
 
         self.transport = open_kafka_transport(KafkaTransportConfig(bootstrap, cluster_id), NodeId(me))
         self.position: tuple[str, int] = ("", -1)
@@ -275,14 +275,10 @@ class _Link:
             await self.store.close()
 
 
-def _link(args: argparse.Namespace, me: str, redis_url: str | None) -> _Link:
-    return _Link(args, me, redis_url)
-
-
 async def _relay(args: argparse.Namespace) -> None:
     """One relay process: `--role leader` or `--role follower` (started by the measuring process)."""
     loop = asyncio.get_running_loop()
-    link = _link(args, args.name, args.redis)
+    link = _Link(args, args.name, args.redis)
     done = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
     leader, *followers = NODE_IDS
@@ -367,21 +363,11 @@ def _layout_topics(run: str) -> dict[str, str]:
     }
 
 
-def _create_topics(bootstrap: str, names: Sequence[str]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics(
-        [NewTopic(n, num_partitions=1, replication_factor=1) for n in names]
-    ).values():
-        future.result(timeout=30)
-
-
 async def _client(
     args: argparse.Namespace, pids_by_role: dict[str, list[int]], warmup_s: float
 ) -> dict[str, Any]:
     """Back-to-back writes through the relays; p50 / p99 and CPU per write of everything on the path."""
-    link = _link(args, "client", None)
+    link = _Link(args, "client", None)
     answers: asyncio.Queue[bytes] = asyncio.Queue()
     await link.start(answers.put_nowait)
     padding = b"c" + b"x" * (RECORD_BYTES - 13)
@@ -467,8 +453,9 @@ async def relay_path(stack: DscoreStack, io: str, writes: int, warmup_s: float) 
     process on the path (client, relays, broker, Redis) and of the servers alone, and by role."""
     run = uuid.uuid4().hex[:10]
     topics = _layout_topics(run)
-    inboxes = [topic for name, topic in topics.items() if name != "cluster"]
-    await asyncio.to_thread(_create_topics, stack.bootstrap, inboxes)
+    # each endpoint's inbox up front, as dscore's transport creates it (the raw relays use the same topics)
+    config = KafkaTransportConfig(stack.bootstrap, topics["cluster"])
+    await ensure_topics(config, [NodeId(name) for name in (*NODE_IDS, "client")])
     relays = _start_relays(stack, topics, io)
     try:
         pids = {
