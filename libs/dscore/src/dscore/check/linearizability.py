@@ -35,11 +35,15 @@ Speed, since this is the hot loop:
   every order of the ops before them;
 * the clock is read every `CLOCK_CHECK_INTERVAL` search steps only.
 
-On a violation the result shows the longest linearizable prefix the search found (with the
-state after each op) and the `:ok` ops that had to come next but could not take effect in
-that state: as in Knossos and Porcupine, the point where the search got stuck. When the
-pre-check found the violation and the search cannot explain it within a fixed budget, the
-result shows the stale read and the write that hid the value it read.
+On a violation the result names the first op whose return the history cannot explain: the
+history cut at each :ok op's return (ops still open there indeterminate) is searched, in a
+bisection, for the first cut that is not linearizable (`_first_violation`). It shows a
+linearization of the cut just before that op returned, with the state after each op, and
+the op stuck after it. The search's own longest path, which Knossos and Porcupine show,
+can end at a wrong turn and name an op that is fine. When those searches run out of their
+budget, the result shows the search's longest path and the `:ok` ops that had to come next
+but could not take effect; when the pre-check found the violation and even that is past
+the budget, the stale read and the write that hid the value it read.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import bisect
 import heapq
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dscore.check.edn import EdnValue, dumps
@@ -67,6 +71,9 @@ EXTENSION_LIMIT = 2000
 # explanation deterministic; past that, the explanation names the op and why it is stuck.
 EXPLANATION_SEARCH_BUDGET = 10_000
 EXPLANATION_SEARCH_BUDGET_PER_OP = 10
+# Each search that finds the first op a violating history cannot explain (see `_first_violation`)
+# may take this many times the configurations the search that found the violation took.
+EXPLANATION_SEARCH_FACTOR = 2
 # Where a key appends, how many reads past the ops that could go next each configuration
 # also checks for reachability, looking at most this many list entries ahead.
 LOOKAHEAD_READS = 4
@@ -295,7 +302,9 @@ _Frame = tuple[int, object, int, int, int, list[int], int]
 class _SearchOutcome:
     verdict: Verdict
     configurations: int
-    best_entries: tuple[int, ...] = ()  # longest linearized path, in order
+    # NOT_LINEARIZABLE: the longest linearized path, in order; LINEARIZABLE: the linearization found
+    # (the indeterminate ops it left out are not in it).
+    best_entries: tuple[int, ...] = ()
 
 
 def _search(
@@ -602,7 +611,9 @@ def _search(
                 prev_entry[after] = before
                 remaining -= 1
                 if not remaining:
-                    return _SearchOutcome(Verdict.LINEARIZABLE, len(cache))
+                    return _SearchOutcome(
+                        Verdict.LINEARIZABLE, len(cache), best_entries=tuple(step[0] for step in stack)
+                    )
             depth = len(stack)
             if depth > len(best):
                 del best[shared:]
@@ -768,11 +779,7 @@ def _violation(
     if not stuck:
         lines.append(f"  (the explanation stops after extending the search's path by {EXTENSION_LIMIT} ops)")
     if prefix:
-        shown = len(prefix[-EXPLANATION_PREFIX_STEPS:])
-        hidden = f" (last {shown} of {len(prefix)})" if shown < len(prefix) else ""
-        lines.append(f"  longest linearizable prefix{hidden}, with the state after each op:")
-        for number in range(len(prefix) - shown, len(prefix)):
-            lines.append(f"    {number + 1}. {_describe(ops[entries[number]])} => {dumps(states[number])}")
+        lines += _prefix_lines("longest linearizable prefix", ops, entries, states)
     else:
         lines.append(f"  (no op can be linearized first, from the initial state {dumps(model.initial)})")
     return KeyResult(
@@ -786,6 +793,18 @@ def _violation(
         stuck_ops=stuck,
         explanation="\n".join(lines),
     )
+
+
+def _prefix_lines(
+    title: str, ops: tuple[ModelOp, ...], entries: list[int], states: list[EdnValue]
+) -> list[str]:
+    """The last `EXPLANATION_PREFIX_STEPS` steps of a linearized path, each with the state after it."""
+    shown = min(len(entries), EXPLANATION_PREFIX_STEPS)
+    hidden = f" (last {shown} of {len(entries)})" if shown < len(entries) else ""
+    return [f"  {title}{hidden}, with the state after each op:"] + [
+        f"    {number + 1}. {_describe(ops[entries[number]])} => {dumps(states[number])}"
+        for number in range(len(entries) - shown, len(entries))
+    ]
 
 
 def _find_stale_read(compiled: _Compiled) -> tuple[int, int | None] | None:
@@ -867,6 +886,157 @@ def _find_stale_read(compiled: _Compiled) -> tuple[int, int | None] | None:
     return found
 
 
+def _cut(ops: tuple[ModelOp, ...], until: int, leave_out: int | None = None) -> tuple[ModelOp, ...]:
+    """The key's history as it stood at history index `until`.
+
+    Ops invoked after it are gone; :ok ops that had not returned by then are indeterminate (they
+    may or may not have taken effect yet), and reads among them are gone (they constrain
+    nothing). `leave_out` drops one more op.
+    """
+    kept: list[ModelOp] = []
+    for entry, op in enumerate(ops):  # in call order
+        if op.call > until:
+            break
+        if entry == leave_out:
+            continue
+        if op.ret is not None and op.ret <= until:
+            kept.append(op)
+        elif op.kind is not OpKind.READ:
+            kept.append(replace(op, certain=False) if op.certain else op)
+    return tuple(kept)
+
+
+def _first_violation(
+    *,
+    model: Model,
+    compiled: _Compiled,
+    known_bad: int | None,
+    deadline: float | None,
+    budget: int,
+    key: EdnValue,
+    keyed: bool,
+    ops_checked: int,
+) -> KeyResult | None:
+    """The violation shown as the first op whose return the history cannot explain.
+
+    The history cut at an op's return (`_cut`) stays not linearizable at every later return:
+    a linearization of the later cut, stopped before its first op invoked after the earlier
+    return, linearizes the earlier one. So a bisection over the :ok ops' returns finds the
+    first op X whose return makes it not linearizable, searching each cut within `budget`.
+    `known_bad` is an op whose cut is already known not to be linearizable (a stale read), or
+    None for the whole history. The result is the cut just before X returned, without X,
+    linearized (every op in it was invoked before X returned, and every op that returned
+    before X was invoked is in it, so X could come next), and X stuck after it.
+
+    Unlike the search's longest path, this names the op that broke the history: that path
+    can end at a wrong turn (two concurrent appends ordered the wrong way round, say) that
+    gets stuck on an op that is fine. None when a search runs out of budget or time.
+    """
+    ops = compiled.ops
+    if known_bad is not None:
+        # Most often the stale read is the first op the history cannot explain: one search shows it.
+        shown = _stuck_after_cut(
+            model=model,
+            ops=ops,
+            culprit=known_bad,
+            deadline=deadline,
+            budget=budget,
+            key=key,
+            keyed=keyed,
+            ops_checked=ops_checked,
+        )
+        if shown is not None:
+            return shown
+    by_return = sorted((op.ret, entry) for entry, op in enumerate(ops) if op.ret is not None)
+    high = len(by_return) - 1
+    if known_bad is not None:
+        known_return = ops[known_bad].ret
+        assert known_return is not None, "a stale read returned"
+        high = by_return.index((known_return, known_bad))
+    low = 0
+    while low < high:  # the cut at by_return[high] is not linearizable
+        middle = (low + high) // 2
+        outcome = _search(_compile(model, _cut(ops, by_return[middle][0])), deadline, budget)
+        if outcome.verdict is Verdict.UNKNOWN:
+            return None
+        if outcome.verdict is Verdict.NOT_LINEARIZABLE:
+            high = middle
+        else:
+            low = middle + 1
+    return _stuck_after_cut(
+        model=model,
+        ops=ops,
+        culprit=by_return[high][1],
+        deadline=deadline,
+        budget=budget,
+        key=key,
+        keyed=keyed,
+        ops_checked=ops_checked,
+    )
+
+
+def _stuck_after_cut(
+    *,
+    model: Model,
+    ops: tuple[ModelOp, ...],
+    culprit: int,
+    deadline: float | None,
+    budget: int,
+    key: EdnValue,
+    keyed: bool,
+    ops_checked: int,
+) -> KeyResult | None:
+    """`culprit` stuck after a linearization of the cut just before it returned, without it.
+
+    None when that cut is not linearizable (within `budget`) or `culprit` can take effect
+    after the linearization found.
+    """
+    returned = ops[culprit].ret
+    assert returned is not None, "the op returned"
+    before = _cut(ops, returned - 1, leave_out=culprit)
+    searched = _compile(model, before)  # may drop indeterminate ops nothing can observe
+    outcome = _search(searched, deadline, budget)
+    if outcome.verdict is not Verdict.LINEARIZABLE:
+        return None
+    entry_of = {op.operation: entry for entry, op in enumerate(ops)}
+    entries = [entry_of[searched.ops[entry].operation] for entry in outcome.best_entries]
+    states: list[EdnValue] = []
+    state = model.initial
+    for entry in entries:
+        applies, state = apply(ops[entry], state)
+        assert applies, "the search's linearization is linearizable"
+        states.append(state)
+    if apply(ops[culprit], state)[0]:
+        return None
+    prefix = tuple(
+        LinearizedStep(ops[entry].operation, after) for entry, after in zip(entries, states, strict=True)
+    )
+    reason = why_not(model, ops[culprit], state)
+    subject = _subject(model, key, keyed)
+    holder = "it" if keyed else "the " + model.subject
+    lines = [
+        f"{subject} is not linearizable: it is up to the return of {_describe(ops[culprit])}, and no order "
+        "of the ops invoked before then lets that op take effect as it returned. After the linearizable "
+        f"prefix shown ({len(prefix)} ops), {holder} held {dumps(state)}, and the op must come next:",
+        f"  - {_describe(ops[culprit])}: {reason}",
+    ]
+    if prefix:
+        lines += _prefix_lines("linearizable prefix", ops, entries, states)
+    else:
+        lines.append(f"  (nothing comes before it, from the initial state {dumps(model.initial)})")
+    return KeyResult(
+        key=key,
+        verdict=Verdict.NOT_LINEARIZABLE,
+        ops_checked=ops_checked,
+        ops_searched=len(ops),
+        configurations=outcome.configurations,
+        longest_prefix=prefix,
+        stuck_state=state,
+        stuck_ops=(StuckOp(ops[culprit].operation, reason),),
+        explanation="\n".join(lines),
+    )
+
+
 def _stale_violation(
     *,
     model: Model,
@@ -943,6 +1113,20 @@ def check_history(history: History, model: str = "register", timeout_s: float | 
         budget = (
             None if stale is None else EXPLANATION_SEARCH_BUDGET + EXPLANATION_SEARCH_BUDGET_PER_OP * len(ops)
         )
+        if stale is not None and budget:  # a budget of 0: no search to explain it
+            shown = _first_violation(
+                model=spec,
+                compiled=compiled,
+                known_bad=stale[0],
+                deadline=deadline,
+                budget=budget,
+                key=key,
+                keyed=keyed,
+                ops_checked=ops_checked,
+            )
+            if shown is not None:
+                results.append(shown)
+                continue
         outcome = _search(compiled, deadline, budget)
         if stale is not None and outcome.verdict is not Verdict.NOT_LINEARIZABLE:
             results.append(
@@ -952,8 +1136,22 @@ def check_history(history: History, model: str = "register", timeout_s: float | 
             )
             continue
         if outcome.verdict is Verdict.NOT_LINEARIZABLE:
+            shown = _first_violation(
+                model=spec,
+                compiled=compiled,
+                known_bad=None,
+                deadline=deadline,
+                budget=max(
+                    EXPLANATION_SEARCH_BUDGET + EXPLANATION_SEARCH_BUDGET_PER_OP * len(ops),
+                    EXPLANATION_SEARCH_FACTOR * outcome.configurations,
+                ),
+                key=key,
+                keyed=keyed,
+                ops_checked=ops_checked,
+            )
             results.append(
-                _violation(
+                shown
+                or _violation(
                     model=spec,
                     compiled=compiled,
                     outcome=outcome,

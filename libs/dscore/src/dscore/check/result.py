@@ -40,9 +40,12 @@ class StuckOp:
 class KeyResult:
     """The verdict for one key (the key is None for a single register).
 
-    On a violation, `longest_prefix` is the longest sequence of ops the search linearized
-    along one path, in order, and `stuck_ops` are the ops that could have come next, none
-    of which the state after that prefix (`stuck_state`) allows.
+    On a violation, `longest_prefix` is a linearizable prefix of the history, in order, and
+    `stuck_ops` are ops that could have come next, none of which the state after that prefix
+    (`stuck_state`) allows. Usually that is one op, the first whose return the history cannot
+    explain, after a linearization of everything invoked before it returned; where finding it
+    takes more than the checker's budget, the search's longest path and the ops stuck after
+    it (the name is kept from that form, as JSON readers use it).
     """
 
     key: EdnValue

@@ -322,7 +322,7 @@ def _violation_table(result: KeyResult) -> str:
     if len(prefix) > len(shown):
         rows.append(
             f'<tr class="elided"><td colspan="7">{len(prefix) - len(shown)} earlier operations of the '
-            "longest linearizable prefix are not shown</td></tr>"
+            "linearizable prefix are not shown</td></tr>"
         )
     first = len(prefix) - len(shown) + 1
     for number, step in enumerate(shown, first):
@@ -337,7 +337,7 @@ def _violation_table(result: KeyResult) -> str:
         )
     return (
         f"<h3>Key {_edn(result.key)}</h3>"
-        f"<p>After the longest linearizable prefix the search found ({len(prefix)} operations) the key held "
+        f"<p>After the linearizable prefix shown ({len(prefix)} operations) the key held "
         f"{_edn(result.stuck_state)}; none of the operations that must come next can take effect in that "
         "state.</p>"
         '<table class="violation"><thead><tr><th class="num">#</th><th>role</th><th>process</th>'
