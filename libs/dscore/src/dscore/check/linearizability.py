@@ -1015,9 +1015,9 @@ def _stuck_after_cut(
     subject = _subject(model, key, keyed)
     holder = "it" if keyed else "the " + model.subject
     lines = [
-        f"{subject} is not linearizable: it is up to the return of {_describe(ops[culprit])}, and no order "
-        "of the ops invoked before then lets that op take effect as it returned. After the linearizable "
-        f"prefix shown ({len(prefix)} ops), {holder} held {dumps(state)}, and the op must come next:",
+        f"{subject} is not linearizable: its history is until the op below returned, and no order of the "
+        "ops invoked before then lets that op take effect as it returned. After the linearizable prefix "
+        f"shown ({len(prefix)} ops), {holder} held {dumps(state)}, and the op could come next:",
         f"  - {_describe(ops[culprit])}: {reason}",
     ]
     if prefix:
