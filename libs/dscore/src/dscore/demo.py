@@ -1,8 +1,8 @@
-"""`dscore demo`: a 5-node Raft (or 4-node PBFT) cluster in one process, workload, faults, a checked history.
+"""`dscore demo`: a Raft, Multi-Paxos or PBFT cluster, workload, faults, a checked history.
 
 What it does, in order (times are fractions of `--duration-s`, jittered by `--seed`):
 
-1. starts an `EmbeddedCluster` of `--nodes` replicas of `--protocol` (Raft by default, or Multi-Paxos) on
+1. starts an `EmbeddedCluster` of `--nodes` replicas of `--protocol` (Raft by default, Multi-Paxos or PBFT) on
    the in-memory transport (real codec, real checksums, real storage semantics) and waits for a leader;
 2. runs `--clients` concurrent `KvClient`s doing get / put / append / cas over `--keys` keys, each
    recording into one `dscore.check.HistoryRecorder`;
@@ -627,7 +627,7 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `demo` to a `dscore` subcommand parser (an `argparse` `_SubParsersAction`)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "demo",
-        help="run a 5-node Raft (or Multi-Paxos) cluster in-process, break it, and check the history",
+        help="run a Raft, Multi-Paxos or PBFT cluster (in one process or as processes), break it, check it",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     defaults = DemoOptions()

@@ -17,8 +17,9 @@ Cluster-wide, and why each must agree:
   other's messages; it is part of the fingerprint, so they refuse each other by name.
 - `protocol`: a Raft node and a sequencer node do not understand each other's messages.
 - `tick_interval_s` and `raft.election_timeout_ticks`: lease reads assume every member's election
-  timeout lasts as long in real time and that tick rates drift by at most 12.5% (see raft.py); a member
-  with a shorter timeout or faster ticks could elect a leader while the old one still serves reads.
+  timeout lasts as long in real time and that tick rates drift by at most 12.5% (see
+  `dscore.protocols.raft.readonly`); a member with a shorter timeout or faster ticks could elect a leader
+  while the old one still serves reads.
 - `raft.check_quorum` and `raft.read_only_option`: a lease holds only because every voter ignores
   vote requests while it hears from a leader (stickiness needs check_quorum on the voter) and keeps
   that stickiness across a restart (a voter does so only in lease mode); both are the voter's own
@@ -272,8 +273,8 @@ class _RaftAgreedFields(BaseModel):
     heartbeat_ticks: int = Field(default=_RAFT_DEFAULTS.heartbeat_ticks, ge=1, le=100_000)
     pre_vote: bool = _RAFT_DEFAULTS.pre_vote
     check_quorum: bool = _RAFT_DEFAULTS.check_quorum
-    #: `read_index` (a heartbeat round confirms each batch of reads) or `lease` (see raft.py for the
-    #: clock-drift bound a lease assumes)
+    #: `read_index` (a heartbeat round confirms each batch of reads) or `lease` (see
+    #: `dscore.protocols.raft.readonly` for the clock-drift bound a lease assumes)
     read_only_option: ReadOnlyOption = _RAFT_DEFAULTS.read_only_option
     #: lease length in ticks for `lease` reads (default: election timeout - 2)
     lease_ticks: int | None = Field(default=_RAFT_DEFAULTS.lease_ticks, ge=1)
