@@ -35,6 +35,9 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+# Which answers count as served and which are the client's doing: the gateway's own table.
+from dscore_gateway.outcomes import CLIENT_CODES, SERVED_CODES
+
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "dashboards"
 
@@ -173,8 +176,8 @@ ANNOTATIONS: dict[str, list[tuple[str, str, str, str]]] = {
 
 
 def availability() -> list[P]:
-    served = f'{JOB}, outcome=~"ok|cas_mismatch"'
-    counted = f'{JOB}, outcome!~"bad_request|session_expired"'
+    served = f'{JOB}, outcome=~"{"|".join(SERVED_CODES)}"'
+    counted = f'{JOB}, outcome!~"{"|".join(CLIENT_CODES)}"'
 
     def ratio(window: str) -> str:
         return (
@@ -189,8 +192,9 @@ def availability() -> list[P]:
         P(
             "stat",
             "Requests served (1h)",
-            "Share of the gateway's requests served (ok, cas_mismatch) among those that count "
-            "(all but bad_request and session_expired), over the last hour.",
+            f"Share of the gateway's requests served ({', '.join(SERVED_CODES)}) among those that count "
+            "(all but the client's doing: 4xx answers other than cas_mismatch and not_found), "
+            "over the last hour.",
             [Q(ratio("1h"))],
             "percentunit",
             6,

@@ -24,6 +24,9 @@ from typing import Any
 
 import yaml
 
+# Which answers count as served and which are the client's doing: the gateway's own table.
+from dscore_gateway.outcomes import CLIENT_CODES, SERVED_CODES
+
 HERE = Path(__file__).resolve().parent
 RULES_FILE = HERE / "dscore-rules.yaml"
 DEFAULT_JOB_REGEX = ".*dscore.*"
@@ -70,8 +73,8 @@ or on (job, protocol)
 
 def recording_rules(s: Settings) -> list[dict[str, Any]]:
     job = f'job=~"{s.job_regex}"'
-    served = f'{job}, outcome=~"ok|cas_mismatch"'
-    counted = f'{job}, outcome!~"bad_request|session_expired"'
+    served = f'{job}, outcome=~"{"|".join(SERVED_CODES)}"'
+    counted = f'{job}, outcome!~"{"|".join(CLIENT_CODES)}"'
     rules: list[dict[str, Any]] = []
     for window in ("5m", "1h"):
         rules.append(

@@ -11,6 +11,7 @@ from gw_harness import TIMEOUT_S, harness
 from dscore.core.client_messages import ClientResponse, Outcome
 from dscore.core.errors import ConfigError
 from dscore.runtime.gc_tuning import DEFAULT_GC_GEN0_THRESHOLD
+from dscore_gateway import outcomes
 from dscore_gateway.idempotency import IdempotencyKeyError, IdempotencyTable, Verdict, fingerprint, parse_key
 from dscore_gateway.routing import LeaderTracker
 from dscore_gateway.sessions import PoolExhaustedError, SessionPool
@@ -487,3 +488,24 @@ async def test_a_cancelled_write_is_kept_resumable() -> None:
         assert retry.status_code == 204
         assert (await h.http.get("/v1/kv/k")).json()["value"] == "v+"
         assert not h.gateway.pool.pinned and h.gateway.pool.busy == 0
+
+
+# -- availability classes ----------------------------------------------------------------------------
+
+
+def test_every_answer_is_classed_for_availability() -> None:
+    # A new answer defined in outcomes but left out of ALL_ANSWERS would count as a failure unnoticed.
+    defined = {value for value in vars(outcomes).values() if isinstance(value, outcomes.HttpAnswer)}
+    defined |= set(outcomes.OUTCOME_HTTP.values())
+    assert defined <= set(outcomes.ALL_ANSWERS)
+    served, client = set(outcomes.SERVED_CODES), set(outcomes.CLIENT_CODES)
+    assert not served & client
+    # a key that holds nothing and a compare that failed are answers the cluster served
+    assert served == {"ok", "not_found", "cas_mismatch"}
+    for answer in outcomes.ALL_ANSWERS:
+        if answer.code in served:
+            continue
+        # every other 4xx is the client's doing; every 5xx, the service failing
+        assert (answer.code in client) == (answer.status < 500), answer
+    assert outcomes.CLIENT_DISCONNECTED in client
+    assert outcomes.HTTP_ERROR not in served | client

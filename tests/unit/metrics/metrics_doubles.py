@@ -88,6 +88,8 @@ class TableRow:
     type: str
     labels: frozenset[str]
     source: str
+    #: the `## ` heading the row is under
+    section: str
 
 
 _ROW = re.compile(r"^\|\s*`(dscore_[a-z0-9_]+)`\s*\|\s*(counter|gauge|histogram)\s*\|([^|]*)\|([^|]*)\|")
@@ -96,14 +98,22 @@ _ROW = re.compile(r"^\|\s*`(dscore_[a-z0-9_]+)`\s*\|\s*(counter|gauge|histogram)
 def metrics_table() -> dict[str, TableRow]:
     """The metric rows of docs/metrics.md (recording rules have no type column and are not included)."""
     rows: dict[str, TableRow] = {}
+    section = ""
     for line in METRICS_TABLE.read_text().splitlines():
+        if line.startswith("## "):
+            section = line.removeprefix("## ").strip()
+            continue
         match = _ROW.match(line)
         if match is None:
             continue
         name, kind, labels, source = match.groups()
         assert name not in rows, f"{name} is listed twice in {METRICS_TABLE}"
         rows[name] = TableRow(
-            name, kind, frozenset(x.strip() for x in labels.split(",") if x.strip()), source.strip()
+            name,
+            kind,
+            frozenset(x.strip() for x in labels.split(",") if x.strip()),
+            source.strip(),
+            section,
         )
     return rows
 

@@ -473,7 +473,7 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
         return _error(
             request, outcomes.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.url.path}"
         )
-    answer = HttpAnswer(exc.status_code, "http_error")
+    answer = HttpAnswer(exc.status_code, outcomes.HTTP_ERROR)
     return _respond(
         request.scope, answer, error_body(answer.code, str(exc.detail)), 0, dict(exc.headers or {})
     )
@@ -679,7 +679,7 @@ class GatewayMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                scope[OUTCOME_SCOPE_KEY] = "client_disconnected"
+                scope[OUTCOME_SCOPE_KEY] = outcomes.CLIENT_DISCONNECTED
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)

@@ -75,6 +75,46 @@ ROUTE_NOT_FOUND = HttpAnswer(404, "no_such_route")
 METHOD_NOT_ALLOWED = HttpAnswer(405, "method_not_allowed")
 
 
+#: the code of an answer to a client that left while its body was read (no answer reached it)
+CLIENT_DISCONNECTED = "client_disconnected"
+#: the code of an HTTP error the framework raised that none of the answers above names (its status varies)
+HTTP_ERROR = "http_error"
+
+#: every answer the gateway gives with a fixed status (the codes double as the `outcome` label)
+ALL_ANSWERS: tuple[HttpAnswer, ...] = (
+    *OUTCOME_HTTP.values(),
+    GET_FOUND,
+    GET_ABSENT,
+    BAD_INPUT,
+    INVALID_BODY,
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    IDEMPOTENCY_KEY_REUSED,
+    IDEMPOTENCY_KEY_IN_USE,
+    GATEWAY_BUSY,
+    SHUTTING_DOWN,
+    ROUTE_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+)
+
+# Availability, as the recording rules and dashboards in deploy/ count it: an answer below 400 served
+# the request, a 4xx one is the client's doing (left out: neither served nor failed), and anything else
+# (5xx, `internal_error`, `http_error`, codes added later) is the service failing. Two 4xx answers are the
+# cluster serving the request: a compare that failed (409) and a GET of a key that holds nothing (404).
+_SERVED_4XX = frozenset({"cas_mismatch", "not_found"})
+#: `outcome` values that count as served
+SERVED_CODES: tuple[str, ...] = tuple(
+    sorted({a.code for a in ALL_ANSWERS if a.status < 400 or a.code in _SERVED_4XX})
+)
+#: `outcome` values left out of availability: the client's doing
+CLIENT_CODES: tuple[str, ...] = tuple(
+    sorted(
+        {a.code for a in ALL_ANSWERS if 400 <= a.status < 500 and a.code not in _SERVED_4XX}
+        | {CLIENT_DISCONNECTED}
+    )
+)
+
+
 def http_answer(outcome: Outcome) -> HttpAnswer:
     """The HTTP answer of a request that ended with `outcome` (for a GET, `OK` is refined by
     `GET_FOUND` / `GET_ABSENT`)."""
