@@ -536,3 +536,20 @@ def test_the_first_start_makes_its_storage_epoch_durable_before_saying_hello() -
     assert second is not None and second.write is None
     (hello,) = [decode_envelope(f.data).content for f in second.messages]
     assert isinstance(hello, StorageHello) and hello.epoch == h.executor.storage_epoch
+
+
+def test_leader_changes_count_a_new_leader_not_the_same_one_found_again() -> None:
+    h = harness(("n1", "n2", "n3"))  # its core leads from the start: no change
+    h.run()
+    for leader in (None, "n1", None, "n1"):  # lost sight of it, found it again (a pre-vote, say)
+        h.core.leader = leader
+        h.run()
+    assert h.executor.counters.leader_changes == 0
+    h.core.leader = "n2"
+    h.run()
+    assert h.executor.counters.leader_changes == 1
+    h.core.leader = None
+    h.run()
+    h.core.leader = "n1"
+    h.run()
+    assert h.executor.counters.leader_changes == 2

@@ -438,6 +438,7 @@ class Executor:
         self._local: deque[Callable[[], None]] = deque()
         self._was_leader = core.leader_id == node_id
         self._last_leader: NodeId | None = core.leader_id
+        self._last_known_leader: NodeId | None = core.leader_id  # the last leader seen; never back to None
         #: what the driver should know about; it drains this list
         self.events: list[Event] = []
         #: the driver's clock, in seconds, as of its latest input (time is an input here, like ticks): it
@@ -1163,7 +1164,11 @@ class Executor:
         self._last_leader = leader
         self._was_leader = leader == self.node_id
         self.events.append(LeadershipChanged(leader, was_leader))
-        if leader is not None:
+        # Counted when a leader other than the last one known takes over: losing sight of the leader
+        # and finding the same one again (a Raft pre-candidate does that at every missed heartbeat) is
+        # no change. The first leader an incarnation learns counts (a restored core knows none).
+        if leader is not None and leader != self._last_known_leader:
+            self._last_known_leader = leader
             self.counters.leader_changes += 1
         if not was_leader or leader == self.node_id or self._every_replica is not None:
             return
