@@ -116,3 +116,23 @@ async def test_a_consumer_that_hands_over_nothing_is_rebuilt_where_it_stopped(
     assert [d.data for d in got] == later
     assert b.stats.consumer_restarts == 1
     assert a.stats.consumer_restarts == 0
+
+
+@pytest.mark.parametrize("buffered", [10_000, 10], ids=["room-to-buffer", "buffer-full"])
+async def test_the_lag_counts_what_the_node_has_not_taken_while_it_takes_nothing(
+    endpoints: Endpoints, monkeypatch: pytest.MonkeyPatch, buffered: int
+) -> None:
+    # A wedged node takes nothing: its consumer fetches into the buffer until the buffer is full, then
+    # pauses. The lag must show every record the node has not taken, in both cases (it used to count
+    # from the last fetch only, so a wedged node showed a lag of 0).
+    monkeypatch.setattr(kafka_confluent, "MAX_BUFFERED_RECORDS", buffered)
+    await ensure_topics(endpoints.config, ["a", "b"])
+    a = await endpoints.open("a")
+    b = await endpoints.open("b")
+    await a.send(frames("b", [f"record {i}".encode() for i in range(30)]))
+    await ticks_until(lambda: b.stats.lag.get(b.channel) == 30, limit_s=30)
+    # more while the consumer may be paused (nothing fetched: the broker is asked)
+    await a.send(frames("b", [f"record {i}".encode() for i in range(30, 50)]))
+    await ticks_until(lambda: b.stats.lag.get(b.channel) == 50, limit_s=30)
+    assert len(await receive_n(b, 50)) == 50
+    await ticks_until(lambda: b.stats.lag.get(b.channel) == 0, limit_s=30)

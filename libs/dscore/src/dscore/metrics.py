@@ -405,7 +405,7 @@ class _Families:
         )
         self.consumer_lag = g(
             "dscore_consumer_lag",
-            "Records in this node's inbox not read yet (Kafka: log end offset minus position)",
+            "Records in this node's inbox it has not taken yet (Kafka: log end offset minus its next one)",
             labels=_NODE,
         )
         self.voters = g(

@@ -123,6 +123,8 @@ class ConfluentKafkaTransport:
         self._read_before = -1
         #: the next offset to hand over (consumer thread only): a rebuilt consumer starts there
         self._next_offset = 0
+        #: the offset after the last record the node took (`receive`): the lag counts from here
+        self._next_to_take = 0
         #: delivery reports served for the live producer (the producer watch's progress count)
         self._reports = 0
         self._work = asyncio.Event()
@@ -166,7 +168,7 @@ class ConfluentKafkaTransport:
             log.warning("%s: retention deleted %d unread records of %s", self._node_id, expired, self.topic)
         self.stats.records_expired_unread += expired
         consumer.assign([TopicPartition(self.topic, 0, first)])
-        self._next_offset = first
+        self._next_offset = self._next_to_take = first
         self._producer = self._new_producer()
         self._state = _State.RUNNING
         self._thread = threading.Thread(
@@ -436,6 +438,7 @@ class ConfluentKafkaTransport:
         if batch[0].offset <= self._read_before:
             stats.redelivered += sum(1 for d in batch if d.offset <= self._read_before)
         last = batch[-1].offset
+        self._next_to_take = last + 1
         self._highest_read = max(self._highest_read, last)
         if self._pushed - self._taken < MAX_BUFFERED_RECORDS // 2:
             self._space.set()
@@ -471,6 +474,10 @@ class ConfluentKafkaTransport:
                     space.clear()
                     if MAX_BUFFERED_RECORDS - (self._pushed - self._taken) <= 0:
                         space.wait(_CONSUMER_POLL_S)
+                    now = time.monotonic()
+                    if now >= next_check:  # the node takes nothing: keep its lag true while it does not
+                        next_check = now + _STALL_CHECK_INTERVAL_S
+                        self._broker_end(consumer)
                     continue
                 first = consumer.poll(_CONSUMER_POLL_S)
                 if first is not None:
@@ -507,7 +514,7 @@ class ConfluentKafkaTransport:
                                 TopicPartition(self.topic, 0), cached=True
                             )
                             if high >= 0:
-                                stats.lag[channel] = max(0, high - last_offset - 1)
+                                stats.lag[channel] = max(0, high - self._next_to_take)
                 now = time.monotonic()
                 if now >= next_commit:
                     next_commit = now + self.config.commit_interval_s
@@ -532,13 +539,23 @@ class ConfluentKafkaTransport:
         """Whether the inbox holds records past the next one to hand over, as the broker says now (not
         from the last fetch). A broker that does not answer owes nothing: a consumer cannot be told
         stuck while the broker itself is away."""
+        high = self._broker_end(consumer)
+        return high is not None and high > self._next_offset
+
+    def _broker_end(self, consumer: Any) -> int | None:
+        """The inbox's end offset as the broker says now, None if it does not answer. It also sets the
+        lag: a fetch sets it only when records come, so a node that stopped taking them (wedged, or its
+        buffer full) or a consumer that stopped fetching would otherwise show its last lag for ever."""
         try:
             _, high = consumer.get_watermark_offsets(
                 TopicPartition(self.topic, 0), timeout=min(self.config.request_timeout_s, 1.0), cached=False
             )
         except KafkaException:
-            return False
-        return int(high) > self._next_offset
+            return None
+        end = int(high)
+        if end >= 0:
+            self.stats.lag[self.channel] = max(0, end - self._next_to_take)
+        return end
 
     def _rebuild_consumer(self, stuck: Any, stalled_s: float) -> Any:
         """A new consumer at the next offset to hand over; the stuck one is closed on a thread of its
