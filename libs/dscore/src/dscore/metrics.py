@@ -105,7 +105,7 @@ ELECTIONS_WON_KEY = "elections_won"
 #: the event keys each protocol core may count (its `counters` dict, but for the election keys), exported
 #: at zero from the start: a series that appears only at its first event (at 1) hides that event from
 #: `rate()` and `increase()`, so a dashboard would miss every first step-down or stale message.
-#: tests/unit/metrics/test_protocol_event_reasons.py keeps Raft's list equal to what its core counts.
+#: tests/unit/metrics/test_protocol_event_reasons.py keeps each list equal to what its core counts.
 PROTOCOL_EVENT_REASONS: dict[str, tuple[str, ...]] = {
     "raft": (
         "bad_config_entry",
@@ -130,6 +130,38 @@ PROTOCOL_EVENT_REASONS: dict[str, tuple[str, ...]] = {
         "unknown_message",
         "unknown_peer",
         "vote_in_lease",
+    ),
+    "paxos": (
+        "beyond_open_slots",
+        "catch_up_requested",
+        "check_quorum_step_down",
+        "from_self",
+        "invalid",
+        "misrouted",
+        "non_member",
+        "phase1_started",
+        "phase1_won",
+        "preempted",
+        "prepare_in_lease",
+        "probe_started",
+        "snapshot_installed",
+        "snapshot_sent",
+        "stale_ballot",
+        "unknown_message",
+    ),
+    "pbft": (
+        "bad_digest",
+        "bad_new_view",
+        "checkpoint_diverged",
+        "equivocation",
+        "invalid",
+        "invalid_request",
+        "out_of_window",
+        "primary_suspected",
+        "queue_full",
+        "stale",
+        "unauthenticated",
+        "unexpected",
     ),
 }
 
