@@ -4,7 +4,9 @@ deploy/grafana/dashboards/*.json.
     .venv/bin/python deploy/grafana/generate.py            # rewrite the committed JSON
     .venv/bin/python deploy/grafana/generate.py --check    # exit 1 if the committed JSON is stale
 
-Three dashboards, each with the variables datasource, job, protocol and node:
+Three dashboards, each with the variables datasource, namespace, job, protocol and node (namespace: a
+Helm release's job is its name, so two releases of one name in two namespaces share a job; outside
+Kubernetes there is no namespace label, and its "All" matches that too):
 
 - "dscore / Availability and failover": availability over time (requests served, time with a leader),
   each failover's duration, which node led when, gateway traffic and latency; injected faults as
@@ -16,17 +18,21 @@ Three dashboards, each with the variables datasource, job, protocol and node:
   nodes.
 
 Panels query raw metrics (not the recording rules), so a dashboard works on a Prometheus without
-dscore's rules too. `tests/deploy/test_grafana_dashboards.py` fails when the committed JSON differs from
-what this script writes, and has a real Prometheus parse every panel's query.
+dscore's rules too; the time with a leader and the requests served are the rules' own expressions
+(`has_leader_of`, `served_ratio` of deploy/prometheus/generate.py), with the dashboard's selectors.
+`tests/deploy/test_grafana_dashboards.py` fails when the committed JSON differs from what this script
+writes, and has a real Prometheus parse every panel's query.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -35,18 +41,35 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-# Which answers count as served and which are the client's doing: the gateway's own table.
-from dscore_gateway.outcomes import CLIENT_CODES, SERVED_CODES
+# Which answers count as served: the gateway's own table (deploy/prometheus/generate.py reads it too).
+from dscore_gateway.outcomes import SERVED_CODES
 
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "dashboards"
 
+
+def _rules_generator() -> ModuleType:
+    """deploy/prometheus/generate.py (a script, not a package), for the PromQL the panels share with the
+    recording rules."""
+    name = "dscore_prometheus_rules_generate"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE.parent / "prometheus" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+RULES = _rules_generator()
+
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
-#: every node metric's selector; the gateway's and the chaos injector's have only a job
-NODE = 'job=~"$job", protocol=~"$protocol", node=~"$node"'
-JOB = 'job=~"$job"'
+#: every node metric's selector; the gateway's and the chaos injector's have only a namespace and a job
+NODE = 'namespace=~"$namespace", job=~"$job", protocol=~"$protocol", node=~"$node"'
+JOB = 'namespace=~"$namespace", job=~"$job"'
 #: the transport-fault metrics of a node carry its node id but no protocol label
-FAULTY = 'job=~"$job", node=~"$node"'
+FAULTY = 'namespace=~"$namespace", job=~"$job", node=~"$node"'
 TAGS = ["dscore"]
 
 
@@ -126,11 +149,24 @@ def _variables() -> list[Any]:
     all_regex = ".*"
     return [
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        dash.QueryVariable("namespace")
+        .label("Namespace")
+        .description(
+            "Kubernetes namespaces with dscore metrics: two Helm releases of one name in two namespaces "
+            "share a job (none outside Kubernetes: All)"
+        )
+        .datasource(DATASOURCE)
+        .query('label_values({__name__=~"dscore_.+"}, namespace)')
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(all_regex),
         dash.QueryVariable("job")
         .label("Job")
         .description("Scrape jobs that export dscore metrics (nodes, gateways, chaos injector)")
         .datasource(DATASOURCE)
-        .query('label_values({__name__=~"dscore_.+"}, job)')
+        .query('label_values({__name__=~"dscore_.+", namespace=~"$namespace"}, job)')
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -139,7 +175,7 @@ def _variables() -> list[Any]:
         dash.QueryVariable("protocol")
         .label("Protocol")
         .datasource(DATASOURCE)
-        .query('label_values(dscore_node_up{job=~"$job"}, protocol)')
+        .query('label_values(dscore_node_up{namespace=~"$namespace", job=~"$job"}, protocol)')
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -148,7 +184,9 @@ def _variables() -> list[Any]:
         dash.QueryVariable("node")
         .label("Node")
         .datasource(DATASOURCE)
-        .query('label_values(dscore_node_up{job=~"$job", protocol=~"$protocol"}, node)')
+        .query(
+            'label_values(dscore_node_up{namespace=~"$namespace", job=~"$job", protocol=~"$protocol"}, node)'
+        )
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.NATURAL_ASC)
         .multi(True)
@@ -175,17 +213,18 @@ ANNOTATIONS: dict[str, list[tuple[str, str, str, str]]] = {
 }
 
 
+def _one_line(expr: str) -> str:
+    """A multi-line expression of the rules as one line: "( a or b ) / c" becomes "(a or b) / c"."""
+    return " ".join(expr.split()).replace("( ", "(").replace(" )", ")")
+
+
 def availability() -> list[P]:
-    served = f'{JOB}, outcome=~"{"|".join(SERVED_CODES)}"'
-    counted = f'{JOB}, outcome!~"{"|".join(CLIENT_CODES)}"'
-
     def ratio(window: str) -> str:
-        return (
-            f"sum(rate(dscore_gateway_requests_total{{{served}}}[{window}]))"
-            f" / sum(rate(dscore_gateway_requests_total{{{counted}}}[{window}]))"
-        )
+        # the rules' expression: 0, not "no data", while the gateway served nothing (no served series yet)
+        return _one_line(RULES.served_ratio(JOB, window, "sum"))
 
-    has_leader = f'max by (job, protocol) (dscore_node_is_leader{{{JOB}, protocol=~"$protocol"}})'
+    # the rules' has_leader(): 0, not "no data", while every node of a cluster seen in the last hour is gone
+    has_leader = _one_line(RULES.has_leader_of(f'{JOB}, protocol=~"$protocol"'))
     failover_q = "histogram_quantile({q}, sum by (le) (rate(dscore_failover_seconds_bucket{{{job}}}[1h])))"
     percent = {"min": 0, "max": 1}
     return [
@@ -214,8 +253,10 @@ def availability() -> list[P]:
         P(
             "stat",
             "Failover p50 (1h)",
-            "Median failover time over the last hour: from the first request that found no leader to "
-            "the first write another leader answered (measured by the gateway).",
+            "Median failover time over the last hour, as the gateway measures it: from its last success "
+            "before the leader it followed was lost to the first leader-only request served after that "
+            "(so with sparse traffic it includes the idle time before the loss; the gateway's probe "
+            "bounds it).",
             [Q(failover_q.format(q="0.5", job=JOB))],
             "s",
             6,
@@ -237,7 +278,10 @@ def availability() -> list[P]:
             "Injected faults are drawn as annotations.",
             [
                 Q(ratio("5m"), "requests served"),
-                Q(f"avg_over_time(({has_leader})[5m:15s])", "time with a leader: {{job}} {{protocol}}"),
+                Q(
+                    f"avg_over_time(({has_leader})[5m:15s])",
+                    "time with a leader: {{job}} {{protocol}} {{namespace}}",
+                ),
             ],
             "percentunit",
             24,
@@ -251,10 +295,11 @@ def availability() -> list[P]:
             "interval, each point is one failover.",
             [
                 Q(
-                    f"sum by (job) (increase(dscore_failover_seconds_sum{{{JOB}}}[$__rate_interval]))"
-                    " / sum by (job) "
+                    "sum by (namespace, job) "
+                    f"(increase(dscore_failover_seconds_sum{{{JOB}}}[$__rate_interval]))"
+                    " / sum by (namespace, job) "
                     f"(increase(dscore_failover_seconds_count{{{JOB}}}[$__rate_interval])) > 0",
-                    "failover {{job}}",
+                    "failover {{job}} {{namespace}}",
                 )
             ],
             "s",
@@ -343,7 +388,10 @@ def consensus() -> list[P]:
         P(
             "timeseries",
             "Elections and leader changes (per 5m)",
-            "Elections started and won, and the most new leaders any node saw, in each 5 minutes.",
+            "Elections started and won, and the most new leaders any node saw, in each 5 minutes. Raft "
+            "counts elections (dscore_elections_*); Multi-Paxos counts its phase 1 (a proposer's bid to "
+            "lead) and PBFT the backups' suspicions of the primary (each starts a view change) as "
+            "protocol events instead.",
             [
                 Q(
                     f"sum by (protocol) (increase(dscore_elections_started_total{{{NODE}}}[5m]))",
@@ -354,6 +402,21 @@ def consensus() -> list[P]:
                     "won {{protocol}}",
                 ),
                 Q(
+                    "sum by (protocol) "
+                    f'(increase(dscore_protocol_events_total{{{NODE}, reason="phase1_started"}}[5m]))',
+                    "phase 1 started {{protocol}}",
+                ),
+                Q(
+                    "sum by (protocol) "
+                    f'(increase(dscore_protocol_events_total{{{NODE}, reason="phase1_won"}}[5m]))',
+                    "phase 1 won {{protocol}}",
+                ),
+                Q(
+                    "sum by (protocol) "
+                    f'(increase(dscore_protocol_events_total{{{NODE}, reason="primary_suspected"}}[5m]))',
+                    "primary suspected {{protocol}}",
+                ),
+                Q(
                     f"max by (protocol) (increase(dscore_leader_changes_total{{{NODE}}}[5m]))",
                     "leader changes {{protocol}}",
                 ),
@@ -362,14 +425,17 @@ def consensus() -> list[P]:
         P(
             "timeseries",
             "Commit latency",
-            "From a leader's proposal of an entry to its apply, at the 50th and 99th percentile.",
+            "From a leader's proposal of an entry to its apply, at the 50th and 99th percentile. None "
+            "for PBFT: its replicas answer the clients, and no leader waits on a proposal.",
             _quantiles("dscore_commit_duration_seconds", "protocol, node", "{{protocol}} {{node}}"),
             "s",
         ),
         P(
             "timeseries",
             "Proposals",
-            "Entries the leaders proposed that committed, and those that did not, by reason.",
+            "Entries the leaders proposed that committed, and those that were not seen to commit, by "
+            "reason (leader_lost, timeout and snapshot may still have committed; replaced did not). "
+            "Always 0 for PBFT: its replicas answer the clients, and no leader waits on a proposal.",
             [
                 Q(
                     f"sum by (protocol) (rate(dscore_proposals_committed_total{{{NODE}}}[$__rate_interval]))",
@@ -395,7 +461,8 @@ def consensus() -> list[P]:
         P(
             "timeseries",
             "Nodes up and voters",
-            "Running nodes against the voters in the configuration: below a majority, nothing commits.",
+            "Running nodes against the voters in the configuration: below a quorum (a majority; PBFT: "
+            "n - f), nothing commits.",
             [
                 Q(f"sum by (protocol) (dscore_node_up{{{NODE}}})", "up {{protocol}}"),
                 Q(f"max by (protocol) (dscore_node_voters{{{NODE}}})", "voters {{protocol}}"),

@@ -7,9 +7,11 @@
 Every selector is `job=~"<job regex>"` (default `.*dscore.*`: it matches a ServiceMonitor's job, the
 service name, and a PodMonitor's, `<namespace>/<monitor name>`). Alerts keep every label of the series
 they fire on (`pod`, `instance`, `namespace`, `node`) unless they aggregate on purpose, and then they
-keep `job` and `protocol` (one cluster). `tests/deploy/test_prometheus_rules.py` fails when the
-committed file differs from what this script writes, and runs `promtool check rules` and
-`promtool test rules` (deploy/prometheus/tests/).
+keep `namespace`, `job` and `protocol` (one cluster): a ServiceMonitor's job is the Helm release's name,
+so two releases of one name in two namespaces share a job, and only the namespace tells them apart.
+Outside Kubernetes the series have no `namespace`, and grouping by it changes nothing.
+`tests/deploy/test_prometheus_rules.py` fails when the committed file differs from what this script
+writes, and runs `promtool check rules` and `promtool test rules` (deploy/prometheus/tests/).
 
 Why each `for:` is what it is is written next to it, and repeated in docs/runbook.md.
 """
@@ -60,33 +62,55 @@ def _expr(text: str) -> str:
     return _Literal(text + "\n") if "\n" in text else text
 
 
-def has_leader(s: Settings) -> str:
-    """1 while some node of a cluster (job, protocol) leads; 0 while none does, and also while every node of
-    a cluster seen in the last hour is gone (no samples at all would otherwise read as "no data")."""
-    job = f'job=~"{s.job_regex}"'
+#: what tells one cluster from another (see the docstring: `namespace` for two releases of one name)
+CLUSTER = "namespace, job, protocol"
+#: the same for a gateway, whose metrics have no protocol
+GATEWAY = "namespace, job"
+
+
+def has_leader_of(selector: str) -> str:
+    """1 while some node of a cluster (namespace, job, protocol) leads; 0 while none does, and also while
+    every node of a cluster seen in the last hour is gone (no samples at all would otherwise read as "no
+    data"). `selector` is the inside of the braces; deploy/grafana/generate.py uses this too."""
     return f"""
-max by (job, protocol) (dscore_node_is_leader{{{job}}})
-or on (job, protocol)
-0 * max by (job, protocol) (max_over_time(dscore_node_is_leader{{{job}}}[1h]))
+max by ({CLUSTER}) (dscore_node_is_leader{{{selector}}})
+or on ({CLUSTER})
+0 * max by ({CLUSTER}) (max_over_time(dscore_node_is_leader{{{selector}}}[1h]))
+"""
+
+
+def has_leader(s: Settings) -> str:
+    return has_leader_of(f'job=~"{s.job_regex}"')
+
+
+def served_ratio(selector: str, window: str, aggregate: str) -> str:
+    """The share of the gateway's requests served among those that count, over `window`, aggregated by
+    `aggregate` ("sum by (...)", or "sum"). The served series appear with the first request served (the
+    gateway's counters are not zero-initialised), so a gateway that answered only failures has no served
+    series: the numerator falls back to 0 wherever the denominator has data, and the ratio reads 0, not
+    "no data". deploy/grafana/generate.py uses this too."""
+    served = f'{selector}, outcome=~"{"|".join(SERVED_CODES)}"'
+    counted = f'{selector}, outcome!~"{"|".join(CLIENT_CODES)}"'
+    total = f"{aggregate} (rate(dscore_gateway_requests_total{{{counted}}}[{window}]))"
+    return f"""
+(
+  {aggregate} (rate(dscore_gateway_requests_total{{{served}}}[{window}]))
+  or
+  0 * {total}
+)
+/
+{total}
 """
 
 
 def recording_rules(s: Settings) -> list[dict[str, Any]]:
     job = f'job=~"{s.job_regex}"'
-    served = f'{job}, outcome=~"{"|".join(SERVED_CODES)}"'
-    counted = f'{job}, outcome!~"{"|".join(CLIENT_CODES)}"'
     rules: list[dict[str, Any]] = []
     for window in ("5m", "1h"):
         rules.append(
             {
                 "record": f"job:dscore_gateway_availability:ratio_rate{window}",
-                "expr": _expr(
-                    f"""
-sum by (job) (rate(dscore_gateway_requests_total{{{served}}}[{window}]))
-/
-sum by (job) (rate(dscore_gateway_requests_total{{{counted}}}[{window}]))
-"""
-                ),
+                "expr": _expr(served_ratio(job, window, f"sum by ({GATEWAY})")),
             }
         )
     rules.append({"record": "job_protocol:dscore_has_leader:max", "expr": _expr(has_leader(s))})
@@ -101,11 +125,24 @@ sum by (job) (rate(dscore_gateway_requests_total{{{counted}}}[{window}]))
         rules.append(
             {
                 "record": f"job:dscore_failover_seconds:{name}_1h",
-                "expr": f"histogram_quantile({quantile}, sum by (job, le) "
+                "expr": f"histogram_quantile({quantile}, sum by ({GATEWAY}, le) "
                 f"(rate(dscore_failover_seconds_bucket{{{job}}}[1h])))",
             }
         )
     return rules
+
+
+#: DscoreProposalsFailing also wants this many failed entries in its 15 minutes. It matters only below 200
+#: proposals in 15 minutes (about 13 a minute): above, 5% is more than 10 anyway. At such rates one
+#: failover fails the one or two entries in flight when the lead was lost (every command that arrives
+#: before a poll goes into one entry), so 10 takes several failovers (DscoreFrequentLeaderChanges fires at
+#: 4 leader changes) or proposals that keep failing; a cluster with one write a minute alerts only when
+#: most of its writes fail.
+PROPOSALS_FAILED_MIN = 10
+#: a cluster in an annotation: "dscore-node (raft)", "dscore-node (raft) in namespace a"
+IN_CLUSTER = (
+    "{{ $labels.job }} ({{ $labels.protocol }}){{ with $labels.namespace }} in namespace {{ . }}{{ end }}"
+)
 
 
 @dataclass(frozen=True)
@@ -130,28 +167,53 @@ def alerts(s: Settings) -> list[Alert]:
             # without a leader is an outage, not an election. etcd's mixin waits 1m too.
             "1m",
             "critical",
-            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) has no leader.",
-            "No node of {{ $labels.job }} ({{ $labels.protocol }}) has reported leading for a minute: "
+            f"dscore cluster {IN_CLUSTER} has no leader.",
+            f"No node of {IN_CLUSTER} has reported leading for a minute: "
             "the cluster accepts no writes and no linearizable reads.",
         ),
         Alert(
             "DscoreInsufficientMembers",
+            # The quorum of n voters: PBFT's is n - f with f = floor((n - 1) / 3) (PbftNode: 5 of 7, 3 of
+            # 4), the f of an unset DSCORE_PBFT__FAULTS_TOLERATED (a smaller f set there needs more nodes:
+            # the alert fires late); the other protocols' is a majority, floor(n / 2) + 1.
             f"""
-count by (job, protocol) (dscore_node_up{{{job}}} == 1)
-< on (job, protocol)
-floor(max by (job, protocol) (dscore_node_voters{{{job}}}) / 2) + 1
+count by ({CLUSTER}) (dscore_node_up{{{job}}} == 1)
+< on ({CLUSTER})
+(
+  max by ({CLUSTER}) (dscore_node_voters{{{job}, protocol="pbft"}})
+  - floor((max by ({CLUSTER}) (dscore_node_voters{{{job}, protocol="pbft"}}) - 1) / 3)
+  or
+  floor(max by ({CLUSTER}) (dscore_node_voters{{{job}, protocol!="pbft"}}) / 2) + 1
+)
 """,
-            # A majority is gone: no leader can be elected. A rolling restart takes one node at a time and
+            # A quorum is gone: no leader can be elected. A rolling restart takes one node at a time and
             # never gets here; 1m rides out a scrape that missed several pods at once.
             "1m",
             "critical",
-            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) has lost its quorum.",
-            "Fewer running nodes than a majority of the configured voters in {{ $labels.job }} "
-            "({{ $labels.protocol }}): the cluster cannot commit.",
+            f"dscore cluster {IN_CLUSTER} has lost its quorum.",
+            f"Fewer running nodes than a quorum of the configured voters in {IN_CLUSTER} (a majority; "
+            "PBFT: n - f): the cluster cannot commit.",
         ),
         Alert(
             "DscoreNodeDown",
-            f"up{{{job}}} == 0 or dscore_node_up{{{job}}} == 0",
+            # `up == 0` only of targets that exported node metrics in the last day: a gateway's or the
+            # chaos service's target matches the job regex too (`<release>-gateway`) but is no node. The
+            # target is the same instance (its address), or on Kubernetes the same pod name (a StatefulSet
+            # pod recreated on another IP that crash-loops before its first scrape). A day, not an hour:
+            # the alert must not resolve while the node stays down; after a day of a down target it does.
+            f"""
+(
+  up{{{job}}} == 0
+  and on (namespace, job, instance) max_over_time(dscore_node_up{{{job}}}[1d])
+)
+or
+(
+  up{{{job}}} == 0
+  and on (namespace, job, pod) max_over_time(dscore_node_up{{{job}, pod!=""}}[1d])
+)
+or
+dscore_node_up{{{job}}} == 0
+""",
             # A kill -9 and a supervisor's restart take seconds, a pod's rolling update well under a
             # minute: 2m means the node did not come back by itself.
             "2m",
@@ -163,33 +225,41 @@ floor(max by (job, protocol) (dscore_node_voters{{{job}}}) / 2) + 1
         ),
         Alert(
             "DscoreFrequentLeaderChanges",
-            f"max by (job, protocol) (increase(dscore_leader_changes_total{{{job}}}[15m])) >= 4",
+            f"max by ({CLUSTER}) (increase(dscore_leader_changes_total{{{job}}}[15m])) >= 4",
             # The 15m window is the smoothing; 1m more skips the one evaluation in which increase()
             # extrapolates wildly from a counter that just appeared or reset.
             "1m",
             "warning",
-            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) changes leader often.",
+            f"dscore cluster {IN_CLUSTER} changes leader often.",
             "A node of {{ $labels.job }} has seen {{ $value | humanize }} new leaders in 15 minutes "
             "(threshold 4): every change makes clients wait for an election.",
         ),
         Alert(
             "DscoreProposalsFailing",
+            # Also at least PROPOSALS_FAILED_MIN failed entries (why 10: see the constant): a quiet
+            # cluster's ratio means little (at one write a minute, the one entry a failover fails is 1 of
+            # 16 in 15 minutes, 6%). PBFT counts no proposals (its replicas answer the clients; the
+            # counters stay 0), so this stays silent for it.
             f"""
-sum by (job, protocol) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
-/
 (
-  sum by (job, protocol) (rate(dscore_proposals_committed_total{{{job}}}[15m]))
-  + sum by (job, protocol) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
+  sum by ({CLUSTER}) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
+  /
+  (
+    sum by ({CLUSTER}) (rate(dscore_proposals_committed_total{{{job}}}[15m]))
+    + sum by ({CLUSTER}) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
+  )
+  > 0.05
 )
-> 0.05
+and
+sum by ({CLUSTER}) (increase(dscore_proposals_failed_total{{{job}}}[15m])) >= {PROPOSALS_FAILED_MIN}
 """,
             # One failover fails the proposals in flight (a fraction of a second of traffic): spread over
             # 15m that stays far below 5%. 10m more means proposals keep failing, not one failover.
             "10m",
             "warning",
-            "dscore cluster {{ $labels.job }} ({{ $labels.protocol }}) fails proposals.",
+            f"dscore cluster {IN_CLUSTER} fails proposals.",
             "{{ $value | humanizePercentage }} of the log entries proposed in {{ $labels.job }} over 15 "
-            "minutes did not commit (threshold 5%).",
+            f"minutes did not commit (threshold 5%, and at least {PROPOSALS_FAILED_MIN} entries).",
         ),
         Alert(
             "DscoreUnauthenticatedMessages",
@@ -214,10 +284,14 @@ sum by (job, protocol) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
         ),
         Alert(
             "DscoreSettingsMismatch",
-            f'increase(dscore_messages_rejected_total{{{job}, reason="settings_mismatch"}}[1m]) > 0',
-            # Peers retry every tick, so a real mismatch shows in every 1m window; 3m lets a rollout that
-            # changes cluster-wide settings finish restarting its nodes.
-            "3m",
+            # 5m, not 1m: increase() needs two samples in its window, and a 1m window holds two only with
+            # scrapes every 20-30 s or faster (Prometheus' default interval is 1m): with slower scrapes some
+            # evaluations get nothing and the `for` starts over. A 5m window holds several at any usual one.
+            f'increase(dscore_messages_rejected_total{{{job}, reason="settings_mismatch"}}[5m]) > 0',
+            # Peers retry every tick, so a real mismatch shows in every 5m window; the expression stays
+            # true 5m after the last refusal, so 8m lets a rollout that changes cluster-wide settings take
+            # 3m to finish restarting its nodes.
+            "8m",
             "critical",
             "dscore node {{ $labels.node }} refuses peers with other cluster-wide settings.",
             "{{ $labels.node }} ({{ $labels.job }}) keeps refusing messages from peers whose cluster-wide "
@@ -251,7 +325,7 @@ sum by (job, protocol) (rate(dscore_proposals_failed_total{{{job}}}[15m]))
         ),
         Alert(
             "DscoreSlowPersist",
-            f"histogram_quantile(0.99, sum by (job, protocol, node, le) "
+            f"histogram_quantile(0.99, sum by ({CLUSTER}, node, le) "
             f"(rate(dscore_persist_duration_seconds_bucket{{{job}}}[5m]))) > {s.slow_persist_p99_s}",
             # A slow disk or a busy Redis shows for minutes, a compaction burst does not: 10m, like
             # etcd's slow fsync alert.

@@ -1,24 +1,35 @@
 """deploy/grafana: the committed JSON is what the generator writes, every dashboard has the agreed
 variables, and a real Prometheus (Debian's, started on a free port with an empty TSDB) parses every panel
-query, every annotation query and every variable query, with the template variables substituted."""
+query, every annotation query and every variable query, with the template variables substituted; the
+availability panels' queries, recorded as rules, pass promtool unit tests of their own."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from deploy_helpers import REPO, load_script, metric_names, raw_selectors
 from metrics_doubles import metrics_table, recording_rules_in_table
-from prometheus_tools import PrometheusServer, QueryError
+from prometheus_tools import PrometheusServer, PromTools, QueryError, promtool
 
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 generate = load_script(GRAFANA / "generate.py", "dscore_dashboards_generate")
 
 #: what Grafana would put in for each variable: the "All" value of the query variables, and intervals
-SUBSTITUTIONS = {"job": ".*", "protocol": ".*", "node": ".*", "__rate_interval": "1m", "__interval": "1m"}
+SUBSTITUTIONS = {
+    "namespace": ".*",
+    "job": ".*",
+    "protocol": ".*",
+    "node": ".*",
+    "__rate_interval": "1m",
+    "__interval": "1m",
+}
 _VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 #: Grafana's label_values(QUERY, LABEL) variable function, around a PromQL selector
 _LABEL_VALUES = re.compile(r"^label_values\((.*),\s*\w+\)$")
@@ -81,11 +92,14 @@ def test_the_three_dashboards_and_their_variables() -> None:
     for uid, board in boards.items():
         assert board["uid"] == uid
         variables = {v["name"]: v for v in board["templating"]["list"]}
-        assert list(variables) == ["datasource", "job", "protocol", "node"]
+        assert list(variables) == ["datasource", "namespace", "job", "protocol", "node"]
         assert variables["datasource"]["type"] == "datasource"
         assert variables["datasource"]["query"] == "prometheus"
-        for name in ("job", "protocol", "node"):
+        for name in ("namespace", "job", "protocol", "node"):
             assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+        # the later variables offer only what the namespace holds
+        for name in ("job", "protocol", "node"):
+            assert 'namespace=~"$namespace"' in variables[name]["query"], name
         ids = [p["id"] for p in board["panels"]]
         assert len(ids) == len(set(ids))
         for panel in board["panels"]:
@@ -117,6 +131,153 @@ def test_queries_read_only_documented_metrics_and_select_the_job() -> None:
         assert not unknown, f"{uid}/{where} reads undocumented {sorted(unknown)}"
         for metric, selector in raw_selectors(expr):
             assert 'job=~"$job"' in selector, f"{uid}/{where}: {metric} without the job selector"
+            if not where.startswith("variable"):
+                assert 'namespace=~"$namespace"' in selector, f"{uid}/{where}: {metric} without $namespace"
+
+
+_GROUPING = re.compile(r"\b(?:by|on)\s*\(([^)]*)\)")
+
+
+def test_what_groups_by_job_groups_by_namespace_too() -> None:
+    # Two Helm releases of one name in two namespaces share a job: grouping by job alone merges them.
+    checked = 0
+    for uid, where, expr in panel_queries() + other_queries():
+        for labels in _GROUPING.findall(expr):
+            names = {name.strip() for name in labels.split(",")}
+            if "job" in names:
+                assert "namespace" in names, f"{uid}/{where}: by/on ({labels}) without namespace"
+                checked += 1
+    assert checked >= 3
+
+
+def _panel(uid: str, title: str) -> dict[str, Any]:
+    [panel] = [p for p in dashboards()[uid]["panels"] if p["title"] == title]
+    return panel
+
+
+def test_time_with_a_leader_and_requests_served_are_the_rules_expressions() -> None:
+    rules = generate.RULES
+    has_leader = " ".join(
+        rules.has_leader_of('namespace=~"$namespace", job=~"$job", protocol=~"$protocol"').split()
+    )
+    stat = _panel("dscore-availability", "Time with a leader (1h)")["targets"][0]["expr"]
+    curves = [t["expr"] for t in _panel("dscore-availability", "Availability")["targets"]]
+    assert stat == f"avg(avg_over_time(({has_leader})[1h:15s]))"
+    assert curves[1] == f"avg_over_time(({has_leader})[5m:15s])"
+    served = _panel("dscore-availability", "Requests served (1h)")["targets"][0]["expr"]
+    assert served == generate._one_line(
+        rules.served_ratio('namespace=~"$namespace", job=~"$job"', "1h", "sum")
+    )
+    assert curves[0] == generate._one_line(
+        rules.served_ratio('namespace=~"$namespace", job=~"$job"', "5m", "sum")
+    )
+
+
+def test_elections_panel_shows_what_paxos_and_pbft_count() -> None:
+    exprs = [
+        t["expr"] for t in _panel("dscore-consensus", "Elections and leader changes (per 5m)")["targets"]
+    ]
+    for reason in ("phase1_started", "phase1_won", "primary_suspected"):
+        assert any(f'reason="{reason}"' in e for e in exprs), reason
+
+
+#: what the availability panels show; `avg` panels are recorded as one series without labels
+AVAILABILITY_PANELS = {
+    "panel:requests_served_1h": ("Requests served (1h)", 0),
+    "panel:time_with_a_leader_1h": ("Time with a leader (1h)", 0),
+    "panel:requests_served_5m": ("Availability", 0),
+    "panel:time_with_a_leader_5m": ("Availability", 1),
+}
+
+#: promtool unit tests of the availability panels' queries, recorded as rules (promtool test rules)
+AVAILABILITY_PANEL_TESTS = """
+evaluation_interval: 1m
+tests:
+  - name: a gateway that answered only failures served 0%, not "no data"
+    interval: 1m
+    input_series:
+      - series: 'dscore_gateway_requests_total{job="dscore-gateway", operation="put", outcome="no_leader"}'
+        values: '0+10x70'
+    promql_expr_test:
+      - expr: panel:requests_served_1h
+        eval_time: 65m
+        exp_samples:
+          - labels: 'panel:requests_served_1h'
+            value: 0
+      - expr: panel:requests_served_5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'panel:requests_served_5m'
+            value: 0
+
+  - name: a cluster gone for good had no leader since, not 100%
+    interval: 1m
+    input_series:
+      # a leader until minute 10, then every node gone (stale from minute 11)
+      - series: 'dscore_node_is_leader{namespace="a", job="dscore", protocol="raft", node="n1"}'
+        values: '1x10 stale'
+      - series: 'dscore_node_is_leader{namespace="a", job="dscore", protocol="raft", node="n2"}'
+        values: '0x10 stale'
+    promql_expr_test:
+      # the 1h stat at 40m: 44 points with a leader (0 to 10m45s, the last sample read until the stale
+      # marker) of the 161 every 15 s from 0 to 40m
+      - expr: panel:time_with_a_leader_1h
+        eval_time: 40m
+        exp_samples:
+          - labels: 'panel:time_with_a_leader_1h'
+            value: 0.27329192546583825  # 44 / 161
+      - expr: panel:time_with_a_leader_5m
+        eval_time: 30m
+        exp_samples:
+          - labels: 'panel:time_with_a_leader_5m{namespace="a", job="dscore", protocol="raft"}'
+            value: 0
+
+  - name: two releases of one name in two namespaces, one with a leader and one without
+    interval: 1m
+    input_series:
+      - series: 'dscore_node_is_leader{namespace="a", job="dscore", protocol="raft", node="n1"}'
+        values: '1x20'
+      - series: 'dscore_node_is_leader{namespace="b", job="dscore", protocol="raft", node="n1"}'
+        values: '0x20'
+    promql_expr_test:
+      - expr: panel:time_with_a_leader_5m
+        eval_time: 15m
+        exp_samples:
+          - labels: 'panel:time_with_a_leader_5m{namespace="a", job="dscore", protocol="raft"}'
+            value: 1
+          - labels: 'panel:time_with_a_leader_5m{namespace="b", job="dscore", protocol="raft"}'
+            value: 0
+"""
+
+
+def availability_panel_rules(boards: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The availability panels' queries (the variables at "All") as recording rules."""
+    panels = {p["title"]: p for p in boards["dscore-availability"]["panels"]}
+    rules = [
+        {"record": record, "expr": substitute(panels[title]["targets"][index]["expr"])}
+        for record, (title, index) in AVAILABILITY_PANELS.items()
+    ]
+    return {"groups": [{"name": "panels", "rules": rules}]}
+
+
+def run_availability_panel_tests(
+    tools: PromTools, boards: dict[str, dict[str, Any]], root: Path
+) -> subprocess.CompletedProcess[str]:
+    (root / "panels.yaml").write_text(yaml.safe_dump(availability_panel_rules(boards), sort_keys=False))
+    tests = yaml.safe_load(AVAILABILITY_PANEL_TESTS)
+    tests["rule_files"] = ["panels.yaml"]
+    (root / "panels.test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    return promtool(tools, "test", "rules", str(root / "panels.test.yaml"))
+
+
+def test_availability_panels_read_0_when_nothing_is_served_or_led(
+    prom_tools: PromTools, tmp_path: Path
+) -> None:
+    # The requests served fall back to 0 while the gateway has no served series yet, and the time with a
+    # leader counts a cluster that is gone as leaderless (not as no data, which the stat read as 100%).
+    result = run_availability_panel_tests(prom_tools, dashboards(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 @pytest.mark.parametrize(("uid", "where", "expr"), panel_queries() + other_queries())

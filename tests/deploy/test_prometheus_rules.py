@@ -122,6 +122,19 @@ def test_rules_read_only_documented_metrics() -> None:
         assert not unknown, f"{rule.get('alert') or rule.get('record')} reads undocumented {sorted(unknown)}"
 
 
+def test_every_aggregation_keeps_the_namespace() -> None:
+    # A ServiceMonitor's job is the Helm release's name: two releases of one name in two namespaces share
+    # a job, and an aggregation by job alone merges their clusters (no leader in one, a leader in the
+    # other: no alert). Outside Kubernetes the label is absent and grouping by it changes nothing.
+    checked = 0
+    for rule in all_rules():
+        for labels in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", str(rule["expr"])):
+            names = {name.strip() for name in labels.split(",")}
+            assert "namespace" in names, f"{rule.get('alert') or rule.get('record')}: by/on ({labels})"
+            checked += 1
+    assert checked > 20
+
+
 def test_every_selector_follows_the_job_regex() -> None:
     text = generate.render(generate.Settings(job_regex="prod-dscore-[a-z]+"))
     assert ".*dscore.*" not in text
