@@ -1,12 +1,20 @@
 """charts/dscore rendered by the real helm (no cluster): lint, every object validated against Kubernetes'
 schemas, and what key values do to the objects (replicas, quorum, protocol settings, the key's Secret,
-node ids, rules and dashboards packaged as generated, the NetworkPolicy, the values schema's refusals)."""
+node ids, rules and dashboards packaged as generated, the NetworkPolicy, the values schema's refusals).
+
+An upgrade is rendered from a copy of the chart whose one `lookup` of the live StatefulSet answers a given
+replica count (`render_upgrade`): what the chart renders around a scale (hook Jobs, refusals) without a
+cluster. NOTES.txt is rendered the same way, from a copy that also wraps it in a ConfigMap (`notes`).
+"""
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +22,10 @@ import pytest
 import yaml
 from chart_helpers import (
     CHART,
+    KUBE_VERSION,
     REPO_ROOT,
     HelmError,
+    Obj,
     container,
     crd_schemas,
     env_of,
@@ -26,6 +36,7 @@ from chart_helpers import (
     render,
     run_helm,
     validate,
+    values_args,
 )
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -49,6 +60,61 @@ def values(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+#: dscore.runningReplicas' lookup of the live StatefulSet (_helpers.tpl), which chart_copy replaces
+LOOKUP_STATEFULSET = (
+    '{{- $sts := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "dscore.nodeName" .) -}}'
+)
+_copies = itertools.count()
+
+
+def chart_copy(tmp: Path, *, running: int | None = None, files: Mapping[str, str] | None = None) -> Path:
+    """A copy of the chart: with `running`, its lookup of the live StatefulSet finds one with that many
+    replicas (as in an upgrade of a release that runs it); `files` (path in the chart -> text) are written
+    over the copy's."""
+    chart = tmp / f"chart-{next(_copies)}" / "dscore"
+    shutil.copytree(CHART, chart)
+    if running is not None:
+        helpers = chart / "templates" / "_helpers.tpl"
+        text = helpers.read_text()
+        assert text.count(LOOKUP_STATEFULSET) == 1, (
+            "dscore.runningReplicas changed: update LOOKUP_STATEFULSET"
+        )
+        found = '{{- $sts := dict "spec" (dict "replicas" ' + str(running) + ") -}}"
+        helpers.write_text(text.replace(LOOKUP_STATEFULSET, found))
+    for path, text in (files or {}).items():
+        (chart / path).write_text(text)
+    return chart
+
+
+def render_chart(
+    helm: Path, tmp: Path, chart: Path, vals: Mapping[str, Any] | None = None, *, upgrade: bool = False
+) -> list[Obj]:
+    """`helm template` of `chart` (release demo, namespace dscore), as an upgrade with `upgrade`."""
+    args = ["template", "demo", str(chart), "--namespace", "dscore", "--kube-version", KUBE_VERSION]
+    args += ["--is-upgrade"] if upgrade else []
+    args += values_args(vals, tmp)
+    return [doc for doc in yaml.safe_load_all(run_helm(helm, *args, env=helm_env(tmp / "helm-home"))) if doc]
+
+
+def render_upgrade(helm: Path, tmp: Path, vals: Mapping[str, Any], *, running: int) -> list[Obj]:
+    """What `helm upgrade` with `vals` renders over a running StatefulSet of `running` replicas."""
+    return render_chart(helm, tmp, chart_copy(tmp, running=running), vals, upgrade=True)
+
+
+def notes(helm: Path, tmp: Path, vals: Mapping[str, Any], *, running: int | None = None) -> str:
+    """NOTES.txt as helm prints it after an install (or, with `running`, an upgrade over that many)."""
+    wrapped = {
+        "templates/_test_notes.tpl": '{{- define "test.notes" -}}\n'
+        + (CHART / "templates" / "NOTES.txt").read_text()
+        + "{{- end -}}\n",
+        "templates/test-notes.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: test-notes\n"
+        'data:\n  notes: {{ include "test.notes" . | quote }}\n',
+    }
+    chart = chart_copy(tmp, running=running, files=wrapped)
+    objects = render_chart(helm, tmp, chart, vals, upgrade=running is not None)
+    return str(one(objects, "ConfigMap", "test-notes")["data"]["notes"])
 
 
 # -- lint and validation -------------------------------------------------------------------------------
@@ -115,16 +181,14 @@ def test_default_objects(helm_bin: Path, tmp: Path) -> None:
             "Pod/demo-dscore-test-cluster",
             "PodDisruptionBudget/demo-dscore-gateway",
             "PodDisruptionBudget/demo-dscore-node",
-            "Role/demo-dscore-membership",
-            "RoleBinding/demo-dscore-membership",
             "Secret/demo-dscore-auth",
             "Service/demo-dscore-gateway",
             "Service/demo-dscore-node-peers",
-            "ServiceAccount/demo-dscore-membership",
             "StatefulSet/demo-dscore-node",
         ]
     )
-    # No ServiceMonitor, PrometheusRule, chaos or dev Kafka unless asked; no hook Job without a cluster.
+    # No ServiceMonitor, PrometheusRule, chaos or dev Kafka unless asked; no hook Job (nor its account)
+    # without a scale.
     assert not find(objects, "Job")
 
 
@@ -149,6 +213,141 @@ def test_replicas_and_the_quorum_the_pdb_keeps(helm_bin: Path, tmp: Path, replic
     test_pod = one(objects, "Pod", "demo-dscore-test-cluster")
     members = env_of(container(test_pod["spec"], "test"))["NODES"].split(",")
     assert members == [f"demo-dscore-node-{i}" for i in range(replicas)]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "replicas", "faults", "quorum"),
+    [
+        ("raft", 3, None, 2),
+        ("raft", 5, None, 3),
+        ("paxos", 3, None, 2),
+        ("paxos", 5, None, 3),
+        # PBFT: n - f with f = floor((n - 1) / 3), not a majority
+        ("pbft", 4, None, 3),
+        ("pbft", 5, None, 4),
+        ("pbft", 7, None, 5),
+        # f set for the nodes (DSCORE_PBFT__FAULTS_TOLERATED, through node.extraEnv)
+        ("pbft", 7, "1", 6),
+        ("pbft", 5, "0", 5),
+    ],
+)
+def test_the_pdb_keeps_the_quorum_of_the_protocol(
+    helm_bin: Path, tmp: Path, protocol: str, replicas: int, faults: str | None, quorum: int
+) -> None:
+    from dscore.settings import PbftSettings
+
+    if protocol == "pbft":  # what the nodes compute (PbftNode: quorum = n - f)
+        f = PbftSettings(faults_tolerated=None if faults is None else int(faults)).tolerated(replicas)
+        assert quorum == replicas - f
+    overrides: dict[str, Any] = {"cluster.protocol": protocol, "node.replicas": replicas}
+    if faults is not None:
+        overrides["node.extraEnv"] = [{"name": "DSCORE_PBFT__FAULTS_TOLERATED", "value": faults}]
+    pdb = one(render(helm_bin, tmp, values(**overrides)), "PodDisruptionBudget", "demo-dscore-node")
+    assert pdb["spec"]["minAvailable"] == quorum
+    assert f"(quorum {quorum}" in notes(helm_bin, tmp, values(**overrides))
+
+
+def test_pbft_refuses_more_faults_than_its_members_tolerate(helm_bin: Path, tmp: Path) -> None:
+    # the nodes would refuse to start (dscore.settings.check_pbft_members)
+    env = [{"name": "DSCORE_PBFT__FAULTS_TOLERATED", "value": "2"}]
+    with pytest.raises(HelmError, match=r"pbft needs n >= 3f \+ 1 .*FAULTS_TOLERATED=2 .* at least 7, .* 5"):
+        render(
+            helm_bin, tmp, values(**{"cluster.protocol": "pbft", "node.replicas": 5, "node.extraEnv": env})
+        )
+
+
+@pytest.mark.parametrize(
+    ("protocol", "running", "wanted"), [("paxos", 3, 5), ("paxos", 5, 3), ("pbft", 4, 5), ("pbft", 7, 4)]
+)
+def test_paxos_and_pbft_refuse_a_replica_change(
+    helm_bin: Path, tmp: Path, protocol: str, running: int, wanted: int
+) -> None:
+    # Their membership is fixed: a PBFT Job would wait for a "leader" forever, Paxos answers 409.
+    message = rf"cluster\.protocol={protocol} .*node\.replicas={wanted} .* {running} replicas"
+    for membership in (True, False):
+        scaled = values(
+            **{"cluster.protocol": protocol, "node.replicas": wanted, "membership.enabled": membership}
+        )
+        with pytest.raises(HelmError, match=message):
+            render_upgrade(helm_bin, tmp, scaled, running=running)
+    # The same count: an upgrade like any other, no hook.
+    same = values(**{"cluster.protocol": protocol, "node.replicas": running})
+    objects = render_upgrade(helm_bin, tmp, same, running=running)
+    assert one(objects, "StatefulSet")["spec"]["replicas"] == running
+    assert not find(objects, "Job")
+    text = notes(helm_bin, tmp, same, running=running)
+    assert "Scale with" not in text and "hook Jobs" not in text
+    assert f"cluster.protocol={protocol} runs a fixed set of {running} members" in text
+
+
+def test_a_raft_scale_renders_the_hook_jobs_after_their_account(helm_bin: Path, tmp: Path) -> None:
+    objects = render_upgrade(helm_bin, tmp, values(**{"node.replicas": 5}), running=3)
+    custom = crd_schemas()
+    for obj in objects:
+        validate(obj, custom)
+    jobs = {job["metadata"]["name"]: job for job in find(objects, "Job")}
+    assert sorted(jobs) == ["demo-dscore-membership-post-scale", "demo-dscore-membership-pre-scale"]
+    command = container(jobs["demo-dscore-membership-pre-scale"]["spec"]["template"]["spec"], "membership")
+    assert "--replicas=5" in command["command"] and "--running-replicas=3" in command["command"]
+    # The Jobs' account and its rights are hooks of the same events, created first (a lower weight): an
+    # upgrade that turns membership.enabled on and scales at once finds them, and a rollback to a revision
+    # that rendered the Jobs brings them back with them.
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        obj = one(objects, kind, "demo-dscore-membership")
+        annotations = obj["metadata"]["annotations"]
+        for job in jobs.values():
+            job_annotations = job["metadata"]["annotations"]
+            assert set(job_annotations["helm.sh/hook"].split(",")) <= set(
+                annotations["helm.sh/hook"].split(",")
+            )
+            assert int(annotations["helm.sh/hook-weight"]) < int(job_annotations["helm.sh/hook-weight"])
+            assert job["spec"]["template"]["spec"]["serviceAccountName"] == "demo-dscore-membership"
+        assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    text = notes(helm_bin, tmp, values(**{"node.replicas": 5}), running=3)
+    assert "Scale with `helm upgrade --set node.replicas=N` only: hook Jobs" in text
+    # No scale: no Jobs, and nothing for them (a hook and a release object must not share a name).
+    objects = render_upgrade(helm_bin, tmp, values(**{"node.replicas": 3}), running=3)
+    assert not [o for o in objects if o["metadata"]["name"] == "demo-dscore-membership"]
+    # membership.enabled=false: a raft scale is left to the operator
+    off = render_upgrade(
+        helm_bin, tmp, values(**{"node.replicas": 5, "membership.enabled": False}), running=3
+    )
+    assert not [o for o in off if o["metadata"]["name"].startswith("demo-dscore-membership")]
+
+
+def test_the_required_host_spread_honours_taints(helm_bin: Path, tmp: Path) -> None:
+    # A tainted host the nodes cannot go to is no empty domain that would hold the other pods Pending.
+    sts = one(render(helm_bin, tmp, values()), "StatefulSet")
+    spread = sts["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    by_key = {c["topologyKey"]: c for c in spread}
+    assert by_key["kubernetes.io/hostname"]["nodeTaintsPolicy"] == "Honor"
+    assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+
+
+def test_node_update_strategy(helm_bin: Path, tmp: Path) -> None:
+    sts = one(render(helm_bin, tmp, values()), "StatefulSet")
+    assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    sts = one(render(helm_bin, tmp, values(**{"node.updateStrategy": "OnDelete"})), "StatefulSet")
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+
+
+def test_a_script_change_restarts_only_the_pods_that_run_it(helm_bin: Path, tmp: Path) -> None:
+    def checksums(chart: Path) -> tuple[str, str]:
+        objects = render_chart(helm_bin, tmp, chart, values())
+        node = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+        gateway = one(objects, "Deployment", "demo-dscore-gateway")["spec"]["template"]["metadata"]
+        return node["checksum/scripts"], gateway["annotations"]["checksum/scripts"]
+
+    def edited(name: str) -> Path:
+        return chart_copy(tmp, files={name: (CHART / name).read_text() + "\n# edited\n"})
+
+    node, gateway = checksums(CHART)
+    after_gateway_edit = checksums(edited("files/gateway-start.sh"))
+    assert after_gateway_edit[0] == node, "editing the gateway's script would restart every node"
+    assert after_gateway_edit[1] != gateway
+    after_node_edit = checksums(edited("files/node-start.sh"))
+    assert after_node_edit[0] != node and after_node_edit[1] == gateway
+    assert checksums(edited("files/membership.py")) == (node, gateway)
 
 
 def test_three_replicas_spread_over_hosts_by_default(helm_bin: Path, tmp: Path) -> None:
@@ -228,7 +427,7 @@ def test_cluster_settings_reach_every_node_as_written(helm_bin: Path, tmp: Path)
             tmp,
             values(
                 **{
-                    "cluster.protocol": "sequencer",
+                    "cluster.protocol": "paxos",
                     "cluster.tickIntervalS": 0.02,
                     "cluster.maxEnvelopeBytes": 4194304,
                     "cluster.maxSessions": 1000000,
@@ -241,7 +440,7 @@ def test_cluster_settings_reach_every_node_as_written(helm_bin: Path, tmp: Path)
         "StatefulSet",
     )
     env = env_of(container(sts["spec"]["template"]["spec"], "node"))
-    assert env["DSCORE_PROTOCOL"] == "sequencer"
+    assert env["DSCORE_PROTOCOL"] == "paxos"
     assert env["DSCORE_TICK_INTERVAL_S"] == "0.02"
     # Integers stay integers (helm's values are floats: 4194304 must not become 4.194304e+06).
     assert env["DSCORE_MAX_ENVELOPE_BYTES"] == "4194304"
@@ -353,6 +552,26 @@ def test_admin_token_comes_from_the_secret_and_reaches_only_the_nodes(helm_bin: 
     )
     node = container(one(objects, "StatefulSet", "demo-dscore-node")["spec"]["template"]["spec"], "node")
     assert env_of(node)["DSCORE_HTTP__ADMIN_TOKEN"] == {"secretKeyRef": {"name": "mine", "key": "adm"}}
+
+
+def test_the_charts_own_secret_gives_the_admin_token_under_its_own_key(helm_bin: Path, tmp: Path) -> None:
+    # auth.existingSecretAdminTokenKey names a key of auth.existingSecret; the chart's Secret has its own.
+    scaled = values(**{"auth.existingSecretAdminTokenKey": "adm", "node.replicas": 5})
+    objects = render_upgrade(helm_bin, tmp, scaled, running=3)
+    assert "admin-token" in one(objects, "Secret", "demo-dscore-auth")["data"]
+    refs = {
+        f"{where}/{c['name']}": env_of(c)["DSCORE_HTTP__ADMIN_TOKEN"]
+        for where, spec in pod_specs(objects)
+        for c in spec["containers"]
+        if "DSCORE_HTTP__ADMIN_TOKEN" in env_of(c)
+    }
+    assert sorted(refs) == [
+        "Job/demo-dscore-membership-post-scale/membership",
+        "Job/demo-dscore-membership-pre-scale/membership",
+        "StatefulSet/demo-dscore-node/node",
+    ]
+    for ref in refs.values():
+        assert ref == {"secretKeyRef": {"name": "demo-dscore-auth", "key": "admin-token"}}
 
 
 def _resolved_env(c: dict[str, Any], namespace: str, secrets: dict[str, str]) -> dict[str, str]:
@@ -643,6 +862,62 @@ def test_service_monitor_with_user_labels_and_a_job_the_rules_select(helm_bin: P
     assert one(other, "Service", "kv-node-peers")["metadata"]["labels"]["dscore.io/job"] == "dscore-kv"
 
 
+def test_service_monitor_scrapes_the_chaos_service_when_it_runs(helm_bin: Path, tmp: Path) -> None:
+    objects = render(
+        helm_bin, tmp, values(**{"metrics.serviceMonitor.enabled": True, "chaos.enabled": True}), release="kv"
+    )
+    monitor = one(objects, "ServiceMonitor")
+    scraped = {
+        s["metadata"]["name"]: s
+        for s in find(objects, "Service")
+        if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+    }
+    assert sorted(scraped) == ["kv-dscore-chaos", "kv-dscore-gateway", "kv-dscore-node-peers"]
+    jobs = [s["metadata"]["labels"].get("dscore.io/job") for s in scraped.values()]
+    assert all(job and re.fullmatch(".*dscore.*", job) for job in jobs), jobs
+    assert len(set(jobs)) == 3, jobs
+    assert scraped["kv-dscore-chaos"]["metadata"]["labels"]["dscore.io/job"] == "kv-dscore-chaos"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert any(p["name"] == endpoint["port"] for p in scraped["kv-dscore-chaos"]["spec"]["ports"])
+    assert endpoint["path"] in SERVED_GET_PATHS["chaos"]
+
+
+METRICS_FROM_DEFAULT = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+]
+
+
+@pytest.mark.parametrize(
+    "metrics_from", [None, [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}]]
+)
+def test_the_network_policy_lets_the_scrapers_reach_every_scraped_component(
+    helm_bin: Path, tmp: Path, metrics_from: list[dict[str, Any]] | None
+) -> None:
+    overrides: dict[str, Any] = {
+        "chaos.enabled": True,
+        "metrics.serviceMonitor.enabled": True,
+        "networkPolicy.gatewayFrom": [{"namespaceSelector": {"matchLabels": {"role": "apps"}}}],
+        "networkPolicy.chaosFrom": [{"podSelector": {"matchLabels": {"role": "drill"}}}],
+    }
+    if metrics_from is not None:
+        overrides["networkPolicy.metricsFrom"] = metrics_from
+    objects = render(helm_bin, tmp, values(**overrides))
+    scrapers = metrics_from or METRICS_FROM_DEFAULT
+    monitor = one(objects, "ServiceMonitor")
+    policies = find(objects, "NetworkPolicy")
+    for service in find(objects, "Service"):
+        if not _selects(monitor["spec"]["selector"], service["metadata"]["labels"]):
+            continue
+        pods = {**service["spec"]["selector"]}
+        (policy,) = [p for p in policies if _selects(p["spec"]["podSelector"], pods)]
+        rules = [r for r in policy["spec"]["ingress"] if {"port": "http", "protocol": "TCP"} in r["ports"]]
+        assert rules, policy["metadata"]["name"]
+        assert all("from" not in rule or all(peer in rule["from"] for peer in scrapers) for rule in rules), (
+            f"{policy['metadata']['name']} keeps the scrapers out"
+        )
+
+
 def test_dashboards_as_configmaps_for_grafanas_sidecar(helm_bin: Path, tmp: Path) -> None:
     objects = render(helm_bin, tmp, values(**{"metrics.dashboards.folder": "consensus"}))
     boards = [o for o in find(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]]
@@ -653,6 +928,76 @@ def test_dashboards_as_configmaps_for_grafanas_sidecar(helm_bin: Path, tmp: Path
         ((name, text),) = board["data"].items()
         source = REPO_ROOT / "deploy" / "grafana" / "dashboards" / name
         assert json.loads(text) == json.loads(source.read_text())
+
+
+# -- probes ------------------------------------------------------------------------------------------------
+
+#: GET paths each component's process serves, as its code routes them: the node's `build_app`
+#: (services/node/src/dscore_node/http.py), the gateway's `router` (services/gateway/src/dscore_gateway/app.py)
+#: and the chaos service's `create_app` (services/chaos/src/dscore_chaos/app.py); held to them below.
+SERVED_GET_PATHS = {
+    "node": {"/metrics", "/healthz", "/readyz", "/debug/state"},
+    "gateway": {"/healthz", "/readyz", "/metrics", "/v1/cluster"},
+    "chaos": {"/healthz", "/metrics", "/v1/faults"},
+}
+
+
+def test_the_served_paths_are_the_services_own_routes() -> None:
+    from unittest.mock import MagicMock
+
+    from prometheus_client import CollectorRegistry
+    from pydantic import SecretStr
+
+    from dscore_chaos.app import create_app
+    from dscore_gateway.app import router
+    from dscore_node.http import build_app
+
+    node = build_app(
+        MagicMock(), MagicMock(), CollectorRegistry(), admin=True, admin_token=SecretStr("t" * 32)
+    )
+    served = {
+        "node": {r.resource.canonical for r in node.router.routes() if r.method == "GET" and r.resource},
+        "gateway": {r.path for r in router.routes if "GET" in getattr(r, "methods", ())},
+        "chaos": {
+            r.path
+            for r in create_app(MagicMock(), manage_lifecycle=False).routes
+            if "GET" in (getattr(r, "methods", None) or ())
+        },
+    }
+    for component, paths in SERVED_GET_PATHS.items():
+        assert paths <= served[component], f"{component} does not serve {paths - served[component]}"
+
+
+@pytest.mark.parametrize("ci_values", CI_VALUES, ids=lambda p: p.name)
+def test_every_probe_asks_a_path_its_service_serves(helm_bin: Path, tmp: Path, ci_values: Path) -> None:
+    objects = render(helm_bin, tmp, {"chaos": {"enabled": True}}, files=[ci_values])
+    probed: set[str] = set()
+    problems = []
+    for obj in objects:
+        if obj["kind"] == "Pod":
+            labels, spec = obj["metadata"]["labels"], obj["spec"]
+        elif obj["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
+            labels, spec = obj["spec"]["template"]["metadata"]["labels"], obj["spec"]["template"]["spec"]
+        else:
+            continue
+        component = labels.get("app.kubernetes.io/component", "")
+        for c in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+            ports = {p.get("name") for p in c.get("ports", [])}
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                get = c.get(kind, {}).get("httpGet")
+                if get is None:
+                    continue
+                where = f"{obj['kind']}/{obj['metadata']['name']}/{c['name']} {kind}"
+                probed.add(component)
+                if get["path"] not in SERVED_GET_PATHS.get(component, set()):
+                    problems.append(
+                        f"{where} asks {get['path']}, which the {component} service does not serve"
+                    )
+                if get["port"] not in ports:
+                    problems.append(f"{where} asks port {get['port']}, not one of {sorted(ports)}")
+    assert not problems, "\n".join(problems)
+    gateway = yaml.safe_load(ci_values.read_text()).get("gateway", {}).get("enabled", True)
+    assert probed == {"node", "chaos"} | ({"gateway"} if gateway else set())
 
 
 # -- helm tests (templates: kwok cannot run them, so they are checked rendered) ---------------------------
@@ -684,7 +1029,12 @@ def test_helm_test_pod(helm_bin: Path, tmp: Path) -> None:
         ({"node.replica": 3}, r"additional properties 'replica' not allowed"),
         (
             {"cluster.protocol": "zab"},
-            r"at '/cluster/protocol': value must be one of 'raft', 'paxos', 'pbft', 'sequencer'",
+            r"at '/cluster/protocol': value must be one of 'raft', 'paxos', 'pbft'(?!,)",
+        ),
+        # the simulator's baseline: the node service refuses it (dscore.runtime.protocols)
+        (
+            {"cluster.protocol": "sequencer"},
+            r"at '/cluster/protocol': value must be one of 'raft', 'paxos', 'pbft'(?!,)",
         ),
         ({"cluster.protocol": "pbft"}, r"at '/node/replicas': minimum: got 3, want 4"),
         ({"cluster.protocol": "pbft", "node.replicas": 3}, r"at '/node/replicas': minimum: got 3, want 4"),
@@ -694,6 +1044,7 @@ def test_helm_test_pod(helm_bin: Path, tmp: Path) -> None:
         ({"kafka.bootstrapServers": "kafka"}, r"at '/kafka/bootstrapServers'"),
         ({"node.image.digest": "latest"}, r"at '/node/image/digest'"),
         ({"metrics.serviceMonitor.interval": "often"}, r"at '/metrics/serviceMonitor/interval'"),
+        ({"node.updateStrategy": "Recreate"}, r"at '/node/updateStrategy': value must be one of"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_clear_message(

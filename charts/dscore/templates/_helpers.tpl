@@ -127,13 +127,18 @@ imagePullSecrets:
 {{- if .Values.auth.existingSecret -}}{{ .Values.auth.existingSecretKey }}{{- else -}}auth-key{{- end -}}
 {{- end -}}
 
+{{/* The key of the nodes' /admin token: auth.existingSecretAdminTokenKey names one of your Secret's. */}}
+{{- define "dscore.adminTokenKey" -}}
+{{- if .Values.auth.existingSecret -}}{{ .Values.auth.existingSecretAdminTokenKey }}{{- else -}}admin-token{{- end -}}
+{{- end -}}
+
 {{/* The nodes' /admin bearer token, from the same Secret. */}}
 {{- define "dscore.adminTokenEnv" -}}
 - name: DSCORE_HTTP__ADMIN_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "dscore.authSecretName" . }}
-      key: {{ .Values.auth.existingSecretAdminTokenKey }}
+      key: {{ include "dscore.adminTokenKey" . }}
 {{- end -}}
 
 {{/* Kafka ---------------------------------------------------------------------------------------------- */}}
@@ -161,10 +166,41 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
-Quorum of n voters: floor(n / 2) + 1.
+f, the Byzantine replicas a pbft cluster of node.replicas tolerates, as the nodes work it out
+(dscore.settings.PbftSettings.tolerated): DSCORE_PBFT__FAULTS_TOLERATED when node.extraEnv sets it (a
+literal value; the chart cannot read a valueFrom), else the most n allows, floor((n - 1) / 3). Fails when
+n < 3f + 1, which the nodes would refuse at start.
+*/}}
+{{- define "dscore.pbftFaults" -}}
+{{- $n := int .Values.node.replicas -}}
+{{- $f := div (sub $n 1) 3 -}}
+{{- range .Values.node.extraEnv -}}
+{{- if and (eq (toString .name) "DSCORE_PBFT__FAULTS_TOLERATED") (hasKey . "value") -}}
+{{- $f = int .value -}}
+{{- end -}}
+{{- end -}}
+{{- if lt $n (add (mul 3 $f) 1) -}}
+{{- fail (printf "cluster.protocol=pbft needs n >= 3f + 1 members: DSCORE_PBFT__FAULTS_TOLERATED=%d needs at least %d, node.replicas is %d" $f (add (mul 3 $f) 1) $n) -}}
+{{- end -}}
+{{- $f -}}
+{{- end -}}
+
+{{/*
+The quorum the protocol needs to make progress: for raft and paxos a majority of the n members,
+floor(n / 2) + 1; for pbft n - f (PbftNode.quorum), f as in dscore.pbftFaults.
 */}}
 {{- define "dscore.quorum" -}}
-{{- add (div (int .Values.node.replicas) 2) 1 -}}
+{{- $n := int .Values.node.replicas -}}
+{{- if eq .Values.cluster.protocol "pbft" -}}
+{{- sub $n (int (include "dscore.pbftFaults" .)) -}}
+{{- else -}}
+{{- add (div $n 2) 1 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Members that may fail (or, with pbft, be Byzantine) while the others keep a quorum. */}}
+{{- define "dscore.toleratedFailures" -}}
+{{- sub (int .Values.node.replicas) (int (include "dscore.quorum" .)) -}}
 {{- end -}}
 
 {{/*
@@ -174,6 +210,20 @@ cluster: helm template, --dry-run=client, GitOps tools).
 {{- define "dscore.runningReplicas" -}}
 {{- $sts := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "dscore.nodeName" .) -}}
 {{- if $sts -}}{{- $sts.spec.replicas -}}{{- end -}}
+{{- end -}}
+
+{{/*
+Only raft changes its membership at run time: paxos and pbft run the fixed set of members they were
+installed with (a pbft replica never reports role "leader", which the membership Job waits for; a paxos
+node answers a change with 409 "unsupported"). So an upgrade that would change the running replica count
+of such a cluster fails here, whether or not the membership Jobs are on.
+*/}}
+{{- define "dscore.checkReplicaChange" -}}
+{{- $running := include "dscore.runningReplicas" . -}}
+{{- if and $running (ne .Values.cluster.protocol "raft") (ne (int $running) (int .Values.node.replicas)) -}}
+{{- $sts := include "dscore.nodeName" . -}}
+{{- fail (printf "cluster.protocol=%s runs a fixed set of members (only raft changes its membership at run time): node.replicas=%d differs from the %s replicas of the running StatefulSet %s. Set node.replicas=%s again; or, if it is the StatefulSet that was scaled by hand, scale it back: kubectl -n %s scale statefulset %s --replicas=%d. A cluster of another size is a new release." .Values.cluster.protocol (int .Values.node.replicas) $running $sts $running .Release.Namespace $sts (int .Values.node.replicas)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
