@@ -253,6 +253,23 @@ async def test_a_restarted_node_fences_off_its_previous_process(
     assert await opened(redis_url, namespace).load() == expected
 
 
+async def test_a_save_of_the_previous_process_between_bump_and_load_is_refused_not_missed(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
+) -> None:
+    # A node starts as NodeRuntime.start does: bump, then load. Its previous process, still running,
+    # tries to save a vote in between: refused, so it never sends it, and the state loaded is the truth.
+    zombie = opened(redis_url, namespace)
+    await zombie.bump_incarnation()
+    await zombie.save(WriteBatch(hard_state=HardState(6, "n1", 0), entries=entries(6, 1, 1)))
+    restarted = opened(redis_url, namespace)
+    await restarted.bump_incarnation()
+    with pytest.raises(FencedError, match="behind"):
+        await zombie.save(WriteBatch(hard_state=HardState(7, "n2", 0)))
+    loaded = await restarted.load()
+    assert loaded == await opened(redis_url, namespace).load()
+    assert loaded.durable.hard_state == HardState(6, "n1", 0)
+
+
 async def test_a_late_copy_of_a_save_changes_nothing(
     redis_url: str, opened: Callable[[str, str], RedisStorage], namespace: str
 ) -> None:

@@ -237,6 +237,7 @@ class RecordingStorage:
         self.saving = asyncio.Event()
 
     async def load(self) -> StoredState:
+        self.events.append("load")
         return await self.inner.load()
 
     async def save(self, batch: WriteBatch) -> None:

@@ -104,7 +104,9 @@ async def test_a_client_writes_and_reads_over_the_transport() -> None:
         assert (mismatch.ok, mismatch.error, mismatch.value) == (False, "CAS_MISMATCH", "v")
         assert (await client.get("k")).value == "v"
         assert client.client_id == 1  # the registration's log index
-        assert node.events[0] == "bump" and node.runtime.incarnation == 1
+        # the bump fences off an earlier process before the state is read (a save of its in between is
+        # refused, not missed: tests/integration/test_redis_storage.py)
+        assert node.events[:2] == ["bump", "load"] and node.runtime.incarnation == 1
         await client.endpoint.close()
 
 

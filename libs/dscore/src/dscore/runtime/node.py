@@ -263,13 +263,18 @@ class NodeRuntime:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load stored state, bump the incarnation (before any send), rebuild the replica, start the loop."""
+        """Bump the incarnation, load stored state, rebuild the replica, start the loop.
+
+        The bump comes first: it fences off an earlier process of this node that may still be running
+        (a pod deleted by force, a stuck kubelet), whose saves the storage refuses from then on. Loading
+        first would leave a window in which that process could still save, say, a vote and send it, and
+        this one would run from a state without it and could vote twice in that term."""
         if self._state is not _State.NEW:
             raise LocalError(f"runtime of {self.node_id} was already started (state {self._state.value})")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        stored = await self._storage.load()
         self.incarnation = await self._storage.bump_incarnation()
+        stored = await self._storage.load()
         rng = random.Random(f"{self._seed}/{self.node_id}/{self.incarnation}")
         core = self._make_core(self.node_id, self.peers, rng, stored.durable)
         self._executor = Executor(
