@@ -95,6 +95,16 @@ def test_admin_needs_a_long_token_that_never_shows(monkeypatch: pytest.MonkeyPat
     assert settings.http.admin_token is not None
     assert settings.http.admin_token.get_secret_value() == ADMIN_TOKEN
     assert ADMIN_TOKEN not in describe(settings) + repr(settings)
+    # a Secret made from a file keeps its last newline: dropped, or no request could ever match
+    monkeypatch.setenv("DSCORE_HTTP__ADMIN_TOKEN", ADMIN_TOKEN + "\n")
+    token = load_service_settings().http.admin_token
+    assert token is not None and token.get_secret_value() == ADMIN_TOKEN
+    # blank (32 spaces), or whitespace inside: refused, naming the setting, not showing the value
+    for bad in (" " * 40, "t" * 20 + " " + "t" * 20):
+        monkeypatch.setenv("DSCORE_HTTP__ADMIN_TOKEN", bad)
+        with pytest.raises(ConfigError, match="HTTP__ADMIN_TOKEN") as error:
+            load_service_settings()
+        assert bad not in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -122,6 +132,11 @@ def test_a_bad_setting_is_named_and_a_secret_is_not_shown(
 def test_redact_url_and_log_lines_are_single_json_lines() -> None:
     assert redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
+    # redis-py also reads a password from the query string
+    assert redact_url("redis://h:1/0?password=s3cret&db=2") == "redis://h:1/0?password=***&db=2"
+    assert redact_url("unix:///tmp/r.sock?password=s3cret") == "unix:///tmp/r.sock?password=***"
+    assert redact_url("rediss://:pw@h:1/0?ssl_password=k3y") == "rediss://:***@h:1/0?ssl_password=***"
+    assert "pw" not in redact_url("redis://:pw@h:bad/0")  # a port that does not parse: not shown at all
     try:
         raise RuntimeError("boom\nsecond line")
     except RuntimeError:

@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -53,12 +53,28 @@ def configure_logging(node_id: str, level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+#: query parameters redis-py reads a secret from (`redis://h/0?password=...`)
+_SECRET_PARAMETERS = frozenset({"password", "ssl_password"})
+
+
 def redact_url(url: str) -> str:
-    """`url` without its password (`redis://user:***@host:6379/0`)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """`url` with its passwords masked, in the userinfo (`redis://user:***@host:6379/0`) and in the query
+    (`?password=***`). A URL too broken to split is not shown at all."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<a URL that does not parse>"
+    shown = url
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{port}" if port else "")
+        shown = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name.lower() in _SECRET_PARAMETERS for name, _ in pairs):
+        query = urlencode(
+            [(name, "***" if name.lower() in _SECRET_PARAMETERS else value) for name, value in pairs],
+            safe="*",
+        )
+        # in place, not through urlunsplit, which would turn `unix:///path` into `unix:/path`
+        shown = shown.split("?", 1)[0] + "?" + query + (f"#{parts.fragment}" if parts.fragment else "")
+    return shown

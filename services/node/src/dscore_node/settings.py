@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from dscore.core.errors import ConfigError
 from dscore.settings import ENV_PREFIX, NodeSettings, load_settings_as
@@ -39,8 +39,20 @@ class HttpSettings(BaseModel):
     #: by default; on, it needs `admin_token`
     admin: bool = False
     #: the bearer token every `/admin/*` request must carry (`Authorization: Bearer <token>`), from a
-    #: Secret; at least 32 characters. Never logged, never in an error message
+    #: Secret; at least 32 characters, no whitespace inside. Surrounding whitespace is dropped (a Secret
+    #: made with `kubectl create secret --from-file` keeps the file's last newline, and a header cannot
+    #: carry it, so such a token could never match). Never logged, never in an error message
     admin_token: SecretStr | None = None
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _trimmed(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is None:
+            return None
+        value = token.get_secret_value().strip()
+        if any(char.isspace() for char in value):
+            raise ValueError("the admin token must not contain whitespace")
+        return SecretStr(value)
 
 
 class FaultSettings(BaseModel):
