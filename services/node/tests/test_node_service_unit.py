@@ -81,6 +81,33 @@ def test_without_a_key_only_the_explicit_insecure_flag_starts(monkeypatch: pytes
 ADMIN_TOKEN = "admin-token-" + "t" * 40
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"redis://:{PASSWORD}@127.0.0.1:bad/0", "not a Redis URL"),  # the port
+        (f"redis://:{PASSWORD}@127.0.0.1:6379/abc", "database must be a number"),  # redis-py would use 0
+        (f"redis://:{PASSWORD}@127.0.0.1:6379/0?foo=bar", "no Redis connection takes: foo"),  # first command
+    ],
+)
+def test_a_redis_url_redis_py_would_trip_over_later_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    complete_env(monkeypatch)
+    monkeypatch.setenv("DSCORE_REDIS__URL", url)
+    with pytest.raises(ConfigError, match="DSCORE_REDIS__URL") as error:
+        load_service_settings()
+    assert problem in str(error.value) and PASSWORD not in str(error.value)
+    # the ones it reads are fine: TLS options, a socket with a database, timeouts
+    for good in (
+        "rediss://127.0.0.1:6380/0?ssl_cert_reqs=none",
+        "unix:///tmp/redis.sock?db=2",
+        "redis://127.0.0.1:6379/0?socket_timeout=2&health_check_interval=5",
+        "redis://127.0.0.1",
+    ):
+        monkeypatch.setenv("DSCORE_REDIS__URL", good)
+        load_service_settings()
+
+
 def test_admin_needs_a_long_token_that_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
     complete_env(monkeypatch)
     monkeypatch.setenv("DSCORE_HTTP__ADMIN", "true")

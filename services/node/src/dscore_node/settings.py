@@ -14,9 +14,13 @@ topics). PBFT always needs the key: its replicas' pair MAC keys are derived from
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from redis.asyncio.connection import Connection, parse_url
 
 from dscore.core.errors import ConfigError
 from dscore.settings import ENV_PREFIX, NodeSettings, load_settings_as
@@ -89,6 +93,8 @@ def load_service_settings(**overrides: Any) -> ServiceSettings:
         problems.append(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS: required (host:port of the Kafka brokers)")
     if settings.redis.url is None:
         problems.append(f"{ENV_PREFIX}REDIS__URL: required (redis://host:port/db of this node's Redis)")
+    else:
+        problems.extend(redis_url_problems(settings.redis.url.get_secret_value()))
     if settings.auth_key is None and settings.protocol == "pbft":
         problems.append(
             f"{ENV_PREFIX}AUTH_KEY: required with {ENV_PREFIX}PROTOCOL=pbft, even with "
@@ -110,3 +116,32 @@ def load_service_settings(**overrides: Any) -> ServiceSettings:
     if problems:
         raise ConfigError("invalid dscore settings:\n  " + "\n  ".join(problems))
     return settings
+
+
+def redis_url_problems(url: str) -> list[str]:
+    """What redis-py would trip over in `url` only once it connects, or not at all, named here at start
+    (never with the URL, which may hold a password): a port or a query that does not parse, a database
+    that is not a number (redis-py silently uses 0), a query parameter no connection takes (redis-py
+    fails at the first command)."""
+    name = f"{ENV_PREFIX}REDIS__URL"
+    try:
+        arguments = parse_url(url)
+    except ValueError:
+        return [
+            f"{name}: not a Redis URL redis-py can read (redis://[user:password@]host[:port][/db], "
+            "rediss://... for TLS, unix:///path[?db=N])"
+        ]
+    problems = []
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss") and not re.fullmatch(r"/?|/\d+", parts.path):
+        problems.append(f"{name}: the database must be a number (/0, /1, ...)")
+    connection_class = arguments.pop("connection_class", Connection)
+    accepted = {"max_connections"}  # the pool's own
+    for klass in inspect.getmro(connection_class):
+        init = vars(klass).get("__init__")
+        if init is not None:
+            accepted |= set(inspect.signature(init).parameters)
+    unknown = sorted(set(arguments) - accepted)
+    if unknown:
+        problems.append(f"{name}: query parameters no Redis connection takes: {', '.join(unknown)}")
+    return problems
