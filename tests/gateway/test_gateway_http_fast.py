@@ -191,6 +191,25 @@ async def test_pipelined_requests_are_answered_in_order(both: tuple[Harness, Bot
         (put("x%20y", b'{"value": "1"}'), b"204"),  # percent-escapes: the routes decode them
         (put("x?consistency=stale", b'{"value": "1"}'), b"204"),  # a query string
         (b'PUT /v1/kv/x HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n""', b"422"),
+        # a key with a control character (Starlette routed `victim%0A` as `victim`)
+        (put("victim%0A", b'{"value": "1"}'), b"400"),
+        (put("a%0Ab", b'{"value": "1"}'), b"400"),
+        (put("a%7F", b'{"value": "1"}'), b"400"),
+        # bodies the JSON parser cannot read: nested too deeply, too many digits, invalid UTF-8
+        (put("x", b'{"value":' + b"[" * 1000 + b"]" * 1000 + b"}"), b"400"),
+        (put("x", b'{"value": ' + b"1" * 5000 + b"}"), b"400"),
+        (put("x", b'{"value": "caf\xe9"}'), b"400"),
+        # a header sent twice (the fast path took the last Content-Type, FastAPI the first)
+        (
+            put(
+                "x", b'{"value": "1"}', content_type="text/plain", extra="Content-Type: application/json\r\n"
+            ),
+            b"400",
+        ),
+        (put("x", b'{"value": "1"}', extra="Content-Type: application/json\r\n"), b"400"),
+        (put("x", b'{"value": "1"}', extra='Idempotency-Key: "a"\r\nIdempotency-Key: "b"\r\n'), b"400"),
+        # a Content-Encoding (the fast path took a plain body that said it was gzip)
+        (put("x", b'{"value": "1"}', extra="Content-Encoding: gzip\r\n"), b"415"),
     ],
 )
 async def test_anything_but_a_plain_put_is_the_routes_answer(
@@ -199,6 +218,9 @@ async def test_anything_but_a_plain_put_is_the_routes_answer(
     _, run = both
     (answer,), fast = await run(raw, 1)
     assert answer.split(b"\r\n")[0].split(b" ")[1] == status, answer
+    # a refusal is the client's doing, under a client code: never `http_error`, which availability counts
+    # as the service failing
+    assert b'"error":"http_error"' not in answer, answer
     assert len(fast.asgi_calls) == 1
 
 
@@ -240,3 +262,64 @@ async def test_a_cluster_error_is_the_same_json_answer(both: tuple[Harness, Both
     assert answer.split(b" ")[1] in {b"503", b"504"}, answer  # no leader, or the write's outcome unknown
     assert b"content-type: application/json" in answer
     assert fast.asgi_calls == []
+
+
+async def read_until_closed(port: int, raw: bytes) -> bytes:
+    """Send `raw` and read everything the server sends until it closes, Date headers taken out."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        async with asyncio.timeout(TIMEOUT_S):
+            data = await reader.read(-1)
+    finally:
+        writer.close()
+    return re.sub(rb"date: [^\r]*\r\n", b"", data)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # over max_body_bytes by Content-Length, the body held back for a 100 Continue
+        put("big", b"", extra="Expect: 100-continue\r\n").replace(b"Length: 0", b"Length: 70000"),
+        # over max_body_bytes by Content-Length, part of the body sent
+        put("big", b"x" * 1000).replace(b"Length: 1000", b"Length: 70000"),
+        # refused for its key before the body was read
+        put("a%0A", b"", extra="Expect: 100-continue\r\n").replace(b"Length: 0", b"Length: 14"),
+        # refused for a repeated header before the body was read
+        put("a", b"", extra="Content-Type: application/json\r\nExpect: 100-continue\r\n").replace(
+            b"Length: 0", b"Length: 14"
+        ),
+    ],
+)
+async def test_an_answer_before_the_body_was_read_closes_the_connection(
+    both: tuple[Harness, Both], raw: bytes
+) -> None:
+    """Answered before its body was read, a request leaves the connection unusable: what the client sends
+    next would be read as that body (with `Expect: 100-continue` the body never comes, and a GET sent next
+    went unanswered). The answer says `Connection: close` and the server closes, on both servers."""
+    _, run = both
+    (answer,), fast = await run(raw, 1)  # `exchange` checks that the server closed the connection
+    assert answer.split(b" ")[1] in {b"400", b"413"}, answer
+    assert b"\r\nconnection: close\r\n" in answer
+    assert len(fast.asgi_calls) == 1
+    # the GET a client sends next on the connection is not taken for the body: the connection is closed
+    # once the answer is out, so the GET gets no answer there (and the client opens another connection)
+    data = await read_until_closed(fast.port, raw + b"GET /v1/kv/big HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert data.count(b"HTTP/1.1 ") == 1, data
+
+
+async def test_head_on_the_wire_is_get_without_a_body() -> None:
+    """HEAD: the GET's status and headers (Content-Length included), no body, on both servers; the GET
+    pipelined behind it is answered right after the HEAD's blank line."""
+    head = b"HEAD /v1/kv/a HTTP/1.1\r\nHost: gw\r\n\r\n"
+    get = b"GET /v1/kv/a HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    async with harness() as h, serve(h, fast=True) as fast, serve(h, fast=False) as slow:
+        await exchange(fast.port, plain("a", "1"))
+        answers = [await read_until_closed(served.port, head + get) for served in (fast, slow)]
+    assert answers[0] == answers[1]
+    head_answer, get_answer = answers[0].split(b"HTTP/1.1 ")[1:]
+    assert head_answer.startswith(b"200 OK\r\n") and head_answer.endswith(b"\r\n\r\n")
+    assert get_answer.startswith(b"200 OK\r\n") and get_answer.endswith(b'{"key":"a","value":"1"}')
+    get_head = get_answer.split(b"\r\n\r\n")[0].replace(b"\r\nconnection: close", b"")
+    assert head_answer.split(b"\r\n\r\n")[0] == get_head
+    assert b"content-length: 23\r\n" in head_answer

@@ -8,17 +8,23 @@
     GET    /v1/cluster           what the gateway knows of the cluster
     GET    /healthz  /readyz  /metrics
 
+HEAD works wherever GET does: the same status and headers, no body (a HEAD of a key reads it, as a GET).
+
 Keys are the rest of the path after `/v1/kv/` (percent-decoded; they may contain `/`), 1 to
-`max_key_bytes` bytes of UTF-8. Values are JSON strings. Every error is JSON: `{"error": code,
+`max_key_bytes` bytes of UTF-8, without control characters (Unicode category Cc: U+0000-U+001F,
+U+007F-U+009F). Values are JSON strings. Every error is JSON: `{"error": code,
 "message": what was wrong, ...}`; the codes are the `outcome` labels of `dscore_gateway_requests_total`.
 Statuses come from one table (`dscore_gateway.outcomes`); the gateway's own refusals:
 
-- 400 `bad_request`: a bad key (empty, too long, not UTF-8), query parameter or Idempotency-Key header;
-  a body that is not JSON;
+- 400 `bad_request`: a bad key (empty, too long, not UTF-8, a control character), query parameter or
+  Idempotency-Key header; more than one Content-Type or Idempotency-Key header; a body that is not JSON
+  or cannot be read as JSON (invalid UTF-8, nested too deeply, a number of too many digits);
 - 413 `body_too_large`: a body over `max_body_bytes` (checked from Content-Length and while reading);
-- 415 `unsupported_media_type`: a body that is not `application/json`;
+  answered before the body was read, it closes the connection (`Connection: close`);
+- 415 `unsupported_media_type`: a body that is not `application/json`, or has a Content-Encoding;
 - 422 `invalid_body`: JSON of the wrong shape (a missing or unknown field, a non-string value, a string
   that is not valid Unicode); `idempotency_key_reused`: the key was first used for another request;
+- 405 `method_not_allowed`, with `Allow`; 404 `no_such_route`;
 - 409 `idempotency_key_in_use`: the key's first request is still running;
 - 503 `gateway_busy` (`max_in_flight` requests already, or no session freed in time) and
   `shutting_down` (draining after SIGTERM), both with Retry-After. Overload is 503, not 429: the gateway
@@ -38,6 +44,8 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -50,6 +58,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from dscore.core.client_messages import Op, Outcome, ReadMode
 from dscore_gateway import outcomes
@@ -70,6 +79,37 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: where a handler leaves the request's outcome label for the metrics middleware
 OUTCOME_SCOPE_KEY = "dscore.outcome"
 KV_PREFIX = "/v1/kv/"
+
+#: Unicode's control characters (category Cc: C0, DEL, C1), refused in keys and anywhere in a path. A
+#: key with one aliased another (Starlette's `{key:path}` is `.*$`: `.` stops at a newline and `$`
+#: matches before a trailing one, so `DELETE /v1/kv/victim%0A` was routed as `victim`), and none has a
+#: use in a key.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def path_problem(path: str) -> str | None:
+    """What no route may see in a percent-decoded request path: a control character (None: nothing)."""
+    found = _CONTROL.search(path)
+    if found is None:
+        return None
+    code = f"U+{ord(found.group()):04X}"
+    if path.startswith(KV_PREFIX):
+        at = found.start() - len(KV_PREFIX) + 1
+        return f"the key must not contain control characters: {code} at character {at} of the key"
+    return f"the path must not contain control characters: {code} at character {found.start() + 1}"
+
+
+def unreadable_body(error: BaseException) -> str:
+    """The message of a body the JSON parser could not read, from what it raised."""
+    if isinstance(error, RecursionError):
+        why = "it is nested too deeply"
+    elif isinstance(error, UnicodeDecodeError):
+        why = f"it is not valid UTF-8 ({error.reason} at byte {error.start})"
+    elif isinstance(error, ValueError) and "integer string conversion" in str(error):
+        why = f"a number in it has more than {sys.get_int_max_str_digits()} digits"
+    else:
+        why = str(error) or type(error).__name__
+    return f"the body cannot be read as JSON: {why}"
 
 
 # -- bodies -------------------------------------------------------------------------------------------
@@ -120,7 +160,9 @@ class ErrorBody(BaseModel):
     )
     message: str = Field(description="what was wrong, for people")
     key: str | None = None
-    current: str | None = Field(default=None, description="cas_mismatch: the value the key holds now")
+    current: str | None = Field(
+        default=None, description="cas_mismatch: the value the key holds now (null: it holds none)"
+    )
 
 
 class Health(BaseModel):
@@ -155,18 +197,73 @@ IdempotencyKeyHeader = Annotated[
 KeyPath = Annotated[str, Path(description="the key: the rest of the path, percent-decoded (may contain '/')")]
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    texts = {
-        400: "bad key, query parameter, header or JSON",
-        404: "no value under the key",
-        409: "compare failed (cas_mismatch, with `current`) or the Idempotency-Key's request is running",
-        413: "body larger than the limit",
-        415: "body is not application/json",
-        422: "body of the wrong shape, or an Idempotency-Key reused for another request",
-        503: "no leader, overloaded, busy or shutting down: nothing was done; see Retry-After",
-        504: "outcome unknown: the write may or may not have taken effect",
-    }
-    return {status: {"model": ErrorBody, "description": texts[status]} for status in statuses}
+#: the response headers the API sends, as the OpenAPI document describes them
+_HEADERS: dict[str, dict[str, Any]] = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again (every 503; a 409 idempotency_key_in_use)",
+        "schema": {"type": "integer"},
+    },
+    "Dscore-Node": {
+        "description": "the node that gave the final answer (when a node answered)",
+        "schema": {"type": "string"},
+    },
+    "Dscore-Consistency": {
+        "description": "how the read was served (a lease read is served as linearizable)",
+        "schema": {"type": "string", "enum": ["linearizable", "stale"]},
+    },
+    "Idempotent-Replayed": {
+        "description": "the answer of the first request with this Idempotency-Key, replayed: nothing was "
+        "done again",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+_READ_TEXTS = {
+    200: "the value",
+    400: "bad key (empty, too long, not UTF-8, a control character) or query parameter",
+    404: "no value under the key",
+    503: "no leader, overloaded, busy or shutting down: nothing was done; see Retry-After",
+}
+_WRITE_TEXTS = {
+    204: "done (once, whatever the retries)",
+    400: "bad key (empty, too long, not UTF-8, a control character), header (a bad Idempotency-Key, more "
+    "than one Content-Type or Idempotency-Key) or body (not JSON, or JSON that cannot be read); or "
+    "rejected_by_cluster",
+    409: "compare failed (cas_mismatch, with `current`: null when the key holds no value) or the "
+    "Idempotency-Key's request is running (idempotency_key_in_use, with Retry-After)",
+    413: "body larger than the limit",
+    415: "body is not application/json, or has a Content-Encoding",
+    422: "body of the wrong shape, or an Idempotency-Key reused for another request",
+    503: "no leader, overloaded, busy or shutting down: nothing was done; see Retry-After",
+    504: "outcome unknown: the write may or may not have taken effect",
+}
+#: status -> the headers it may carry, for a read (GET) and for a write
+_READ_HEADERS = {
+    200: ("Dscore-Node", "Dscore-Consistency"),
+    404: ("Dscore-Node", "Dscore-Consistency"),
+    503: ("Retry-After", "Dscore-Node", "Dscore-Consistency"),
+}
+_WRITE_HEADERS = {
+    204: ("Dscore-Node", "Idempotent-Replayed"),
+    400: ("Dscore-Node", "Idempotent-Replayed"),
+    409: ("Retry-After", "Dscore-Node", "Idempotent-Replayed"),
+    503: ("Retry-After", "Dscore-Node"),
+    504: ("Dscore-Node",),
+}
+
+
+def _responses(*statuses: int, read: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a key's route: every status it sends, errors as `ErrorBody`, and the
+    headers each may carry."""
+    texts, headers = (_READ_TEXTS, _READ_HEADERS) if read else (_WRITE_TEXTS, _WRITE_HEADERS)
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {"description": texts[status]}
+        if status >= 400:
+            response["model"] = ErrorBody
+        if status in headers:
+            response["headers"] = {name: _HEADERS[name] for name in headers[status]}
+        out[status] = response
+    return out
 
 
 # -- responses ----------------------------------------------------------------------------------------
@@ -202,11 +299,17 @@ def _gateway_error(scope: Scope, gateway: Gateway, answer: HttpAnswer, message: 
     return _respond(scope, answer, error_body(answer.code, message), gateway.options.retry_after_s)
 
 
-def _error(request: Request, answer: HttpAnswer, message: str, **extra: str | None) -> Response:
+def _error(
+    request: Request,
+    answer: HttpAnswer,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: str | None,
+) -> Response:
     gateway: Gateway = request.app.state.gateway
-    return _respond(
-        request.scope, answer, error_body(answer.code, message, **extra), gateway.options.retry_after_s
-    )
+    body = error_body(answer.code, message, **extra)
+    return _respond(request.scope, answer, body, gateway.options.retry_after_s, headers)
 
 
 def _answer_response(
@@ -223,11 +326,19 @@ def _answer_response(
             f"outcome unknown: {message}. The write may or may not take effect; retry with the same "
             "Idempotency-Key to apply it at most once and learn its outcome"
         )
-    extra: dict[str, str | None] = {"key": key}
+    body = error_body(http.code, message, key=key)
     if answer.outcome is Outcome.CAS_MISMATCH:
-        extra["current"] = answer.value
-    body = error_body(http.code, message, **extra)
+        # `current` is always there: null when the key holds no value (a compare against an absent key)
+        body["message"] = cas_mismatch_message(answer.value)
+        body["current"] = answer.value
     return _respond(scope, http, body, gateway.options.retry_after_s, headers)
+
+
+def cas_mismatch_message(current: str | None) -> str:
+    """The message of a compare that failed, `current` being what the key holds (None: nothing)."""
+    if current is None:
+        return "compare failed: the key holds no value"
+    return "compare failed: the key holds another value"
 
 
 def _write_response(scope: Scope, gateway: Gateway, key: str, result: WriteResult) -> Response:
@@ -270,8 +381,24 @@ class ApiError(Exception):
         self.message = message
 
 
-def _check_key(request: Request, key: str) -> None:
+def _route_path(scope: Scope) -> str:
+    """The path the routes match (the request's, without the root path)."""
+    path = str(scope["path"])
+    root = str(scope.get("root_path") or "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _check_key(request: Request, key: str, suffix: str = "") -> None:
+    """Refuse a key the gateway does not serve. `suffix`: what the route matched after the key."""
     gateway: Gateway = request.app.state.gateway
+    path = _route_path(request.scope)
+    problem = path_problem(path)
+    if problem is not None:
+        raise ApiError(outcomes.BAD_INPUT, problem)
+    if path != f"{KV_PREFIX}{key}{suffix}":
+        # The middleware refuses what could make a route's match differ from the path (a newline), so
+        # this is a guard: no request ever reaches the cluster under a key other than its path says.
+        raise ApiError(outcomes.BAD_INPUT, f"the key {key!r} is not the rest of the path {path!r}")
     if not key:
         raise ApiError(outcomes.BAD_INPUT, "the key must not be empty: use /v1/kv/<key>")
     size = len(key.encode("utf-8", "surrogatepass"))
@@ -285,10 +412,13 @@ def _check_key(request: Request, key: str) -> None:
 
 router = APIRouter()
 
+#: what follows the key in the path of an operation's route
+_SUFFIX = {Op.CAS: "/cas", Op.APPEND: "/append"}
+
 
 async def _write(request: Request, write: WriteOp, body: BaseModel | None, header: str | None) -> Response:
     gateway: Gateway = request.app.state.gateway
-    _check_key(request, write.key)
+    _check_key(request, write.key, _SUFFIX.get(write.op, ""))
     idempotent = None
     if header is not None:
         try:
@@ -305,7 +435,7 @@ async def _write(request: Request, write: WriteOp, body: BaseModel | None, heade
     "/v1/kv/{key:path}",
     status_code=204,
     summary="Store a value",
-    responses=_errors(400, 409, 413, 415, 422, 503, 504),
+    responses=_responses(204, 400, 409, 413, 415, 422, 503, 504),
 )
 async def put_value(
     request: Request, key: KeyPath, body: ValueBody, idempotency_key: IdempotencyKeyHeader = None
@@ -317,7 +447,7 @@ async def put_value(
     "/v1/kv/{key:path}",
     response_model=ValueView,
     summary="Read a value",
-    responses=_errors(400, 404, 503),
+    responses=_responses(200, 400, 404, 503, read=True),
 )
 async def get_value(
     request: Request,
@@ -361,7 +491,7 @@ async def get_value(
     "/v1/kv/{key:path}",
     status_code=204,
     summary="Delete a key (204 whether or not it held a value)",
-    responses=_errors(400, 409, 422, 503, 504),
+    responses=_responses(204, 400, 409, 413, 422, 503, 504),
 )
 async def delete_value(
     request: Request, key: KeyPath, idempotency_key: IdempotencyKeyHeader = None
@@ -373,7 +503,7 @@ async def delete_value(
     "/v1/kv/{key:path}/cas",
     status_code=204,
     summary="Compare and set: write `value` only if the key holds `expected`",
-    responses=_errors(400, 409, 413, 415, 422, 503, 504),
+    responses=_responses(204, 400, 409, 413, 415, 422, 503, 504),
 )
 async def compare_and_set(
     request: Request, key: KeyPath, body: CasBody, idempotency_key: IdempotencyKeyHeader = None
@@ -386,7 +516,7 @@ async def compare_and_set(
     "/v1/kv/{key:path}/append",
     status_code=204,
     summary="Append to a value (an absent key starts from the empty string)",
-    responses=_errors(400, 409, 413, 415, 422, 503, 504),
+    responses=_responses(204, 400, 409, 413, 415, 422, 503, 504),
 )
 async def append_value(
     request: Request, key: KeyPath, body: ValueBody, idempotency_key: IdempotencyKeyHeader = None
@@ -394,7 +524,18 @@ async def append_value(
     return await _write(request, WriteOp(Op.APPEND, key, body.value), body, idempotency_key)
 
 
-@router.get("/v1/cluster", response_model=ClusterView, summary="What this gateway knows of the cluster")
+@router.get(
+    "/v1/cluster",
+    response_model=ClusterView,
+    summary="What this gateway knows of the cluster",
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "the gateway is busy or shutting down; see Retry-After",
+            "headers": {"Retry-After": _HEADERS["Retry-After"]},
+        }
+    },
+)
 async def cluster(request: Request) -> ClusterView:
     gateway: Gateway = request.app.state.gateway
     request.scope[OUTCOME_SCOPE_KEY] = "ok"
@@ -465,18 +606,57 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
     return _error(request, exc.answer, exc.message)
 
 
+#: the order `Allow` lists methods in
+_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
+#: the framework's 4xx errors the gateway's table names (any other 4xx keeps its status, as bad_request)
+_FRAMEWORK_4XX = {
+    400: outcomes.BAD_INPUT,
+    413: outcomes.BODY_TOO_LARGE,
+    415: outcomes.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def _allowed_methods(request: Request) -> str:
+    """`Allow` of a 405: every method some route serves on the path (Starlette's names only the first
+    route that matched the path, `PUT` for `/v1/kv/{key}`), HEAD wherever GET (`GatewayApp`)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if method != "HEAD"
+        and any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+    if "GET" in allowed:
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
+    return ", ".join(allowed)
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 404:
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if status == 404:
         return _error(request, outcomes.ROUTE_NOT_FOUND, f"no route {request.url.path}; see /docs")
-    if exc.status_code == 405:
+    if status == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return _error(
-            request, outcomes.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.url.path}"
+            request,
+            outcomes.METHOD_NOT_ALLOWED,
+            f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}",
+            headers=headers,
         )
-    answer = HttpAnswer(exc.status_code, outcomes.HTTP_ERROR)
-    return _respond(
-        request.scope, answer, error_body(answer.code, str(exc.detail)), 0, dict(exc.headers or {})
-    )
+    if status == 400 and exc.__cause__ is not None:
+        # FastAPI's "There was an error parsing the body": what its JSON parser raised, other than a
+        # syntax error (`_on_validation_error`): invalid UTF-8, nesting deeper than Python's recursion
+        # limit, an integer of more digits than Python converts
+        return _error(request, outcomes.BAD_INPUT, unreadable_body(exc.__cause__), headers=headers)
+    if status < 500:
+        # the client's doing, whatever the framework found: a client code, never `http_error` (which
+        # availability counts as the service failing)
+        answer = _FRAMEWORK_4XX.get(status) or HttpAnswer(status, outcomes.BAD_INPUT.code)
+        return _error(request, answer, str(exc.detail), headers=headers)
+    answer = HttpAnswer(status, outcomes.HTTP_ERROR)
+    return _respond(request.scope, answer, error_body(answer.code, str(exc.detail)), 0, headers)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
@@ -509,16 +689,16 @@ def operation_of(method: str, path: str) -> str:
 
 def plain_put(path: str, body: bytes, max_key_bytes: int) -> tuple[str, str] | None:
     """(key, value) of a plain `PUT /v1/kv/{key}` (`path` percent-decoded) whose body is exactly
-    `{"value": "<string>"}` with a key of 1 to `max_key_bytes` bytes; None for anything else, which the
-    routes serve (and refuse with their own errors)."""
+    `{"value": "<string>"}` with a key of 1 to `max_key_bytes` bytes and no control character; None for
+    anything else, which the routes serve (and refuse with their own errors)."""
     if len(path) <= len(KV_PREFIX) or len(path) - len(KV_PREFIX) > max_key_bytes:  # chars <= bytes
         return None
     key = path[len(KV_PREFIX) :]
-    if len(key.encode("utf-8", "surrogatepass")) > max_key_bytes:
+    if len(key.encode("utf-8", "surrogatepass")) > max_key_bytes or _CONTROL.search(key):
         return None
     try:
         parsed = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, too many digits, nested too deeply
         return None
     if type(parsed) is not dict or len(parsed) != 1:
         return None
@@ -540,11 +720,18 @@ def _is_json(content_type: str) -> bool:
 class GatewayMiddleware:
     """Bounds every `/v1/` request before the routes see it, and counts it after.
 
+    - a path that is not UTF-8 once percent-decoded (Starlette would replace the bad bytes and serve
+      another key), or holds a control character (a key could alias another: `path_problem`): 400,
+      before anything else (on every path, `/v1/` or not);
     - draining (SIGTERM): 503 `shutting_down`; `max_in_flight` reached: 503 `gateway_busy`;
-    - a path that is not UTF-8 once percent-decoded: 400 (Starlette would replace the bad bytes and
-      serve another key);
-    - a body: over `max_body_bytes` by Content-Length, or once that many bytes were read: 413; not JSON:
-      415. The body is read here (bounded) and handed on, so no route ever reads an unbounded body.
+    - more than one Content-Type or Idempotency-Key header: 400 (which one counts would differ between
+      layers);
+    - a body: over `max_body_bytes` by Content-Length, or once that many bytes were read: 413; not JSON,
+      or with a Content-Encoding: 415. The body is read here (bounded) and handed on, so no route ever
+      reads an unbounded body.
+    - an answer given before the body was read closes the connection (`Connection: close`): the unread
+      body would otherwise be taken for the next request, or, with `Expect: 100-continue`, never come
+      while the server waits for it.
     - metrics: `dscore_gateway_requests_total{operation,outcome}` and the latency histogram.
 
     The fast path: a plain `PUT /v1/kv/{key}` (a body `{"value": "<string>"}`, no Idempotency-Key) is
@@ -563,8 +750,15 @@ class GatewayMiddleware:
         self._durations: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not str(scope["path"]).startswith("/v1/"):
+            problem = path_problem(scope["path"])
+            if problem is None:
+                await self.app(scope, receive, send)
+            else:
+                await self._reply(scope, send, outcomes.BAD_INPUT, problem, close=_declares_body(scope))
             return
         gateway = self.gateway
         operation = operation_of(scope["method"], scope["path"])
@@ -580,7 +774,7 @@ class GatewayMiddleware:
         try:
             refusal = self._refusal(scope)
             if refusal is not None:
-                await self._reply(scope, send_counted, *refusal)
+                await self._reply(scope, send_counted, *refusal, close=_declares_body(scope))
                 return
             gateway.enter()
             try:
@@ -639,6 +833,16 @@ class GatewayMiddleware:
             return _unexpected(scope)
 
     def _refusal(self, scope: Scope) -> tuple[HttpAnswer, str] | None:
+        """The answer to a request refused before its body is read: a bad path, draining, full."""
+        raw_path = scope.get("raw_path")
+        if isinstance(raw_path, bytes):
+            try:
+                unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
+            except UnicodeDecodeError:
+                return outcomes.BAD_INPUT, "the path is not valid UTF-8 once percent-decoded"
+        problem = path_problem(scope["path"])
+        if problem is not None:
+            return outcomes.BAD_INPUT, problem
         gateway = self.gateway
         if gateway.draining:
             return (
@@ -650,29 +854,37 @@ class GatewayMiddleware:
                 outcomes.GATEWAY_BUSY,
                 f"the gateway is serving {gateway.in_flight} requests (its limit); nothing was done",
             )
-        raw_path = scope.get("raw_path")
-        if isinstance(raw_path, bytes):
-            try:
-                unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
-            except UnicodeDecodeError:
-                return outcomes.BAD_INPUT, "the path is not valid UTF-8 once percent-decoded"
         return None
 
     async def _bounded_body(
         self, scope: Scope, receive: Receive, send: Send
     ) -> tuple[bytes, dict[str, str], Receive] | None:
         """Read the body (at most `max_body_bytes`); return it, the headers (names in lower case) and a
-        `receive` that replays it; None when the request was answered here (413, 415)."""
+        `receive` that replays it; None when the request was answered here (400, 413, 415)."""
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return b"", {}, receive
         limit = self.gateway.options.max_body_bytes
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        headers: dict[str, str] = {}
+        repeated = None
+        encodings: list[str] = []
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            if name in headers and name in _SINGLE_HEADERS:
+                repeated = _SINGLE_HEADERS[name]
+            elif name == "content-encoding":
+                encodings += (coding.strip().lower() for coding in value.split(","))
+            headers[name] = value
+        if repeated is not None:
+            why = f"more than one {repeated} header: send one"
+            await self._reply(scope, send, outcomes.BAD_INPUT, why, close=_declares_body(scope))
+            return None
         too_large = (
             f"the body is larger than {limit} bytes (DSCORE_GATEWAY__MAX_BODY_BYTES); values must fit in it"
         )
         length = headers.get("content-length")
         if length is not None and length.strip().isdigit() and int(length) > limit:
-            await self._reply(scope, send, outcomes.BODY_TOO_LARGE, too_large)
+            await self._reply(scope, send, outcomes.BODY_TOO_LARGE, too_large, close=True)
             return None
         chunks: list[bytes] = []
         size = 0
@@ -684,7 +896,7 @@ class GatewayMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await self._reply(scope, send, outcomes.BODY_TOO_LARGE, too_large)
+                await self._reply(scope, send, outcomes.BODY_TOO_LARGE, too_large, close=True)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -699,6 +911,16 @@ class GatewayMiddleware:
                 f"the body must be JSON (Content-Type: application/json), not {shown}",
             )
             return None
+        coded = [coding for coding in encodings if coding not in ("identity", "")]
+        if body and scope["method"] in ("PUT", "POST") and coded:
+            await self._reply(
+                scope,
+                send,
+                outcomes.UNSUPPORTED_MEDIA_TYPE,
+                f"Content-Encoding {', '.join(coded)[:100]} is not supported: send the body unencoded",
+                headers={"Accept-Encoding": "identity"},
+            )
+            return None
         replayed = False
 
         async def replay() -> Message:
@@ -710,11 +932,40 @@ class GatewayMiddleware:
 
         return body, headers, replay
 
-    async def _reply(self, scope: Scope, send: Send, answer: HttpAnswer, message: str) -> None:
+    async def _reply(
+        self,
+        scope: Scope,
+        send: Send,
+        answer: HttpAnswer,
+        message: str,
+        *,
+        close: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer here. `close`: the body was not read (all of it), so the connection cannot serve another
+        request (uvicorn closes it after a response with `Connection: close`)."""
         scope[OUTCOME_SCOPE_KEY] = answer.code
-        headers = {"Retry-After": str(self.gateway.options.retry_after_s)} if answer.retry_after else None
-        response = JSONResponse(error_body(answer.code, message), status_code=answer.status, headers=headers)
+        out = dict(headers or {})
+        if answer.retry_after:
+            out["Retry-After"] = str(self.gateway.options.retry_after_s)
+        if close:
+            out["Connection"] = "close"
+        response = JSONResponse(error_body(answer.code, message), status_code=answer.status, headers=out)
         await response(scope, _disconnected, send)
+
+
+#: headers a request may carry once (which of several counts would differ between layers: FastAPI takes
+#: the first, a dict of them the last)
+_SINGLE_HEADERS = {"content-type": "Content-Type", "idempotency-key": "Idempotency-Key"}
+
+
+def _declares_body(scope: Scope) -> bool:
+    """Whether the request says a body follows (Content-Length over 0, or Transfer-Encoding)."""
+    for raw_name, value in scope.get("headers", ()):
+        name = raw_name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
 
 
 async def _disconnected() -> Message:
@@ -770,14 +1021,50 @@ class GatewayApp(FastAPI):
     handling, body limits, telemetry, routing), not among them: a plain PUT served by the middleware's
     fast path then costs none of them (they were ~10% of the gateway's CPU at 64 clients), and every
     other request passes through them as before. An exception escaping the middleware itself (a bug)
-    reaches uvicorn, which answers 500 and logs it."""
+    reaches uvicorn, which answers 500 and logs it.
+
+    HEAD is served as GET everywhere (FastAPI's GET routes do not take HEAD): the request goes on as a
+    GET (a HEAD of a key reads it, counted as a `get`) and the response's body is dropped, so the status
+    and headers (Content-Length included) are the GET's."""
 
     def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.front = GatewayMiddleware(self._fastapi, gateway)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # a copy: the server's scope still says HEAD (uvicorn then sends no body either)
+            await self.front({**scope, "method": "GET"}, receive, _headers_only(send))
+            return
         await self.front(scope, receive, send)
 
     async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document without the 422 `HTTPValidationError` it adds to every route with
+        parameters that does not declare a 422 itself: the gateway never sends it (its validation errors
+        are `ErrorBody`s, 400 or 422, declared per route)."""
+        doc = super().openapi()
+        for operations in doc.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                    del responses["422"]
+        schemas = doc.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas and "HTTPValidationError" not in json.dumps(doc["paths"]):
+            del schemas["HTTPValidationError"]
+            if "/ValidationError" not in json.dumps(doc):
+                schemas.pop("ValidationError", None)
+        return doc
+
+
+def _headers_only(send: Send) -> Send:
+    """`send` with the response's body left out (a HEAD's)."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head

@@ -273,7 +273,10 @@ class ClusterClient:
             outcome = response.outcome
             if outcome is Outcome.OK or outcome is Outcome.CAS_MISMATCH:
                 node = self._served(node, now, response)
-                error = None if outcome is Outcome.OK else "compare failed: the key holds another value"
+                error = None
+                if outcome is Outcome.CAS_MISMATCH:
+                    held = "no value" if response.value is None else "another value"
+                    error = f"compare failed: the key holds {held}"
                 return Answer(outcome, response.value, error, node, attempts), maybe_applied
             tracker.answered(node, now, response)
             last_error = self._why(node, response)

@@ -14,9 +14,12 @@ layers, which were about half of the gateway's CPU per write (py-spy, 64 closed-
 Everything else goes to the ASGI app exactly as uvicorn's protocol sends it, decided request by request:
 any other method or path, a query string, a percent-escape, a root path, an Idempotency-Key, a body
 that is not plain (the routes then refuse it with their own errors), no Content-Length or one over
-`max_body_bytes`, a non-JSON Content-Type, `Expect: 100-continue`, an upgrade, HTTP/1.0, and a gateway
-that is draining or at `max_in_flight` (the middleware answers those 503s). A request that turns out not
-to be plain once its body is in is handed to ASGI then, as if it had just been parsed.
+`max_body_bytes`, a non-JSON Content-Type or more than one Content-Type, a Content-Encoding,
+`Expect: 100-continue`, an upgrade, HTTP/1.0, and a gateway that is draining or at `max_in_flight` (the
+middleware answers those 503s). A request that turns out not to be plain once its body is in (`plain_put`
+says None, whatever the body: it never raises in the parser's callback) is handed to ASGI then, as if it
+had just been parsed. So every refusal (400, 413, 415, 503) is the middleware's or the routes', with
+their bytes, on either path.
 
 The response bytes are uvicorn's: its status line, its default headers (Date), the response's headers,
 `connection: close` when the connection does not stay open. Requests pipelined on one connection are
@@ -52,6 +55,9 @@ from dscore_gateway.cluster_client import Answer, WriteOp
 log = logging.getLogger("dscore_gateway.http")
 
 _PREFIX = KV_PREFIX.encode()
+#: headers that make a PUT one for ASGI: the routes' (an Idempotency-Key), or the middleware's to refuse
+#: or to read (a Content-Encoding: 415; a chunked body)
+_NOT_PLAIN_HEADERS = frozenset({b"idempotency-key", b"transfer-encoding", b"content-encoding"})
 #: uvicorn's answer when the app fails before responding (`RequestResponseCycle.send_500_response`)
 _INTERNAL_ERROR = (
     STATUS_LINE[500] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
@@ -168,17 +174,24 @@ class FastPutProtocol(HttpToolsProtocol):
         ):
             return False
         length = None
-        json_body = False
+        content_type = None
         for name, value in self.headers:
             if name == b"content-length":
                 if length is not None or not value.isdigit():
                     return False
                 length = int(value)
             elif name == b"content-type":
-                json_body = _is_json(value.decode("latin-1"))
-            elif name in {b"idempotency-key", b"transfer-encoding"}:
+                if content_type is not None:  # more than one: the middleware refuses it
+                    return False
+                content_type = value
+            elif name in _NOT_PLAIN_HEADERS:
                 return False
-        return json_body and length is not None and length <= self.front.gateway.options.max_body_bytes
+        return (
+            content_type is not None
+            and _is_json(content_type.decode("latin-1"))
+            and length is not None
+            and length <= self.front.gateway.options.max_body_bytes
+        )
 
     def _start(self, cycle: _FastCycle, key: str, value: str) -> bool:
         """Serve the plain PUT without a task (`Gateway.start_write`): answered from the endpoint's

@@ -77,7 +77,8 @@ METHOD_NOT_ALLOWED = HttpAnswer(405, "method_not_allowed")
 
 #: the code of an answer to a client that left while its body was read (no answer reached it)
 CLIENT_DISCONNECTED = "client_disconnected"
-#: the code of an HTTP error the framework raised that none of the answers above names (its status varies)
+#: the code of a 5xx HTTP error the framework raised (its status varies); a 4xx it raises is the client's
+#: doing and answered `bad_request` (or the answer above its status names), never this
 HTTP_ERROR = "http_error"
 
 #: every answer the gateway gives with a fixed status (the codes double as the `outcome` label)
