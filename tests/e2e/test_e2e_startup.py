@@ -148,3 +148,43 @@ async def test_a_node_whose_redis_was_wiped_refuses_to_run_and_never_votes(
             await workload.stop()
         assert not cluster.nodes[victim].alive
         assert [e.node_id for e in cluster.exits[exits_before:] if not e.expected] == [victim]
+
+
+async def test_a_node_whose_redis_is_wiped_while_it_runs_stops_at_its_next_save(
+    namespace: str, kafka_bootstrap: str, redis_server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A follower's Redis loses everything (FLUSHALL) while the follower runs. Its next save (the next
+    appends it is sent) finds no stored incarnation and is refused, rather than quietly writing a partial
+    state that fences nothing: the node exits with status 3 naming `StorageWipedError`, is not
+    restarted, and the other two serve on."""
+    async with e2e_cluster(
+        ("n1", "n2", "n3"),
+        namespace=namespace,
+        kafka_bootstrap=kafka_bootstrap,
+        redis_server_factory=redis_server_factory,
+        log_dir=tmp_path,
+    ) as (cluster, redis):
+        workload = Workload(cluster, seed=11)
+        await cluster.wait_ready()
+        await workload.start()
+        try:
+            await workload.wait_ok(20)
+            leader = await cluster.leader()
+            victim = next(n for n in cluster.node_ids if n != leader)
+            exits_before = len(cluster.exits)
+            client = aioredis.Redis.from_url(redis[victim].url)
+            await client.flushall()
+            await client.aclose()
+
+            async def victim_exited() -> bool:
+                return any(e.node_id == victim for e in cluster.exits[exits_before:])
+
+            await cluster.wait_for(victim_exited, 60.0, f"{victim} (wiped while running) exits")
+            stopped = next(e for e in cluster.exits[exits_before:] if e.node_id == victim)
+            assert stopped.returncode == 3, stopped
+            errors = [line for line in stopped.last_lines if '"level": "error"' in line]
+            assert any("StorageWipedError" in line and "refuses to run" in line for line in errors), errors
+            await workload.wait_ok(10, writes_only=True)  # the leader and the other follower go on
+        finally:
+            await workload.stop()
+        assert not cluster.nodes[victim].alive

@@ -19,6 +19,7 @@ from dscore.storage.redis import (
     FencedError,
     RedisStorage,
     StorageUnavailableError,
+    StorageWipedError,
     UnsafeDurabilityError,
     read_durability,
     require_durable,
@@ -268,6 +269,23 @@ async def test_a_save_of_the_previous_process_between_bump_and_load_is_refused_n
     loaded = await restarted.load()
     assert loaded == await opened(redis_url, namespace).load()
     assert loaded.durable.hard_state == HardState(6, "n1", 0)
+
+
+async def test_a_state_wiped_while_the_node_runs_is_refused_not_rebuilt(
+    redis_url: str, opened: Callable[[str, str], RedisStorage], raw: aioredis.Redis, namespace: str
+) -> None:
+    # Redis restarted without its data, or the keys were deleted, while the node ran: its next save must
+    # not quietly write a partial state that no longer fences anything.
+    storage = opened(redis_url, namespace)
+    await storage.bump_incarnation()
+    await storage.save(WriteBatch(hard_state=HardState(3, "n1", 0), entries=entries(3, 1, 2)))
+    await raw.delete(*storage.keys)
+    with pytest.raises(StorageWipedError, match="no stored incarnation"):
+        await storage.save(WriteBatch(hard_state=HardState(3, "n1", 2)))
+    assert not await raw.exists(*storage.keys)  # nothing written
+    # a writer that never bumped saves unfenced, as before (tools, tests)
+    unfenced = opened(redis_url, namespace + ":unfenced")
+    await unfenced.save(WriteBatch(hard_state=HardState(1, None, 0)))
 
 
 async def test_a_late_copy_of_a_save_changes_nothing(

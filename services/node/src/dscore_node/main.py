@@ -20,8 +20,10 @@ exit status 2, before anything is contacted):
 A node whose Redis lost its state (wiped, or restored from an old copy) starts on a new storage epoch; its
 first message to its peers says so (`StorageHello`), they refuse it (everything it sends is dropped as
 `stale_storage`, so no vote of its new life counts) and tell it (`IncarnationNotice`), and it exits with
-status 3 (`EXIT_STORAGE_WENT_BACK`) and one error line naming `StorageWentBackError`. Restarting it changes
-nothing: restore its Redis, or remove it from the cluster and add it back under a new id.
+status 3 (`EXIT_STORAGE_WENT_BACK`) and one error line naming `StorageWentBackError`. A node whose Redis
+loses its state while it runs finds out at its next save, which the script refuses (`StorageWipedError`),
+and exits with status 3 as well. Restarting it changes nothing: restore its Redis, or remove it from the
+cluster and add it back under a new id.
 
 Metrics: `dscore.metrics` defines them all; the runtime is the `NodeSource` of a `NodeCollector` (and
 pushes persist and commit latencies into its handle), the fault wrapper feeds a
@@ -55,7 +57,7 @@ from dscore.runtime.gc_tuning import tune_gc
 from dscore.runtime.node import NodeRuntime
 from dscore.runtime.process import EXIT_FAILED, serve
 from dscore.runtime.protocols import core_factory, stack_protocol
-from dscore.storage.redis import RedisStorage, StorageError
+from dscore.storage.redis import RedisStorage, StorageError, StorageWipedError
 from dscore.transport.base import Transport
 from dscore.transport.faults import FaultyTransport
 from dscore.transport.faults_kafka import KafkaControlSource
@@ -206,8 +208,9 @@ async def run(settings: ServiceSettings) -> int:
         status = await serve(
             runtime, stop=stop, handle_signals=False, handover_timeout_s=settings.handover_timeout_s
         )
-        if isinstance(runtime.failure, StorageWentBackError):
-            log.error("node %s refuses to run: StorageWentBackError: %s", settings.node_id, runtime.failure)
+        if isinstance(runtime.failure, (StorageWentBackError, StorageWipedError)):
+            name = type(runtime.failure).__name__
+            log.error("node %s refuses to run: %s: %s", settings.node_id, name, runtime.failure)
             return EXIT_STORAGE_WENT_BACK
         return status
     except (ConfigError, StorageError, KafkaUnavailableError) as error:

@@ -32,7 +32,9 @@ therefore carries a fencing token `(incarnation, seq)`: the incarnation this obj
 counter. The script applies a save only if its token is
 newer than the stored `last_save`, treats the same token again as a duplicate (success, nothing
 written), and refuses an older one (`FencedError`): a late attempt, or a zombie process of a node that
-has restarted since (its incarnation is behind the stored one).
+has restarted since (its incarnation is behind the stored one). A fenced save that finds no stored
+incarnation at all is refused too (`StorageWipedError`): the state was wiped while the node ran, and
+writing would quietly rebuild a partial one that no longer fences anything.
 
 Where: by default each node has its own Redis server (`make up` runs one per node): a node's durable
 state is then its own failure domain, as its disk would be, while one shared Redis would be a single
@@ -95,6 +97,12 @@ class CorruptStorageError(StorageError):
 class FencedError(StorageError):
     """A save was refused because a newer one is stored: a late attempt, or another process of the same
     node (it bumped the incarnation since this object started). This object must stop writing."""
+
+
+class StorageWipedError(StorageError):
+    """A save found the node's state gone while the node ran (its Redis restarted without its data, or
+    the keys were deleted): nothing was written. The node has lost what it promised (votes, entries), so
+    it must not go on, and restarting cannot help (its peers refuse a storage that went back)."""
 
 
 class UnsafeDurabilityError(ConfigError):
@@ -178,7 +186,11 @@ local first_position = first_mark + 3 * n_marks
 local stored = redis.call('HMGET', state, 'incarnation', 'last_save', 'snapshot_index')
 local stored_inc, last, stored_snap = stored[1], stored[2], stored[3]
 if inc ~= '' then
-  if stored_inc and not decimal(stored_inc) then return corrupt(state, 'incarnation') end
+  -- a fenced writer bumped the incarnation first: its absence means the state was wiped under it
+  if not stored_inc then
+    return redis.error_reply('DSCORE_WIPED no stored incarnation, while this writer has ' .. inc)
+  end
+  if not decimal(stored_inc) then return corrupt(state, 'incarnation') end
   if stored_inc and greater(stored_inc, inc) then
     return redis.error_reply('DSCORE_FENCED incarnation ' .. inc .. ' is behind the stored ' .. stored_inc)
   end
@@ -397,6 +409,10 @@ class RedisStorage:
                 raise CorruptStorageError(key, field, "malformed value, save refused") from None
             if message.startswith("DSCORE_FENCED"):
                 raise FencedError(f"{self.key_prefix!r}: {message.removeprefix('DSCORE_FENCED ')}") from None
+            if message.startswith("DSCORE_WIPED"):
+                raise StorageWipedError(
+                    f"{self.key_prefix!r}: {message.removeprefix('DSCORE_WIPED ')}"
+                ) from None
             raise StorageUnavailableError(f"save to {self.key_prefix!r} failed: {message}") from exc
         except RedisError as exc:
             raise StorageUnavailableError(f"save to {self.key_prefix!r} failed: {exc}") from exc
