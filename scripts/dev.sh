@@ -192,6 +192,18 @@ start_gateway() {
 # (omission, delay, partition) on the cluster's Kafka control topic, under the cluster key.
 CHAOS_PORT=${DSCORE_CHAOS_PORT:-23085}
 CHAOS_BIN=$REPO_ROOT/.venv/bin/dscore-chaos
+CHAOS_TOKEN_FILE=$RUN_DIR/chaos.token
+
+# The chaos service's API bearer token (DSCORE_CHAOS__API_TOKEN): made once like the key, in
+# .run/chaos.token (mode 600); `curl -H "Authorization: Bearer $(cat .run/chaos.token)" ...` calls
+# /v1/faults. Never printed nor logged.
+chaos_token() {
+  if [[ ! -s $CHAOS_TOKEN_FILE ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' >"$CHAOS_TOKEN_FILE")
+  fi
+  cat "$CHAOS_TOKEN_FILE"
+}
+
 start_chaos() {
   local bootstrap=$1 name=chaos pid waited=0
   [[ -x $CHAOS_BIN ]] || die "$CHAOS_BIN is missing: run 'make sync' first"
@@ -203,7 +215,7 @@ start_chaos() {
   check_port "$CHAOS_PORT" DSCORE_CHAOS_PORT "the chaos service's HTTP"
   DSCORE_NODES=$(IFS=,; echo "${NODES[*]}") DSCORE_CLUSTER_ID=$CLUSTER_ID \
     DSCORE_KAFKA__BOOTSTRAP_SERVERS=$bootstrap DSCORE_AUTH_KEY=$(auth_key) \
-    DSCORE_CHAOS__HOST=127.0.0.1 DSCORE_CHAOS__PORT=$CHAOS_PORT \
+    DSCORE_CHAOS__HOST=127.0.0.1 DSCORE_CHAOS__PORT=$CHAOS_PORT DSCORE_CHAOS__API_TOKEN=$(chaos_token) \
     DSCORE_CHAOS__PROCESSES__ENABLED=true DSCORE_CHAOS__PROCESSES__RUN_DIR=$RUN_DIR \
     setsid "$CHAOS_BIN" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
   pid=$!
@@ -317,6 +329,7 @@ up() {
     echo "DSCORE_CLUSTER_ID=$CLUSTER_ID"
     echo "DSCORE_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT"
     echo "DSCORE_CHAOS_URL=http://127.0.0.1:$CHAOS_PORT"
+    echo "DSCORE_CHAOS_TOKEN_FILE=$CHAOS_TOKEN_FILE"
     [[ ${DSCORE_DEV_PROMETHEUS:-1} == 0 ]] || echo "DSCORE_PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT"
   } >>"$env_file"
   start_nodes "$bootstrap"
@@ -338,8 +351,8 @@ up() {
   echo "Gateway: http://127.0.0.1:$GATEWAY_PORT  (pid $(cat "$RUN_DIR/gateway.pid")); try:"
   echo "         curl -X PUT http://127.0.0.1:$GATEWAY_PORT/v1/kv/greeting -H 'Content-Type: application/json' -d '{\"value\": \"hello\"}'"
   echo "         curl http://127.0.0.1:$GATEWAY_PORT/v1/kv/greeting"
-  echo "Chaos:   http://127.0.0.1:$CHAOS_PORT/v1/faults  (pid $(cat "$RUN_DIR/chaos.pid")); a failover drill:"
-  echo "         curl -X POST http://127.0.0.1:$CHAOS_PORT/v1/faults -H 'Content-Type: application/json' -d '{\"kind\": \"process_kill\", \"target\": \"leader\"}'"
+  echo "Chaos:   http://127.0.0.1:$CHAOS_PORT/v1/faults  (pid $(cat "$RUN_DIR/chaos.pid"); bearer token in $CHAOS_TOKEN_FILE); a failover drill:"
+  echo "         curl -X POST http://127.0.0.1:$CHAOS_PORT/v1/faults -H \"Authorization: Bearer \$(cat '$CHAOS_TOKEN_FILE')\" -H 'Content-Type: application/json' -d '{\"kind\": \"process_kill\", \"target\": \"leader\"}'"
   if [[ -f $RUN_DIR/prometheus.pid ]]; then
     echo "Prometheus: http://127.0.0.1:$PROMETHEUS_PORT  (pid $(cat "$RUN_DIR/prometheus.pid"); scrapes every $SCRAPE_INTERVAL, dscore's rules loaded); try:"
     echo "         curl -s http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query --data-urlencode 'query=job_protocol:dscore_has_leader:max'"

@@ -33,6 +33,9 @@ from dscore_chaos.targets import HttpLeaderFinder
 
 T0 = 1_700_000_000.0
 KEY = b"k" * 32
+#: the fault API's bearer token in these tests (`DSCORE_CHAOS__API_TOKEN`: at least 32 characters)
+TOKEN = "chaos-test-token-" + "t" * 32
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: every child process carries it in its command line (the backend's cmdline_marker)
 MARKER = "dscore-chaos-test-child"
 WAIT_S = 10.0

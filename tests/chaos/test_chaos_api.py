@@ -1,5 +1,6 @@
 """The chaos service's HTTP API (ASGI, in process) on real backends: child processes and memory
-transports reading the control channel; Grafana annotations posted to a real local HTTP server."""
+transports reading the control channel; Grafana annotations posted to a real local HTTP server. The fault
+API only with the bearer token (missing or wrong: 401, counted, nothing done); probes and metrics open."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from chaos_helpers import (
+    AUTH,
     KEY,
     T0,
+    TOKEN,
     Children,
     FixedLeader,
     JsonServer,
@@ -20,21 +23,28 @@ from chaos_helpers import (
     make_service,
     metric,
     settle,
+    state_of,
     wait_state,
 )
+from pydantic import SecretStr
 
 from dscore.transport.faults import FaultyTransport, MemoryControlChannel
 from dscore.transport.memory import MemoryNetwork
 from dscore_chaos.annotations import GrafanaAnnotator
-from dscore_chaos.app import create_app
+from dscore_chaos.app import OPEN_PATHS, create_app
 from dscore_chaos.model import FaultRequest
 from dscore_chaos.service import ChaosService
 
 
 class Api:
-    def __init__(self, service: ChaosService, client: httpx.AsyncClient) -> None:
+    """`client` sends the right bearer token; `anonymous` sends what each request says, nothing else."""
+
+    def __init__(
+        self, service: ChaosService, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+    ) -> None:
         self.service = service
         self.client = client
+        self.anonymous = anonymous
 
     async def post(self, body: Any) -> httpx.Response:
         response = await self.client.post("/v1/faults", json=body)
@@ -42,12 +52,16 @@ class Api:
         return response
 
 
-async def _api(service: ChaosService) -> AsyncIterator[Api]:
-    app = create_app(service)
+async def _api(service: ChaosService, *, token: str | None = TOKEN) -> AsyncIterator[Api]:
+    """The app behind `token` (None: DSCORE_CHAOS__INSECURE_NO_AUTH); its client sends the right token."""
+    app = create_app(service, api_token=None if token is None else SecretStr(token))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://chaos") as client:
-            yield Api(service, client)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://chaos", headers=AUTH) as client,
+            httpx.AsyncClient(transport=transport, base_url="http://chaos") as anonymous,
+        ):
+            yield Api(service, client, anonymous)
 
 
 @pytest.fixture
@@ -197,6 +211,133 @@ async def test_openapi_lists_the_routes(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
     assert set(spec["paths"]) >= {"/v1/faults", "/v1/faults/{fault_id}", "/healthz", "/metrics"}
     assert set(spec["paths"]["/v1/faults/{fault_id}"]) == {"get", "delete"}
+
+
+# -- the bearer token ---------------------------------------------------------------------------------
+
+#: a request to each route of the fault API (and to a path nothing serves): all need the token
+PROTECTED = (
+    ("POST", "/v1/faults"),
+    ("GET", "/v1/faults"),
+    ("GET", "/v1/faults/f-1"),
+    ("DELETE", "/v1/faults/f-1"),
+    ("GET", "/v1/nothing"),
+)
+PAUSE = {"kind": "process_pause", "target": "node-n2", "params": {"duration_s": 30}}
+
+
+def _rejected(service: ChaosService) -> dict[str, float]:
+    return {
+        reason: metric(service, "dscore_chaos_requests_rejected_total", reason=reason)
+        for reason in ("missing_token", "bad_token")
+    }
+
+
+@pytest.mark.parametrize(
+    ("authorization", "reason"),
+    [
+        (None, "missing_token"),
+        ("", "missing_token"),
+        ("Bearer", "missing_token"),
+        ("Bearer    ", "missing_token"),
+        (f"Basic {TOKEN}", "missing_token"),
+        (TOKEN, "missing_token"),  # no scheme
+        ("Bearer wrong", "bad_token"),
+        (f"Bearer {TOKEN}x", "bad_token"),
+        (f"Bearer {TOKEN[:-1]}", "bad_token"),
+        (f"Bearer {TOKEN.upper()}", "bad_token"),
+        (f"Bearer {TOKEN} {TOKEN}", "bad_token"),
+        (f"Bearer {TOKEN[:16]}é{TOKEN[17:]}", "bad_token"),
+    ],
+)
+async def test_the_fault_api_refuses_a_request_without_the_right_token(
+    api: Api, children: Children, authorization: str | None, reason: str
+) -> None:
+    # as bytes: a client may send any (UTF-8 here), and the service must refuse, not fail
+    headers = {} if authorization is None else {b"Authorization": authorization.encode()}
+    for method, path in PROTECTED:
+        body = PAUSE if method == "POST" else None
+        response = await api.anonymous.request(method, path, json=body, headers=headers)
+        await settle()
+        assert response.status_code == 401, (method, path, response.text)
+        why = "missing bearer token" if reason == "missing_token" else "bad bearer token"
+        assert response.json() == {"error": "unauthorized", "message": why}
+        challenge = response.headers["WWW-Authenticate"]
+        assert challenge.startswith('Bearer realm="dscore-chaos"'), challenge
+        assert ('error="invalid_token"' in challenge) == (reason == "bad_token"), challenge
+    # nothing was done, and every refusal was counted under its reason
+    assert api.service.faults() == []
+    assert state_of(children.pid("node-n2")) in ("S", "R")
+    other = "bad_token" if reason == "missing_token" else "missing_token"
+    assert _rejected(api.service) == {reason: len(PROTECTED), other: 0}
+
+
+async def test_the_right_token_is_accepted_whatever_the_schemes_case_and_spacing(
+    api: Api, children: Children
+) -> None:
+    for authorization in (f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER   {TOKEN}  "):
+        response = await api.anonymous.get("/v1/faults", headers={"Authorization": authorization})
+        assert response.status_code == 200, (authorization, response.text)
+    response = await api.anonymous.post(
+        "/v1/faults", json=PAUSE, headers={"Authorization": f"bearer {TOKEN}"}
+    )
+    assert response.status_code == 201, response.text
+    wait_state(children.pid("node-n2"), lambda s: s == "T", "paused")
+    stopped = await api.anonymous.delete(
+        f"/v1/faults/{response.json()['id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+    assert _rejected(api.service) == {"missing_token": 0, "bad_token": 0}
+
+
+async def test_probes_metrics_and_the_api_document_need_no_token(api: Api) -> None:
+    health = await api.anonymous.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    metrics = await api.anonymous.get("/metrics")
+    assert metrics.status_code == 200
+    # zero-initialised: rate() sees the first refusal
+    assert 'dscore_chaos_requests_rejected_total{reason="missing_token"} 0.0' in metrics.text
+    assert 'dscore_chaos_requests_rejected_total{reason="bad_token"} 0.0' in metrics.text
+    spec = (await api.anonymous.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            secured = operation.get("security") == [{"bearer": []}]
+            assert secured == (path not in OPEN_PATHS), (method, path)
+            assert ("401" in operation["responses"]) == secured, (method, path)
+    assert (await api.anonymous.get("/docs")).status_code == 200
+    assert _rejected(api.service) == {"missing_token": 0, "bad_token": 0}
+
+
+async def test_refusals_are_counted_on_metrics(api: Api) -> None:
+    for _ in range(2):
+        assert (await api.anonymous.get("/v1/faults")).status_code == 401
+    for _ in range(3):
+        bad = await api.anonymous.get("/v1/faults", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+    assert (await api.client.get("/v1/faults")).status_code == 200  # the right one is not counted
+    text = (await api.anonymous.get("/metrics")).text
+    assert 'dscore_chaos_requests_rejected_total{reason="missing_token"} 2.0' in text
+    assert 'dscore_chaos_requests_rejected_total{reason="bad_token"} 3.0' in text
+
+
+async def test_without_a_token_the_api_is_open(clock: VirtualClock, children: Children) -> None:
+    """`api_token=None`: what DSCORE_CHAOS__INSECURE_NO_AUTH=true serves (the settings refuse it otherwise)."""
+    children.start("node-n1")
+    service = make_service(clock, run_dir=children.run_dir)
+    async for api in _api(service, token=None):
+        response = await api.anonymous.post("/v1/faults", json={"kind": "process_kill", "target": "node-n1"})
+        assert response.status_code == 201, response.text
+        assert children.procs["node-n1"].wait(timeout=10) == -9
+        spec = (await api.anonymous.get("/openapi.json")).json()
+        assert "securitySchemes" not in spec.get("components", {})
+        assert "401" not in spec["paths"]["/v1/faults"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("token", ["", "  ", f" {TOKEN}", f"{TOKEN}\n"])
+def test_the_app_refuses_a_blank_or_unstripped_token(clock: VirtualClock, token: str) -> None:
+    with pytest.raises(ValueError, match="non-blank, without surrounding whitespace"):
+        create_app(make_service(clock), api_token=SecretStr(token))
 
 
 # -- Grafana ----------------------------------------------------------------------------------------

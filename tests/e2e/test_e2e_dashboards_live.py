@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -57,6 +58,8 @@ pytestmark = [pytest.mark.timeout(420)]
 DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
 RULES = REPO / "deploy" / "prometheus" / "dscore-rules.yaml"
 CHAOS_BIN = REPO / ".venv" / "bin" / "dscore-chaos"
+#: the chaos service's API bearer token in this test (`DSCORE_CHAOS__API_TOKEN`)
+CHAOS_TOKEN = secrets.token_urlsafe(32)
 NODES = ("n1", "n2", "n3")
 #: Prometheus' scrape and rule-evaluation interval here (Grafana's data source "scrape interval" too)
 SCRAPE_S = 1.0
@@ -154,11 +157,14 @@ def prometheus_config(node_ports: dict[str, int], gateway: str, chaos_port: int)
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def http_json(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def http_json(
+    url: str, method: str = "GET", body: dict[str, Any] | None = None, *, token: str | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=40) as response:
             return response.status, json.loads(response.read())
@@ -183,6 +189,7 @@ def chaos_service(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], str]]:
                     **env,
                     "DSCORE_CHAOS__HOST": "127.0.0.1",
                     "DSCORE_CHAOS__PORT": str(port),
+                    "DSCORE_CHAOS__API_TOKEN": CHAOS_TOKEN,
                 },
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -304,7 +311,11 @@ async def test_every_dashboard_query_returns_data_from_a_live_stack_with_a_leade
 
             # The failover drill, through the chaos service's HTTP API: SIGKILL the leader's process.
             status, fault = await asyncio.to_thread(
-                http_json, f"{chaos}/v1/faults", "POST", {"kind": "process_kill", "target": "leader"}
+                http_json,
+                f"{chaos}/v1/faults",
+                "POST",
+                {"kind": "process_kill", "target": "leader"},
+                token=CHAOS_TOKEN,
             )
             assert status == 201, fault
             [injection] = fault["injections"]
@@ -324,13 +335,16 @@ async def test_every_dashboard_query_returns_data_from_a_live_stack_with_a_leade
                 f"{chaos}/v1/faults",
                 "POST",
                 {"kind": "partition", "target": "leader", "params": {"duration_s": 3}},
+                token=CHAOS_TOKEN,
             )
             assert status == 201 and partition["injections"][0]["outcome"] == "injected", partition
             assert second in str(partition["injections"][0]["target"]), (partition, second)
             workload.nemesis(f"chaos: {partition['injections'][0]['detail']}")
 
             async def partition_over() -> bool:
-                _, view = await asyncio.to_thread(http_json, f"{chaos}/v1/faults/{partition['id']}")
+                _, view = await asyncio.to_thread(
+                    http_json, f"{chaos}/v1/faults/{partition['id']}", token=CHAOS_TOKEN
+                )
                 return view is not None and view["state"] == "finished"
 
             await cluster.wait_for(partition_over, 30.0, "the partition ended")

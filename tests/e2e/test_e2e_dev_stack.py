@@ -2,7 +2,8 @@
 gateway, the chaos service and a Prometheus in the background, each with its pid in
 `<run dir>/<name>.pid`; the URLs and the log folder printed; a write and a read through the gateway;
 Prometheus scrapes all five services and evaluates dscore's rules; the README's failover drill (the
-chaos service's HTTP API kills the leader's process) leaves a cluster that still serves writes; `down`
+chaos service's HTTP API, with the bearer token `up` made in `<run dir>/chaos.token` (mode 600; no
+token: 401), kills the leader's process) leaves a cluster that still serves writes; `down`
 stops every process and removes the pid files. `DSCORE_PROTOCOL=pbft` starts four replicas by itself,
 serves through the gateway and survives the primary's kill (a view change). Ports and the run folder are
 this test's own (free ports, `tmp_path`), so it never meets a person's `make up` or another checkout's
@@ -14,6 +15,7 @@ import json
 import os
 import random
 import socket
+import stat
 import subprocess
 import time
 import urllib.error
@@ -62,11 +64,16 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _json(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def _json(
+    url: str, method: str = "GET", body: dict[str, Any] | None = None, *, token: str | None = None
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
         url,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method=method,
     )
     try:
@@ -180,8 +187,20 @@ def test_make_up_starts_redis_nodes_and_a_gateway_and_make_down_stops_them(
         jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
         assert jobs == {"dscore-node", "dscore-gateway", "dscore-chaos"}, jobs
 
+        # The chaos service's token: made by `up` in the run folder, owner-only, and what `up` prints
+        # tells how to send it (never the token itself).
+        token_file = run_dir / "chaos.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32 and token not in up.stdout and token not in up.stderr
+        assert f"Authorization: Bearer $(cat '{token_file}')" in up.stdout, up.stdout
+        assert f"DSCORE_CHAOS_TOKEN_FILE={token_file}" in (run_dir / "dev.env").read_text().splitlines()
+        assert token not in (run_dir / "logs" / "chaos.log").read_text()
+        kill = {"kind": "process_kill", "target": "leader"}
+        assert _json(f"{chaos}/v1/faults", "POST", kill)[0] == 401
+        assert _json(f"{chaos}/v1/faults", "POST", kill, token="x" * 44)[0] == 401
         # The README's failover drill: the chaos service kills the leader's process; writes go on.
-        status, fault = _json(f"{chaos}/v1/faults", "POST", {"kind": "process_kill", "target": "leader"})
+        status, fault = _json(f"{chaos}/v1/faults", "POST", kill, token=token)
         assert status == 201 and fault["injections"][0]["outcome"] == "injected", fault
         killed = fault["injections"][0]["target"]
         assert killed in {f"node-{n}" for n in NODES}, fault
@@ -226,7 +245,10 @@ def test_make_up_with_pbft_starts_four_replicas_that_serve_through_the_gateway(
         assert primary in nodes, cluster
 
         status, fault = _json(
-            f"http://127.0.0.1:{chaos_port}/v1/faults", "POST", {"kind": "process_kill", "target": "leader"}
+            f"http://127.0.0.1:{chaos_port}/v1/faults",
+            "POST",
+            {"kind": "process_kill", "target": "leader"},
+            token=(run_dir / "chaos.token").read_text().strip(),
         )
         assert status == 201 and fault["injections"][0]["target"] == f"node-{primary}", fault
         _wait(lambda: not _alive(pids[f"node-{primary}"]), "the primary's process is gone", timeout_s=10)

@@ -2,7 +2,8 @@
 pods; the service, built from its settings and driven over its HTTP API, deletes the leader's pod and
 the StatefulSet replaces it (same name, new uid). kwok runs no container, so no node answers
 `/debug/state`: the leader is named by a pod annotation the test sets (`leader_lookup=annotation`).
-A random pod is chosen by the seed; a pod outside the selector is never deleted."""
+A random pod is chosen by the seed; a pod outside the selector is never deleted. The client carries the
+API's bearer token, as every caller must."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ NODE_LABELS = {"app.kubernetes.io/name": "dscore", "app.kubernetes.io/component"
 SELECTOR = ",".join(f"{k}={v}" for k, v in NODE_LABELS.items())
 LEADER_ANNOTATION = "dscore.io/leader"
 SEED = 11
+#: the fault API's bearer token (`DSCORE_CHAOS__API_TOKEN`)
+TOKEN = "k8s-chaos-test-token-" + "k" * 32
 
 
 def _pod_spec() -> dict[str, Any]:
@@ -75,6 +78,7 @@ async def chaos(kube_api: Path, namespace: str) -> AsyncIterator[httpx.AsyncClie
     settings = load_chaos_settings(
         chaos={
             "seed": SEED,
+            "api_token": TOKEN,
             "kubernetes": {
                 "enabled": True,
                 "kubeconfig": str(kube_api),
@@ -85,11 +89,13 @@ async def chaos(kube_api: Path, namespace: str) -> AsyncIterator[httpx.AsyncClie
             },
         }
     )
-    app = create_app(build_service(settings))
+    app = create_app(build_service(settings), api_token=settings.chaos.api_token)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://chaos") as http,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://chaos", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as http,
     ):
         yield http
 

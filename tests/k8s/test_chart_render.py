@@ -105,6 +105,13 @@ def render_upgrade(helm: Path, tmp: Path, vals: Mapping[str, Any], *, running: i
 
 def notes(helm: Path, tmp: Path, vals: Mapping[str, Any], *, running: int | None = None) -> str:
     """NOTES.txt as helm prints it after an install (or, with `running`, an upgrade over that many)."""
+    return notes_and_objects(helm, tmp, vals, running=running)[0]
+
+
+def notes_and_objects(
+    helm: Path, tmp: Path, vals: Mapping[str, Any], *, running: int | None = None
+) -> tuple[str, list[Obj]]:
+    """`notes`, and the objects rendered with them (the same draw of the Secret's random values)."""
     wrapped = {
         "templates/_test_notes.tpl": '{{- define "test.notes" -}}\n'
         + (CHART / "templates" / "NOTES.txt").read_text()
@@ -114,7 +121,7 @@ def notes(helm: Path, tmp: Path, vals: Mapping[str, Any], *, running: int | None
     }
     chart = chart_copy(tmp, running=running, files=wrapped)
     objects = render_chart(helm, tmp, chart, vals, upgrade=running is not None)
-    return str(one(objects, "ConfigMap", "test-notes")["data"]["notes"])
+    return str(one(objects, "ConfigMap", "test-notes")["data"]["notes"]), objects
 
 
 # -- lint and validation -------------------------------------------------------------------------------
@@ -574,6 +581,96 @@ def test_the_charts_own_secret_gives_the_admin_token_under_its_own_key(helm_bin:
         assert ref == {"secretKeyRef": {"name": "demo-dscore-auth", "key": "admin-token"}}
 
 
+def _chaos_token_refs(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        f"{where}/{c['name']}": env_of(c)["DSCORE_CHAOS__API_TOKEN"]
+        for where, spec in pod_specs(objects)
+        for c in [*spec.get("containers", []), *spec.get("initContainers", [])]
+        if "DSCORE_CHAOS__API_TOKEN" in env_of(c)
+    }
+
+
+def test_chaos_token_comes_from_the_secret_and_reaches_only_the_chaos_service(
+    helm_bin: Path, tmp: Path
+) -> None:
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": True}))
+    secret = one(objects, "Secret", "demo-dscore-auth")
+    token = base64.b64decode(secret["data"]["chaos-token"])
+    assert len(token) == 48 and token.isalnum()  # DSCORE_CHAOS__API_TOKEN: 32 at least, no whitespace
+    assert token != base64.b64decode(secret["data"]["admin-token"])
+    assert _chaos_token_refs(objects) == {
+        "Deployment/demo-dscore-chaos/chaos": {
+            "secretKeyRef": {"name": "demo-dscore-auth", "key": "chaos-token"}
+        }
+    }
+    # never in plain text anywhere but the Secret
+    assert token.decode() not in json.dumps([o for o in objects if o["kind"] != "Secret"])
+    # without the chaos service nobody gets it (the Secret holds it all the same, for a later enable)
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": False}))
+    assert _chaos_token_refs(objects) == {}
+    assert "chaos-token" in one(objects, "Secret", "demo-dscore-auth")["data"]
+
+
+def test_chaos_token_from_an_existing_secret_under_its_key(helm_bin: Path, tmp: Path) -> None:
+    objects = render(
+        helm_bin,
+        tmp,
+        values(
+            **{
+                "chaos.enabled": True,
+                "auth.existingSecret": "mine",
+                "auth.existingSecretChaosTokenKey": "chaos",
+            }
+        ),
+    )
+    assert not find(objects, "Secret")
+    assert _chaos_token_refs(objects) == {
+        "Deployment/demo-dscore-chaos/chaos": {"secretKeyRef": {"name": "mine", "key": "chaos"}}
+    }
+    # the default key name, with an existing Secret
+    objects = render(helm_bin, tmp, values(**{"chaos.enabled": True, "auth.existingSecret": "mine"}))
+    assert _chaos_token_refs(objects)["Deployment/demo-dscore-chaos/chaos"] == {
+        "secretKeyRef": {"name": "mine", "key": "chaos-token"}
+    }
+    # the key names one of *your* Secret's: the chart's own keeps chaos-token
+    objects = render(
+        helm_bin, tmp, values(**{"chaos.enabled": True, "auth.existingSecretChaosTokenKey": "x"})
+    )
+    assert _chaos_token_refs(objects)["Deployment/demo-dscore-chaos/chaos"] == {
+        "secretKeyRef": {"name": "demo-dscore-auth", "key": "chaos-token"}
+    }
+
+
+#: the Secret template's lookup of itself, which `_secret_found` replaces
+LOOKUP_SECRET = '{{- $existing := lookup "v1" "Secret" .Release.Namespace $name }}'
+
+
+def _secret_found(tmp: Path, data: dict[str, str]) -> Path:
+    """A copy of the chart whose Secret template finds a live Secret holding `data` (as at an upgrade)."""
+    template = (CHART / "templates" / "secret.yaml").read_text()
+    assert template.count(LOOKUP_SECRET) == 1, "the Secret's lookup changed: update LOOKUP_SECRET"
+    found = " ".join(f'"{k}" "{base64.b64encode(v.encode()).decode()}"' for k, v in data.items())
+    text = template.replace(LOOKUP_SECRET, '{{- $existing := dict "data" (dict ' + found + ") }}")
+    return chart_copy(tmp, files={"templates/secret.yaml": text})
+
+
+def test_the_secrets_values_are_drawn_once_and_kept(helm_bin: Path, tmp: Path) -> None:
+    kept = {"auth-key": "k" * 64, "admin-token": "a" * 48, "chaos-token": "c" * 48}
+    chart = _secret_found(tmp, kept)
+    data = one(render_chart(helm_bin, tmp, chart, values(**{"chaos.enabled": True}), upgrade=True), "Secret")[
+        "data"
+    ]
+    assert {k: base64.b64decode(v).decode() for k, v in data.items()} == kept
+    # a Secret from before the chaos token: the key and the admin token kept, a chaos token drawn
+    chart = _secret_found(tmp, {"auth-key": "k" * 64, "admin-token": "a" * 48})
+    data = one(render_chart(helm_bin, tmp, chart, values(**{"chaos.enabled": True}), upgrade=True), "Secret")[
+        "data"
+    ]
+    got = {k: base64.b64decode(v).decode() for k, v in data.items()}
+    assert got["auth-key"] == "k" * 64 and got["admin-token"] == "a" * 48
+    assert len(got["chaos-token"]) == 48 and got["chaos-token"].isalnum()
+
+
 def _resolved_env(c: dict[str, Any], namespace: str, secrets: dict[str, str]) -> dict[str, str]:
     """A container's environment as the kubelet would give it: field refs and secret refs filled in."""
     out: dict[str, str] = {}
@@ -609,6 +706,9 @@ def test_the_services_accept_the_environment_the_chart_gives_them(
     chaos_spec = one(objects, "Deployment", "demo-dscore-chaos")["spec"]["template"]["spec"]
     chaos = load_with(_resolved_env(container(chaos_spec, "chaos"), "dscore", secrets), load_chaos_settings)
     assert chaos.chaos.kubernetes.enabled and chaos.chaos.port == 8080
+    assert chaos.chaos.host == "0.0.0.0"  # the service's default is loopback: the pod must say so
+    assert chaos.chaos.api_token is not None and not chaos.chaos.insecure_no_auth
+    assert chaos.chaos.api_token.get_secret_value() == secrets["chaos-token"]
     assert chaos.kubernetes_namespace() == "dscore"
     assert chaos.chaos.kubernetes.label_selector == (
         "app.kubernetes.io/instance=demo,app.kubernetes.io/component=node"
@@ -637,7 +737,38 @@ def test_existing_secret(helm_bin: Path, tmp: Path) -> None:
 def test_notes_never_print_the_key(helm_bin: Path, tmp: Path) -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "auth-key" not in notes.replace('include "dscore.authSecretKey"', "")
-    assert ".data" not in notes and "b64dec" not in notes and "lookup" not in notes
+    # No template action reads a Secret (the `.data` of the kubectl line is the reader's jsonpath).
+    actions = " ".join(re.findall(r"{{.*?}}", notes, flags=re.S))
+    assert ".data" not in actions and "b64dec" not in actions and "lookup" not in actions
+    # Rendered: none of the Secret's values, whatever the chaos service's lines say.
+    text, objects = notes_and_objects(helm_bin, tmp, values(**{"chaos.enabled": True}))
+    secret = one(objects, "Secret", "demo-dscore-auth")
+    for key, value in secret["data"].items():
+        assert value not in text and base64.b64decode(value).decode() not in text, key
+
+
+def test_notes_tell_how_to_read_the_chaos_token(helm_bin: Path, tmp: Path) -> None:
+    text = notes(helm_bin, tmp, values(**{"chaos.enabled": True}))
+    assert (
+        "TOKEN=$(kubectl -n dscore get secret demo-dscore-auth -o jsonpath='{.data.chaos-token}' | base64 -d)"
+    ) in text
+    assert "kubectl -n dscore port-forward svc/demo-dscore-chaos 8090:8080 &" in text
+    assert 'curl -H "Authorization: Bearer $TOKEN" localhost:8090/v1/faults' in text
+    # your Secret, your key (a dot escaped for the jsonpath)
+    text = notes(
+        helm_bin,
+        tmp,
+        values(
+            **{
+                "chaos.enabled": True,
+                "auth.existingSecret": "mine",
+                "auth.existingSecretChaosTokenKey": "chaos.tok",
+            }
+        ),
+    )
+    assert "get secret mine -o jsonpath='{.data.chaos\\.tok}' | base64 -d)" in text
+    assert "your Secret must hold it" in text
+    assert "TOKEN=" not in notes(helm_bin, tmp, values(**{"chaos.enabled": False}))
 
 
 # -- Kafka, Redis modes ------------------------------------------------------------------------------------
@@ -960,7 +1091,7 @@ def test_the_served_paths_are_the_services_own_routes() -> None:
         "gateway": {r.path for r in router.routes if "GET" in getattr(r, "methods", ())},
         "chaos": {
             r.path
-            for r in create_app(MagicMock(), manage_lifecycle=False).routes
+            for r in create_app(MagicMock(), api_token=SecretStr("t" * 32), manage_lifecycle=False).routes
             if "GET" in (getattr(r, "methods", None) or ())
         },
     }

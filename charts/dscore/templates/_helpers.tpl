@@ -141,6 +141,20 @@ imagePullSecrets:
       key: {{ include "dscore.adminTokenKey" . }}
 {{- end -}}
 
+{{/* The key of the chaos service's API token: auth.existingSecretChaosTokenKey names one of your Secret's. */}}
+{{- define "dscore.chaosTokenKey" -}}
+{{- if .Values.auth.existingSecret -}}{{ .Values.auth.existingSecretChaosTokenKey }}{{- else -}}chaos-token{{- end -}}
+{{- end -}}
+
+{{/* The chaos service's API bearer token (DSCORE_CHAOS__API_TOKEN), from the same Secret. */}}
+{{- define "dscore.chaosTokenEnv" -}}
+- name: DSCORE_CHAOS__API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "dscore.authSecretName" . }}
+      key: {{ include "dscore.chaosTokenKey" . }}
+{{- end -}}
+
 {{/* Kafka ---------------------------------------------------------------------------------------------- */}}
 
 {{- define "dscore.kafkaBootstrap" -}}

@@ -2,6 +2,9 @@
 
     dscore-chaos        # settings from DSCORE_* (see dscore_chaos.settings)
 
+It refuses to start (exit 2) without `DSCORE_CHAOS__API_TOKEN`, the fault API's bearer token, unless
+`DSCORE_CHAOS__INSECURE_NO_AUTH=true`.
+
 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: every fault is stopped first, so a paused
 process is resumed and a transport fault gets its stop command), 2 for bad settings (the message names
 the environment variable) or no Kubernetes credentials, 1 if a backend cannot start (Kafka unreachable).
@@ -120,7 +123,7 @@ async def serve(settings: ChaosSettings) -> int:
     options = settings.chaos
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service),
+            create_app(service, api_token=options.api_token),
             host=options.host,
             port=options.port,
             lifespan="on",
@@ -129,12 +132,20 @@ async def serve(settings: ChaosSettings) -> int:
             server_header=False,
         )
     )
+    if options.api_token is None:
+        log.warning(
+            "the fault API is served WITHOUT authentication (DSCORE_CHAOS__INSECURE_NO_AUTH=true): anyone "
+            "who reaches %s:%d can inject faults",
+            options.host,
+            options.port,
+        )
     log.info(
-        "chaos service for cluster %s: kinds %s; http %s:%d",
+        "chaos service for cluster %s: kinds %s; http %s:%d, API auth %s",
         settings.cluster_id,
         ", ".join(k.value for k in service.kinds) or "none",
         options.host,
         options.port,
+        "bearer token" if options.api_token is not None else "OFF",
     )
     await server.serve()
     return 0 if server.started else 1

@@ -9,6 +9,9 @@
 - `dscore_chaos_annotations_failed_total`: Grafana annotations that could not be posted (only with
   `DSCORE_CHAOS__GRAFANA__URL`).
 - `dscore_chaos_faults_active`: faults scheduled or in force.
+- `dscore_chaos_requests_rejected_total{reason}`: fault API requests refused before acting on them:
+  `missing_token` (no `Authorization: Bearer` header), `bad_token` (a wrong token); both from zero. A
+  rising count is someone without the Secret's token knocking.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from dscore.metrics import ChaosMetrics
 from dscore_chaos.model import ChaosKind
+
+#: why the fault API refused a request (`dscore_chaos_requests_rejected_total{reason}`)
+REJECT_REASONS = ("missing_token", "bad_token")
 
 
 class ServiceMetrics:
@@ -38,5 +44,13 @@ class ServiceMetrics:
             "Grafana annotations the chaos service could not post",
             registry=registry,
         )
+        self.rejected = Counter(
+            "dscore_chaos_requests_rejected_total",
+            "Fault API requests the chaos service refused before acting on them, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
         gauge = Gauge("dscore_chaos_faults_active", "Faults scheduled or in force", registry=registry)
         gauge.set_function(lambda: float(active()))

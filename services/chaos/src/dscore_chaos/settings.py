@@ -4,11 +4,20 @@
     DSCORE_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 \
     DSCORE_CHAOS__KUBERNETES__ENABLED=true \
     DSCORE_CHAOS__KUBERNETES__LABEL_SELECTOR=app.kubernetes.io/component=node \
+    DSCORE_CHAOS__API_TOKEN="$(cat chaos.token)" DSCORE_CHAOS__HOST=0.0.0.0 \
     dscore-chaos
 
 Names shared with the nodes and the gateway (`DSCORE_CLUSTER_ID`, `DSCORE_NODES`, `DSCORE_AUTH_KEY`,
 `DSCORE_KAFKA__BOOTSTRAP_SERVERS`) mean the same thing here, so one ConfigMap and one Secret feed a whole
 deployment; the service's own knobs live under `DSCORE_CHAOS__`. Unknown variables are ignored.
+
+Secure by default: the fault API (`/v1/...`) answers only requests with `Authorization: Bearer <token>`,
+the token from `DSCORE_CHAOS__API_TOKEN` (a Secret; at least 32 visible ASCII characters, surrounding
+whitespace stripped; never logged, never in an error). Without a token the service refuses to start,
+unless `DSCORE_CHAOS__INSECURE_NO_AUTH=true` says, explicitly, that anyone who reaches the port may
+inject faults (a throwaway setup). That is the chaos API's own switch: the cluster-wide
+`DSCORE_INSECURE_NO_AUTH` (control commands without a MAC, below) does not open the API. The service
+listens on 127.0.0.1 unless `DSCORE_CHAOS__HOST` says otherwise (a container sets 0.0.0.0).
 
 Backends are switched on by their settings:
 
@@ -47,7 +56,10 @@ from dscore.transport.faults import MAX_FAULT_DURATION_S
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: settings whose values never appear in an error or a log line
-SECRET_SETTINGS = frozenset({"auth_key", "chaos.grafana.token"})
+SECRET_SETTINGS = frozenset({"auth_key", "chaos.api_token", "chaos.grafana.token"})
+#: the shortest API token accepted, as for the node's /admin token (a 32-character random token is far
+#: beyond guessing over HTTP)
+MIN_API_TOKEN_CHARS = 32
 _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -151,8 +163,16 @@ class ChaosOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    host: str = "0.0.0.0"
+    #: the address to listen on; 0.0.0.0 in a container (the default keeps a laptop's service private)
+    host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=1, le=65535)
+    #: the bearer token every `/v1/...` request must carry (`Authorization: Bearer <token>`), from a
+    #: Secret; at least 32 visible ASCII characters (surrounding whitespace is stripped). Never logged,
+    #: never in an error message. Required unless `insecure_no_auth`
+    api_token: SecretStr | None = None
+    #: serve the fault API without a token (anyone who reaches the port can kill nodes): only for a
+    #: throwaway setup. A token, when set, is required whatever this says
+    insecure_no_auth: bool = False
     #: seeds every random choice ("a random pod", omissions at the nodes are drawn there)
     seed: int = 0
     #: faults scheduled or running at once; more are refused (503)
@@ -165,6 +185,23 @@ class ChaosOptions(BaseModel):
     kubernetes: KubernetesOptions = Field(default_factory=KubernetesOptions)
     processes: ProcessOptions = Field(default_factory=ProcessOptions)
     grafana: GrafanaOptions = Field(default_factory=GrafanaOptions)
+
+    @field_validator("api_token")
+    @classmethod
+    def _check_api_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The messages never show the token, nor its length.
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("is blank (a token of at least 32 characters, or unset it)")
+        if any(c.isspace() for c in token):
+            raise ValueError("contains whitespace (a bearer token is one word)")
+        if not all("!" <= c <= "~" for c in token):
+            raise ValueError("must be visible ASCII characters (it is sent in an HTTP header)")
+        if len(token) < MIN_API_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_API_TOKEN_CHARS} characters")
+        return SecretStr(token)
 
 
 class KafkaOptions(BaseModel):
@@ -227,6 +264,13 @@ class ChaosSettings(BaseSettings):
             )
         if self.chaos.grafana.url is not None and self.chaos.grafana.token is None:
             raise ValueError(f"{ENV_PREFIX}CHAOS__GRAFANA__URL needs {ENV_PREFIX}CHAOS__GRAFANA__TOKEN")
+        if self.chaos.api_token is None and not self.chaos.insecure_no_auth:
+            raise ValueError(
+                f"{ENV_PREFIX}CHAOS__API_TOKEN is required (the bearer token of the fault API, at least "
+                f"{MIN_API_TOKEN_CHARS} characters: anyone who reaches the port could kill nodes otherwise); "
+                f"set {ENV_PREFIX}CHAOS__INSECURE_NO_AUTH=true to serve it without authentication (a "
+                "throwaway setup only)"
+            )
         return self
 
     def auth_key_bytes(self) -> bytes | None:
