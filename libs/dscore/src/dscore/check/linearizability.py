@@ -778,18 +778,50 @@ def _violation(
     )
     if not stuck:
         lines.append(f"  (the explanation stops after extending the search's path by {EXTENSION_LIMIT} ops)")
+    return _not_linearizable(
+        model=model,
+        ops=ops,
+        key=key,
+        ops_checked=ops_checked,
+        configurations=outcome.configurations,
+        prefix=prefix,
+        entries=entries,
+        states=states,
+        stuck=stuck,
+        lines=lines,
+        prefix_title="longest linearizable prefix",
+        when_empty="no op can be linearized first",
+    )
+
+
+def _not_linearizable(
+    *,
+    model: Model,
+    ops: tuple[ModelOp, ...],
+    key: EdnValue,
+    ops_checked: int,
+    configurations: int,
+    prefix: tuple[LinearizedStep, ...],
+    entries: list[int],
+    states: list[EdnValue],
+    stuck: tuple[StuckOp, ...],
+    lines: list[str],
+    prefix_title: str,
+    when_empty: str,
+) -> KeyResult:
+    """A violation's result: `lines` (the explanation's head) with the prefix's last steps after them."""
     if prefix:
-        lines += _prefix_lines("longest linearizable prefix", ops, entries, states)
+        lines += _prefix_lines(prefix_title, ops, entries, states)
     else:
-        lines.append(f"  (no op can be linearized first, from the initial state {dumps(model.initial)})")
+        lines.append(f"  ({when_empty}, from the initial state {dumps(model.initial)})")
     return KeyResult(
         key=key,
         verdict=Verdict.NOT_LINEARIZABLE,
         ops_checked=ops_checked,
         ops_searched=len(ops),
-        configurations=outcome.configurations,
+        configurations=configurations,
         longest_prefix=prefix,
-        stuck_state=stuck_state,
+        stuck_state=states[-1] if states else model.initial,
         stuck_ops=stuck,
         explanation="\n".join(lines),
     )
@@ -1020,20 +1052,19 @@ def _stuck_after_cut(
         f"shown ({len(prefix)} ops), {holder} held {dumps(state)}, and the op could come next:",
         f"  - {_describe(ops[culprit])}: {reason}",
     ]
-    if prefix:
-        lines += _prefix_lines("linearizable prefix", ops, entries, states)
-    else:
-        lines.append(f"  (nothing comes before it, from the initial state {dumps(model.initial)})")
-    return KeyResult(
+    return _not_linearizable(
+        model=model,
+        ops=ops,
         key=key,
-        verdict=Verdict.NOT_LINEARIZABLE,
         ops_checked=ops_checked,
-        ops_searched=len(ops),
         configurations=outcome.configurations,
-        longest_prefix=prefix,
-        stuck_state=state,
-        stuck_ops=(StuckOp(ops[culprit].operation, reason),),
-        explanation="\n".join(lines),
+        prefix=prefix,
+        entries=entries,
+        states=states,
+        stuck=(StuckOp(ops[culprit].operation, reason),),
+        lines=lines,
+        prefix_title="linearizable prefix",
+        when_empty="nothing comes before it",
     )
 
 
