@@ -206,7 +206,11 @@ async def run(settings: ServiceSettings) -> int:
         runner, port = await start_http(app, settings.http.host, settings.http.port)
         log.info("http listening on %s:%d", settings.http.host, port)
         status = await serve(
-            runtime, stop=stop, handle_signals=False, handover_timeout_s=settings.handover_timeout_s
+            runtime,
+            stop=stop,
+            handle_signals=False,
+            handover_timeout_s=settings.handover_timeout_s,
+            restart_cannot_help=(StorageWentBackError, StorageWipedError),
         )
         if isinstance(runtime.failure, (StorageWentBackError, StorageWipedError)):
             name = type(runtime.failure).__name__

@@ -37,9 +37,12 @@ async def serve(
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
     handover_timeout_s: float = DEFAULT_HANDOVER_TIMEOUT_S,
+    restart_cannot_help: tuple[type[BaseException], ...] = (),
 ) -> int:
     """Run `runtime` until `stop` is set (SIGTERM / SIGINT set it when `handle_signals`) or it fails;
-    return the process exit status (see the module docstring)."""
+    return the process exit status (see the module docstring). A failure of one of the
+    `restart_cannot_help` types is left to the caller to report (it exits with a status of its own), so
+    it is not logged here as one to restart."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     installed: list[signal.Signals] = []
@@ -57,6 +60,8 @@ async def serve(
             task.cancel()
         if failing in done:
             error = failing.result()
+            if isinstance(error, restart_cannot_help):
+                return EXIT_FAILED
             log.error(
                 "node %s failed; exiting with status %d so that it is restarted: %r",
                 runtime.node_id,
