@@ -326,3 +326,25 @@ def test_the_job_says_what_the_node_lacks() -> None:
     args = type("Args", (), {"statefulset": "kv-node", "replicas": 2, "running_replicas": 1})()
     with pytest.raises(membership.MembershipError, match=r"no 'removed'.*membership Job needs"):
         membership.run("pre", args, nodes, {}, set_node_id=lambda pod, node: None, deadline=float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "retry"),
+    [
+        (421, {"error": "not_leader"}, True),
+        (503, {"error": "not_running"}, True),  # the node is stopping or starting: nothing proposed
+        (504, {"error": "outcome unknown"}, True),
+        (409, {"error": "change_in_progress"}, True),
+        (409, {"error": "id_removed"}, False),
+    ],
+)
+def test_the_job_retries_what_the_admin_api_says_to_retry(
+    status: int, answer: dict[str, object], retry: bool
+) -> None:
+    nodes = FakeNodes({"kv-node-0"}, set(), set())
+    nodes._fetch = lambda url, method, headers: (status, answer)
+    if retry:
+        assert nodes.change("kv-node-0", "POST", "/admin/members/kv-node-1?learner=true") is False
+    else:
+        with pytest.raises(membership.MembershipError, match=str(status)):
+            nodes.change("kv-node-0", "POST", "/admin/members/kv-node-1?learner=true")

@@ -267,14 +267,15 @@ class Nodes:
 
     def change(self, leader_pod: str, method: str, path: str) -> bool:
         """True when the leader made the change (or there was nothing to do); False when it asks to retry
-        (not the leader any more, a change in progress, the outcome not known in time, unreachable)."""
+        (not the leader any more, not running, a change in progress, the outcome not known in time,
+        unreachable)."""
         try:
             status, answer = self._fetch(self.url(leader_pod, path), method, self._admin)
         except OSError:
             return False
         if status == 200:
             return True
-        if status in (421, 504) or (status == 409 and answer.get("error") == "change_in_progress"):
+        if status in (421, 503, 504) or (status == 409 and answer.get("error") == "change_in_progress"):
             return False
         raise MembershipError(f"{method} {path} on {leader_pod}: {status} {answer}")
 

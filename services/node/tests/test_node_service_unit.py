@@ -313,6 +313,11 @@ async def test_membership_changes_through_admin(single_node) -> None:  # type: i
     last = await client.delete("/admin/members/n1")
     assert last.status == 409 and (await last.json())["error"] == "last_voter"
     assert (await client.post("/admin/members/bad%20id")).status == 404
+    # a node that is not running proposed nothing: 503 with Retry-After, not "outcome unknown"
+    await runtime.stop()
+    stopped = await client.post("/admin/members/n3?learner=true")
+    assert stopped.status == 503 and (await stopped.json())["error"] == "not_running"
+    assert stopped.headers["Retry-After"] == "1"
 
 
 async def test_admin_without_the_token_is_refused_and_counted(single_node) -> None:  # type: ignore[no-untyped-def]

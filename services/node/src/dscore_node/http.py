@@ -162,6 +162,13 @@ def _membership(runtime: NodeRuntime) -> dict[str, Any]:
 async def _change(request: web.Request, what: str) -> web.Response:
     runtime = request.app[_RUNTIME]
     node_id = request.match_info["node_id"]
+    if runtime.state != "running":
+        # certainly nothing proposed: 503, not the 504 of a change the node stopped under
+        return web.json_response(
+            {"error": "not_running", "detail": f"node {runtime.node_id} is {runtime.state}"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     try:
         if what == "add":
             learner = request.query.get("learner", "false").lower() in ("1", "true", "yes")
