@@ -36,6 +36,9 @@ DEFAULT_JOB_REGEX = ".*dscore.*"
 DEFAULT_RUNBOOK_BASE = "docs/runbook.md"
 DEFAULT_CONSUMER_LAG_THRESHOLD = 10_000
 DEFAULT_SLOW_PERSIST_P99_S = 0.1
+#: the share of the gateway's counted requests (served or failed; the client's doing left out) that must be
+#: served over the SLO period: 99.9% leaves an error budget of 0.1% (43 minutes of total failure in 30 days)
+DEFAULT_AVAILABILITY_SLO = 0.999
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Settings:
     runbook_base: str = DEFAULT_RUNBOOK_BASE
     consumer_lag_threshold: int = DEFAULT_CONSUMER_LAG_THRESHOLD
     slow_persist_p99_s: float = DEFAULT_SLOW_PERSIST_P99_S
+    availability_slo: float = DEFAULT_AVAILABILITY_SLO
 
 
 class _Literal(str):
@@ -103,13 +107,59 @@ def served_ratio(selector: str, window: str, aggregate: str) -> str:
 """
 
 
+@dataclass(frozen=True)
+class BurnRate:
+    """One pair of the multi-window, multi-burn-rate alerts (Google's SRE workbook, chapter 5, "Alerting on
+    SLOs", table 5-8): it fires while the error ratio over both `long` and `short` exceeds `factor` times the
+    error budget (1 - SLO). `factor` = the share of a 30-day budget spent in `long` x 720 h / `long`: at that
+    error ratio `long` spends `budget_share` of the month's budget. The long window keeps short blips out
+    (precision); the short one makes the alert stop a few minutes after the errors stop (reset time)."""
+
+    factor: float
+    long: str
+    short: str
+    #: the share of a 30-day error budget that `long` spends at `factor` (for the annotations and docs)
+    budget_share: str
+
+
+#: the SLO period the factors assume (the workbook's): 30 days
+SLO_PERIOD_H = 30 * 24
+#: Page: 2% of the 30-day budget in 1 h, 0.02 x 720 h / 1 h = 14.4 (a 99.9% SLO: more than 1.44% of the
+#: requests failing, over the last hour and the last 5 minutes). At 14.4x the whole budget is gone in
+#: 30 d / 14.4 = 50 h; a total outage trips it after 1.44% of an hour, 52 s.
+BURN_FAST = BurnRate(14.4, "1h", "5m", "2%")
+#: Warning: 5% of the budget in 6 h, 0.05 x 720 h / 6 h = 6 (a 99.9% SLO: more than 0.6% failing, over the
+#: last 6 hours and the last 30 minutes). At 6x the budget lasts 5 days: a working day's notice is enough.
+#: It catches the slow leaks the fast pair misses (a steady 1% of failed requests never reaches 1.44%).
+#: The workbook's third pair (10% in 3 days at 1x, windows 3d/6h, a ticket) is left out: a 3-day rate()
+#: over the raw per-pod, per-outcome counters is a costly rule, and the 1x burn it catches shows on the
+#: "Availability and failover" dashboard long before it matters.
+BURN_SLOW = BurnRate(6, "6h", "30m", "5%")
+#: every window an availability ratio is recorded over: the dashboards' 5m and 1h, and the burn-rate pairs'
+AVAILABILITY_WINDOWS = ("5m", "30m", "1h", "6h")
+
+
+def availability_rule(window: str) -> str:
+    return f"job:dscore_gateway_availability:ratio_rate{window}"
+
+
+def burn_threshold(s: Settings, burn: BurnRate) -> float:
+    """The error ratio above which `burn` fires: `factor` x (1 - SLO), rounded to drop float noise
+    (14.4 x (1 - 0.999) is 0.014400000000000013)."""
+    return round(burn.factor * (1 - s.availability_slo), 10)
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.6g}%"
+
+
 def recording_rules(s: Settings) -> list[dict[str, Any]]:
     job = f'job=~"{s.job_regex}"'
     rules: list[dict[str, Any]] = []
-    for window in ("5m", "1h"):
+    for window in AVAILABILITY_WINDOWS:
         rules.append(
             {
-                "record": f"job:dscore_gateway_availability:ratio_rate{window}",
+                "record": availability_rule(window),
                 "expr": _expr(served_ratio(job, window, f"sum by ({GATEWAY})")),
             }
         )
@@ -143,6 +193,8 @@ PROPOSALS_FAILED_MIN = 10
 IN_CLUSTER = (
     "{{ $labels.job }} ({{ $labels.protocol }}){{ with $labels.namespace }} in namespace {{ . }}{{ end }}"
 )
+#: a gateway in an annotation: "dscore-gateway", "dscore-gateway in namespace a"
+GATEWAY_IN = "{{ $labels.job }}{{ with $labels.namespace }} in namespace {{ . }}{{ end }}"
 
 
 @dataclass(frozen=True)
@@ -155,9 +207,60 @@ class Alert:
     description: str
 
 
+def burn_rate_expr(s: Settings, burn: BurnRate) -> str:
+    """Both windows' error ratio (1 - availability) above the pair's threshold, per gateway (`namespace`,
+    `job`); the value is the long window's error ratio. Without counted requests the availability rules
+    give nothing (no series) or NaN (0 / 0: series, but no request in the window), and NaN > x is false:
+    an idle gateway never fires, one that answers only failures reads availability 0 and does.
+
+    It reads the recording rules, not the raw counters: a 6-hour rate() of every per-pod, per-outcome
+    series on every evaluation is what recording rules are for. Rule groups are evaluated independently, so
+    the alert may see the rules' value of one evaluation before: against windows of 5 minutes to 6 hours
+    that changes nothing (DscoreNoLeader, whose `for:` is 1m, is another matter)."""
+    threshold = burn_threshold(s, burn)
+    return f"""
+1 - {availability_rule(burn.long)} > {threshold}
+and on ({GATEWAY})
+1 - {availability_rule(burn.short)} > {threshold}
+"""
+
+
+def burn_rate_description(s: Settings, burn: BurnRate, last_long: str, last_short: str, span: str) -> str:
+    threshold = burn_threshold(s, burn)
+    budget = round(1 - s.availability_slo, 10)
+    return (
+        f"{{{{ $value | humanizePercentage }}}} of the counted requests to {GATEWAY_IN} failed over the last "
+        f"{last_long}, and more than {_percent(threshold)} over the last {last_short} (threshold "
+        f"{_percent(threshold)}: {burn.factor:g} times the {_percent(budget)} error budget of the "
+        f"{_percent(s.availability_slo)} availability SLO; at that rate {burn.budget_share} of the 30-day "
+        f"budget goes in {span}, and all of it in {SLO_PERIOD_H / burn.factor / 24:.2g} days)."
+    )
+
+
 def alerts(s: Settings) -> list[Alert]:
     job = f'job=~"{s.job_regex}"'
     return [
+        Alert(
+            "DscoreAvailabilityBudgetBurnFast",
+            burn_rate_expr(s, BURN_FAST),
+            # No `for:`, as in the workbook: the 5m window is the confirmation a `for:` would give (the
+            # failures go on now), and a `for:` would only delay the page. A single failover of a few
+            # seconds can lift the 5m window above 1.44% but not the hour (5 s of failures are 0.14% of
+            # it): the 1h window is what keeps blips out.
+            "0m",
+            "critical",
+            f"dscore gateway {GATEWAY_IN} spends its availability error budget fast.",
+            burn_rate_description(s, BURN_FAST, "hour", "5 minutes", "an hour"),
+        ),
+        Alert(
+            "DscoreAvailabilityBudgetBurnSlow",
+            burn_rate_expr(s, BURN_SLOW),
+            # No `for:` either: the 30m window confirms that the failures go on.
+            "0m",
+            "warning",
+            f"dscore gateway {GATEWAY_IN} spends its availability error budget steadily.",
+            burn_rate_description(s, BURN_SLOW, "6 hours", "30 minutes", "6 hours"),
+        ),
         Alert(
             "DscoreNoLeader",
             # The expression itself, not its recording rule: rule groups are evaluated independently, so
@@ -391,12 +494,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runbook-base", default=DEFAULT_RUNBOOK_BASE, help="URL of docs/runbook.md")
     parser.add_argument("--consumer-lag-threshold", type=int, default=DEFAULT_CONSUMER_LAG_THRESHOLD)
     parser.add_argument("--slow-persist-p99-s", type=float, default=DEFAULT_SLOW_PERSIST_P99_S)
+    parser.add_argument(
+        "--availability-slo",
+        type=float,
+        default=DEFAULT_AVAILABILITY_SLO,
+        help="the gateway's availability objective, a fraction (default %(default)s: 99.9%%)",
+    )
     parser.add_argument("--out", type=Path, default=RULES_FILE, help="file to write ('-': stdout)")
     args = parser.parse_args(argv)
     if '"' in args.job_regex or "\\" in args.job_regex:
         parser.error("--job-regex must not contain quotes or backslashes")
+    # The fast pair's threshold must stay below 1 (an error ratio cannot exceed it): the SLO above
+    # 1 - 1 / 14.4, 93.06%. Nothing below 90% is an availability objective anyway.
+    if not 0 < BURN_FAST.factor * (1 - args.availability_slo) < 1:
+        parser.error(
+            f"--availability-slo must be a fraction above {1 - 1 / BURN_FAST.factor:.4f} and below 1 "
+            "(0.999 for 99.9%)"
+        )
     text = render(
-        Settings(args.job_regex, args.runbook_base, args.consumer_lag_threshold, args.slow_persist_p99_s)
+        Settings(
+            args.job_regex,
+            args.runbook_base,
+            args.consumer_lag_threshold,
+            args.slow_persist_p99_s,
+            args.availability_slo,
+        )
     )
     if str(args.out) == "-":
         sys.stdout.write(text)
