@@ -145,53 +145,51 @@ def _panel(p: P) -> Any:
     return builder
 
 
+def _query_variable(
+    name: str, label: str, query: str, description: str | None = None, sort: Any = None
+) -> Any:
+    """A multi-value variable filled by `query`, with "All" meaning every value (`.*`)."""
+    variable = dash.QueryVariable(name).label(label)
+    if description is not None:
+        variable = variable.description(description)
+    return (
+        variable.datasource(DATASOURCE)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(sort or model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+
+
 def _variables() -> list[Any]:
-    all_regex = ".*"
     return [
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        dash.QueryVariable("namespace")
-        .label("Namespace")
-        .description(
+        _query_variable(
+            "namespace",
+            "Namespace",
+            'label_values({__name__=~"dscore_.+"}, namespace)',
             "Kubernetes namespaces with dscore metrics: two Helm releases of one name in two namespaces "
-            "share a job (none outside Kubernetes: All)"
-        )
-        .datasource(DATASOURCE)
-        .query('label_values({__name__=~"dscore_.+"}, namespace)')
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(model.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(all_regex),
-        dash.QueryVariable("job")
-        .label("Job")
-        .description("Scrape jobs that export dscore metrics (nodes, gateways, chaos injector)")
-        .datasource(DATASOURCE)
-        .query('label_values({__name__=~"dscore_.+", namespace=~"$namespace"}, job)')
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(model.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(all_regex),
-        dash.QueryVariable("protocol")
-        .label("Protocol")
-        .datasource(DATASOURCE)
-        .query('label_values(dscore_node_up{namespace=~"$namespace", job=~"$job"}, protocol)')
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(model.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(all_regex),
-        dash.QueryVariable("node")
-        .label("Node")
-        .datasource(DATASOURCE)
-        .query(
-            'label_values(dscore_node_up{namespace=~"$namespace", job=~"$job", protocol=~"$protocol"}, node)'
-        )
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(model.VariableSort.NATURAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(all_regex),
+            "share a job (none outside Kubernetes: All)",
+        ),
+        _query_variable(
+            "job",
+            "Job",
+            'label_values({__name__=~"dscore_.+", namespace=~"$namespace"}, job)',
+            "Scrape jobs that export dscore metrics (nodes, gateways, chaos injector)",
+        ),
+        _query_variable(
+            "protocol",
+            "Protocol",
+            'label_values(dscore_node_up{namespace=~"$namespace", job=~"$job"}, protocol)',
+        ),
+        _query_variable(
+            "node",
+            "Node",
+            'label_values(dscore_node_up{namespace=~"$namespace", job=~"$job", protocol=~"$protocol"}, node)',
+            sort=model.VariableSort.NATURAL_ASC,
+        ),
     ]
 
 
